@@ -1,0 +1,346 @@
+"""ScaledObject trigger metadata -> a frozen, typed :class:`PolicyConfig`.
+
+KEDA sends the trigger's whole ``metadata`` map with every call
+(``ScaledObjectRef.scalerMetadata``). It is parsed once per distinct map (the
+server caches by content) into a :class:`PolicyConfig`. Keys are camelCase,
+exactly as users type them in YAML. Every problem is collected and reported at
+once in a :class:`~scaler.errors.ConfigError`, each naming the key and the bad
+value; the gRPC servicer maps it to ``INVALID_ARGUMENT``.
+
+The table :data:`KEYS` is the single source of truth for key names, types,
+defaults and documentation: the README's configuration reference and the test
+that parses ``deploy/`` examples are both checked against it
+(``tests/unit/test_config.py``).
+
+Durations accept plain seconds (``"30"``, ``"2.5"``) or Go-style units
+(``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError, ConfigProblem
+
+# Keys KEDA itself reads from the same metadata map; they reach us too and are
+# accepted without effect (``scalerAddress`` is where KEDA found us).
+KEDA_OWNED_KEYS = frozenset({"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey"})
+
+POLICIES = ("reactive", "predictive")
+
+# Kubernetes object names (RFC 1123 labels/subdomains).
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Characters that could end a PromQL label matcher or a string literal.
+_PROMQL_UNSAFE = re.compile(r'["\'`\\{}\n\r\t]')
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+class _Invalid(ValueError):
+    """Raised by a key parser; the message explains what is wrong with the value."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"30"``, ``"2.5"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``."""
+    s = text.strip()
+    try:
+        value = float(s)
+    except ValueError:
+        pos, total = 0, 0.0
+        if not s:
+            raise _Invalid("empty duration") from None
+        for m in _DURATION_PART.finditer(s):
+            if m.start() != pos:
+                break
+            num, unit = float(m.group(1)), m.group(2)
+            total += num * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+            pos = m.end()
+        if pos != len(s):
+            raise _Invalid("not a duration (use seconds, or units like 30s, 5m, 1h)") from None
+        value = total
+    if not math.isfinite(value) or value < 0:
+        raise _Invalid("must be a finite, non-negative duration")
+    return value
+
+
+def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise _Invalid("not a number") from None
+        if not math.isfinite(value):
+            raise _Invalid("must be finite")
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise _Invalid(f"must be {'>' if lo_open else '>='} {lo:g}")
+        if hi is not None and value > hi:
+            raise _Invalid(f"must be <= {hi:g}")
+        return value
+
+    return parse
+
+
+def _int(lo: int = 0) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise _Invalid("not an integer") from None
+        if value < lo:
+            raise _Invalid(f"must be >= {lo}")
+        return value
+
+    return parse
+
+
+def _duration(lo_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = parse_duration(text)
+        if lo_open and value == 0:
+            raise _Invalid("must be > 0")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("true", "1", "yes"):
+        return True
+    if t in ("false", "0", "no"):
+        return False
+    raise _Invalid("not a boolean (true or false)")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        t = text.strip()
+        if t not in options:
+            raise _Invalid(f"must be one of {', '.join(options)}")
+        return t
+
+    return parse
+
+
+def _k8s_name(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        t = text.strip()
+        if not pattern.match(t):
+            raise _Invalid(f"not a valid Kubernetes {what} (lowercase RFC 1123)")
+        return t
+
+    return parse
+
+
+def _label_value(text: str) -> str:
+    if not text:
+        raise _Invalid("must not be empty")
+    if _PROMQL_UNSAFE.search(text):
+        raise _Invalid("contains a quote, backslash, brace or control character, not allowed in a label value")
+    return text
+
+
+def _url(text: str) -> str:
+    t = text.strip()
+    if not re.match(r"^https?://[^\s\"'{}]+$", t):
+        raise _Invalid("must be an http:// or https:// URL")
+    return t.rstrip("/")
+
+
+def _promql(text: str) -> str:
+    t = text.strip()
+    if not t:
+        raise _Invalid("must not be empty")
+    return t
+
+
+@dataclass(frozen=True)
+class Key:
+    """One metadata key: YAML name, dataclass field, parser, default (None: no default), docs."""
+
+    name: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: Any
+    type: str
+    doc: str
+
+
+# The documented defaults of the reactive and predictive policies. The
+# predictive-policy keys are parsed here so that the config is one object; the
+# formulas that use them live in scaler/policy.py.
+KEYS: tuple[Key, ...] = (
+    Key("prometheusAddress", "prometheus_address", _url, None, "URL",
+        "Prometheus base URL. Default: the server's `--prometheus-url`."),
+    Key("namespace", "namespace", _k8s_name(_DNS1123_LABEL, "namespace"), None, "string",
+        "Namespace of the vLLM pods. Default: the ScaledObject's namespace. The server refuses other namespaces "
+        "unless listed in `--allowed-namespaces`."),
+    Key("deploymentName", "deployment", _k8s_name(_DNS1123_SUBDOMAIN, "Deployment name"), None, "string",
+        "The vLLM Deployment; its pods are matched as `pod=~\"<name>-.*\"`. Default: the ScaledObject's name."),
+    Key("modelName", "model_name", _label_value, None, "string",
+        "If set, only series with this vLLM `model_name` label are read."),
+    Key("policy", "policy", _choice(*POLICIES), "reactive", "enum",
+        "Formula inside `decide()`: `reactive` (queue, latency, KV, running) or `predictive`."),
+    Key("minReplicas", "min_replicas", _int(0), 0, "int",
+        "Lowest replica count the policy asks for (KEDA's `minReplicaCount` still applies)."),
+    Key("maxReplicas", "max_replicas", _int(1), 10, "int",
+        "Highest replica count the policy asks for."),
+    Key("ttftP95", "ttft_p95", _float(0, lo_open=True), 2.5, "seconds",
+        "SLO: P95 time to first token. Put it on a vLLM bucket edge (e.g. 1.0, 2.5, 5.0)."),
+    Key("tpotP95", "tpot_p95", _float(0, lo_open=True), 0.1, "seconds",
+        "SLO: P95 time per output token (inter-token latency). Bucket edges: 0.05, 0.075, 0.1, 0.15..."),
+    Key("queuePerReplica", "queue_per_replica", _float(0, lo_open=True), 5.0, "requests",
+        "Target waiting requests per replica (`vllm:num_requests_waiting`)."),
+    Key("runningPerReplica", "running_per_replica", _float(0, lo_open=True), 32.0, "requests",
+        "Target running requests per replica (`vllm:num_requests_running`), below vLLM's `max_num_seqs`."),
+    Key("kvCacheTarget", "kv_cache_target", _float(0, 1, lo_open=True), 0.8, "fraction",
+        "Target mean KV-cache usage per replica (0-1)."),
+    Key("activationThreshold", "activation_threshold", _float(0), 0.0, "requests",
+        "Active (wake from / stay above zero) while waiting+running (or the activation query) is above this."),
+    Key("activationQuery", "activation_query", _promql, None, "PromQL",
+        "Upstream demand (router, gateway or queue metric) read at zero replicas, when vLLM exports nothing. "
+        "Only honoured when the server runs with `--allow-activation-query`."),
+    Key("refreshInterval", "refresh_interval", _duration(lo_open=True), 5.0, "duration",
+        "How often the server refreshes this target's signals in the background."),
+    Key("maxStaleness", "max_staleness", _duration(lo_open=True), 60.0, "duration",
+        "Answer from the last good decision for at most this long after the source fails; then UNAVAILABLE."),
+    Key("window", "window", _duration(lo_open=True), 60.0, "duration",
+        "Range window for rates and latency quantiles (PromQL `[window]`)."),
+    Key("scaleToZeroAfter", "scale_to_zero_after", _duration(), 300.0, "duration",
+        "Inactive only after this long with no demand signal (and, predictive, no forecast demand)."),
+    Key("coldStart", "cold_start", _duration(lo_open=True), None, "duration",
+        "Override the measured cold start (pod created to Ready). Default: measured, else 180 s."),
+    Key("reactionLag", "reaction_lag", _duration(), 45.0, "duration",
+        "KEDA poll + HPA sync delay added to the cold start to form the forecast horizon."),
+    Key("capacityPerReplica", "capacity_per_replica", _float(0, lo_open=True), None, "requests/s",
+        "Requests/s one replica sustains within the SLO. Default: learned online, else calibrated."),
+    Key("targetUtilization", "target_utilization", _float(0, 1, lo_open=True), 0.8, "fraction",
+        "Predictive: plan for forecast demand at this fraction of per-replica capacity."),
+    Key("forecast", "forecast", _choice("holt", "none"), "holt", "enum",
+        "Predictive: demand forecaster (`holt`: Holt trend + daily season when a day of history exists)."),
+)
+
+KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
+
+
+@dataclass(frozen=True)
+class ServerDefaults:
+    """Server-side settings that metadata may default from or is checked against."""
+
+    prometheus_url: str = "http://127.0.0.1:9090"
+    allowed_namespaces: frozenset[str] | None = None  # None: only the ScaledObject's own namespace
+    allow_activation_query: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Everything one target's policy needs, typed and validated. Build with :func:`parse_metadata`."""
+
+    scaled_object: str
+    namespace: str
+    deployment: str
+    prometheus_address: str
+    model_name: str | None = None
+    policy: str = "reactive"
+    min_replicas: int = 0
+    max_replicas: int = 10
+    ttft_p95: float = 2.5
+    tpot_p95: float = 0.1
+    queue_per_replica: float = 5.0
+    running_per_replica: float = 32.0
+    kv_cache_target: float = 0.8
+    activation_threshold: float = 0.0
+    activation_query: str | None = None
+    refresh_interval: float = 5.0
+    max_staleness: float = 60.0
+    window: float = 60.0
+    scale_to_zero_after: float = 300.0
+    cold_start: float | None = None
+    reaction_lag: float = 45.0
+    capacity_per_replica: float | None = None
+    target_utilization: float = 0.8
+    forecast: str = "holt"
+    # Keys KEDA owns that were present, kept so nothing the user gave is silently lost.
+    keda_keys: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def target_key(self) -> tuple[str, str, str, str | None, str]:
+        """What identifies the series this config reads (shared refresh and cache key)."""
+        return (self.prometheus_address, self.namespace, self.deployment, self.model_name, self.policy)
+
+
+def parse_metadata(
+    metadata: Mapping[str, str],
+    *,
+    scaled_object: str,
+    namespace: str,
+    defaults: ServerDefaults | None = None,
+) -> PolicyConfig:
+    """Parse KEDA trigger metadata into a :class:`PolicyConfig`, reporting every problem at once.
+
+    ``scaled_object`` and ``namespace`` come from ``ScaledObjectRef.name`` / ``.namespace``.
+    Raises :class:`~scaler.errors.ConfigError`.
+    """
+    defaults = defaults or ServerDefaults()
+    problems: list[ConfigProblem] = []
+    values: dict[str, Any] = {}
+    keda: list[tuple[str, str]] = []
+    for key in sorted(metadata):
+        raw = metadata[key]
+        if key in KEYS_BY_NAME:
+            spec = KEYS_BY_NAME[key]
+            try:
+                values[spec.attr] = spec.parse(raw)
+            except _Invalid as exc:
+                problems.append(ConfigProblem(key, raw, str(exc)))
+        elif key in KEDA_OWNED_KEYS or (key.endswith("FromEnv") and key[: -len("FromEnv")] in KEYS_BY_NAME):
+            # KEDA resolves `<key>FromEnv` itself and forwards the resolved `<key>`.
+            keda.append((key, raw))
+        else:
+            problems.append(ConfigProblem(key, raw, f"unknown key (known: {', '.join(sorted(KEYS_BY_NAME))})"))
+
+    if not namespace:
+        problems.append(ConfigProblem("namespace", namespace, "the ScaledObjectRef carries no namespace"))
+    ns = values.get("namespace", namespace)
+    if "namespace" in values and ns != namespace:
+        allowed = defaults.allowed_namespaces or frozenset()
+        if ns not in allowed:
+            problems.append(ConfigProblem(
+                "namespace", ns,
+                f"differs from the ScaledObject's namespace {namespace!r} and is not in the server's "
+                "--allowed-namespaces"))
+    if "deployment" in values:
+        deployment = values.pop("deployment")
+    else:
+        deployment = scaled_object
+        if "deploymentName" not in metadata and not _DNS1123_SUBDOMAIN.match(scaled_object or ""):
+            problems.append(ConfigProblem("deploymentName", None,
+                                          f"required: the ScaledObject name {scaled_object!r} is not a valid "
+                                          "Deployment name"))
+    if values.get("activation_query") is not None and not defaults.allow_activation_query:
+        problems.append(ConfigProblem("activationQuery", metadata.get("activationQuery"),
+                                      "the server does not allow activation queries (--allow-activation-query)"))
+    lo, hi = values.get("min_replicas", 0), values.get("max_replicas", 10)
+    if "min_replicas" not in [p.key for p in problems] and lo > hi:
+        problems.append(ConfigProblem("minReplicas", metadata.get("minReplicas", str(lo)),
+                                      f"must be <= maxReplicas ({hi})"))
+    if problems:
+        raise ConfigError(problems)
+
+    values["namespace"] = ns
+    values.setdefault("prometheus_address", defaults.prometheus_url.rstrip("/"))
+    known = {f.name for f in fields(PolicyConfig)}
+    assert set(values) <= known, set(values) - known
+    return PolicyConfig(scaled_object=scaled_object, deployment=deployment, keda_keys=tuple(keda), **values)
+
+
+def defaults_table() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) rows, for the README's configuration reference."""
+    rows = []
+    for k in KEYS:
+        default = "(see meaning)" if k.default is None else str(k.default)
+        rows.append((k.name, k.type, default, k.doc))
+    return rows

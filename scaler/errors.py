@@ -1,0 +1,89 @@
+"""The exception hierarchy of the scaler, in one place.
+
+::
+
+    ScalerError
+    ├── ConfigError              bad ScaledObject trigger metadata (-> gRPC INVALID_ARGUMENT)
+    │                            carries every problem at once, each naming key and value
+    └── SourceError              a signal source could not produce a Signals snapshot
+        ├── NoDataError          the source answered, but holds no series for pods that exist
+        └── SourceUnavailable    the source could not be asked
+            ├── SourceTimeout
+            ├── SourceConnectionError
+            └── SourceHTTPError  (status code kept in ``status``)
+
+A ``SourceError`` is never read as zero: the server answers from the last good
+decision while it is younger than ``maxStaleness`` and then fails the call with
+``UNAVAILABLE`` so that KEDA's ``fallback`` applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ScalerError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in the trigger metadata: the key, the value as given, and what is wrong."""
+
+    key: str
+    value: str | None
+    message: str
+
+    def __str__(self) -> str:
+        shown = "<missing>" if self.value is None else repr(self.value)
+        return f"{self.key}={shown}: {self.message}"
+
+
+class ConfigError(ScalerError, ValueError):
+    """Bad trigger metadata. ``problems`` lists every problem found, not only the first."""
+
+    def __init__(self, problems: list[ConfigProblem] | tuple[ConfigProblem, ...]):
+        self.problems = tuple(problems)
+        super().__init__("invalid scaler metadata: " + "; ".join(str(p) for p in self.problems))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(p.key for p in self.problems)
+
+
+class SourceError(ScalerError):
+    """A source failed to produce signals. ``kind`` is a short, stable label for metrics."""
+
+    kind = "error"
+
+    def __init__(self, message: str, *, source: str = "unknown"):
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
+class NoDataError(SourceError):
+    """The source answered but has no usable series for pods that exist (e.g. scrape broken)."""
+
+    kind = "no_data"
+
+
+class SourceUnavailable(SourceError):
+    """The source could not be asked at all."""
+
+    kind = "unavailable"
+
+
+class SourceTimeout(SourceUnavailable):
+    kind = "timeout"
+
+
+class SourceConnectionError(SourceUnavailable):
+    kind = "connection"
+
+
+class SourceHTTPError(SourceUnavailable):
+    kind = "http"
+
+    def __init__(self, message: str, *, status: int, source: str = "unknown"):
+        self.status = status
+        super().__init__(f"HTTP {status}: {message}", source=source)

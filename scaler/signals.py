@@ -1,0 +1,105 @@
+"""One snapshot of what a target's vLLM fleet is doing, and the protocol sources implement.
+
+A :class:`Signals` is what every source produces (Prometheus, a pod scrape, a
+recording, the simulator) and what :func:`scaler.policy.decide` consumes. It
+holds fleet-wide aggregates over the pods of one target. ``None`` always means
+"not known", never zero:
+
+* ``waiting`` / ``running`` are ``None`` only when no pod reports (e.g. the
+  Deployment is at zero replicas, where vLLM exports nothing).
+* ``ttft_p95`` / ``tpot_p95`` are ``None`` when the window held no requests
+  (PromQL's ``histogram_quantile`` gives NaN there): "no traffic", not zero
+  latency and not an error.
+
+A source that cannot produce a snapshot raises a
+:class:`~scaler.errors.SourceError` subclass instead (timeout, connection,
+HTTP, no data), never a snapshot of zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+from .config import PolicyConfig
+from .errors import SourceError
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """Cold start of a new replica (pod created -> Ready), in seconds, and where it came from."""
+
+    p50: float
+    p90: float
+    source: str  # "kubernetes", "kube-state-metrics", "metadata", "default", "simulation"
+    samples: int = 0
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Fleet aggregates for one target at one instant (``observed_at``, unix seconds).
+
+    Units: counts are requests (summed over pods), ``kv_cache_usage`` is the mean
+    fraction 0..1 over reporting pods, latencies are seconds, rates are requests/s,
+    token sizes are tokens per request.
+    """
+
+    observed_at: float
+    pods_reporting: int
+    waiting: float | None = None
+    running: float | None = None
+    kv_cache_usage: float | None = None
+    ttft_p95: float | None = None
+    tpot_p95: float | None = None
+    completion_rate: float | None = None
+    arrival_rate: float | None = None
+    prompt_tokens_mean: float | None = None
+    output_tokens_mean: float | None = None
+    # Replicas of the Deployment (Kubernetes or kube-state-metrics); None when unknown.
+    ready_replicas: int | None = None
+    starting_replicas: int | None = None
+    # Upstream demand from the activation query (router/gateway queue); None when not configured.
+    upstream_demand: float | None = None
+    cold_start: ColdStart | None = None
+    # Recent demand history (t unix seconds, requests/s), oldest first, for warm-starting forecasts.
+    demand_history: tuple[tuple[float, float], ...] = field(default=(), repr=False)
+    # Which metric names were found (e.g. {"kv": "vllm:kv_cache_usage_perc"}), for logs.
+    metric_names: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate",
+                     "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "upstream_demand"):
+            v = getattr(self, name)
+            if v is not None and (math.isnan(v) or v < 0):
+                raise ValueError(f"Signals.{name} must be None (unknown) or a non-negative number, got {v!r}")
+        if self.pods_reporting < 0:
+            raise ValueError(f"Signals.pods_reporting must be >= 0, got {self.pods_reporting}")
+
+    @property
+    def demand(self) -> float:
+        """Requests in the fleet now (waiting + running); 0 only when pods report zero."""
+        return (self.waiting or 0.0) + (self.running or 0.0)
+
+    @property
+    def load_rate(self) -> float | None:
+        """Best current estimate of the arrival rate (req/s): arrivals if known, else completions."""
+        return self.arrival_rate if self.arrival_rate is not None else self.completion_rate
+
+
+@runtime_checkable
+class SignalSource(Protocol):
+    """A plugin that turns configured targets into signals.
+
+    ``fetch`` is given every target due for refresh so a source can share
+    queries between them (one PromQL query for all targets of one Prometheus).
+    It returns, per target (keyed by ``PolicyConfig.target_key``), either a
+    :class:`Signals` or the :class:`~scaler.errors.SourceError` that prevented it.
+    It may raise a ``SourceError`` for all of them at once. ``now`` is the
+    evaluation time (unix seconds); sources never read the clock themselves.
+    """
+
+    name: str
+
+    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> Mapping[tuple, Signals | SourceError]:
+        ...

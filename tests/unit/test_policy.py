@@ -1,0 +1,83 @@
+"""The reactive policy, pinned by table tests (named cases) and the docstring's worked example."""
+
+import pytest
+
+from scaler.config import parse_metadata
+from scaler.policy import PolicyState, ceil_replicas, decide
+from scaler.signals import Signals
+
+NOW = 1_700_000_000.0
+
+
+def cfg(**md):
+    return parse_metadata({k: str(v) for k, v in md.items()}, scaled_object="llama", namespace="ml")
+
+
+def sig(**kw):
+    kw.setdefault("observed_at", NOW)
+    kw.setdefault("pods_reporting", 3)
+    return Signals(**kw)
+
+
+def test_reactive_worked_example() -> None:
+    d = decide(sig(waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1, tpot_p95=0.05), None, cfg(), NOW)
+    assert d.terms == pytest.approx({"queue": 2.4, "running": 1.25, "kv": 3.375, "latency": 3.72})
+    assert (d.desired, d.dominant, d.active) == (4, "latency", True)
+    assert d.reasons[0].startswith("desired=4 driven by latency")
+
+
+@pytest.mark.parametrize(
+    "signals, md, desired, dominant",
+    [
+        pytest.param(dict(waiting=30, running=10), {}, 6, "queue", id="queue-drives"),
+        pytest.param(dict(waiting=0, running=100), {}, 4, "running", id="running-drives"),
+        pytest.param(dict(waiting=0, running=5, kv_cache_usage=0.96), {}, 4, "kv", id="kv-drives"),
+        pytest.param(dict(waiting=0, running=5, tpot_p95=0.15), {}, 5, "latency", id="tpot-drives"),
+        pytest.param(dict(waiting=0, running=5, ttft_p95=1.0, tpot_p95=0.05), {"minReplicas": 0}, 1, "running",
+                     id="latency-under-slo-never-asks-more"),
+        pytest.param(dict(waiting=0, running=0), {"minReplicas": 2}, 2, "min", id="min-clamp"),
+        pytest.param(dict(waiting=500, running=0), {"maxReplicas": 7}, 7, "max", id="max-clamp"),
+        pytest.param(dict(waiting=10, running=0), {}, 2, "queue", id="exact-multiple-no-extra-replica"),
+        pytest.param(dict(waiting=0, running=0, ttft_p95=None, tpot_p95=None), {}, 0, "min",
+                     id="no-traffic-nan-latency-is-not-zero-latency"),
+    ],
+)
+def test_reactive_table(signals, md, desired, dominant) -> None:
+    d = decide(sig(**signals), None, cfg(**md), NOW)
+    assert (d.desired, d.dominant) == (desired, dominant)
+
+
+def test_activation_threshold_and_idle_period() -> None:
+    c = cfg(activationThreshold=2, scaleToZeroAfter=300)
+    busy = decide(sig(waiting=1, running=2), None, c, NOW)
+    assert busy.active and busy.next_state.last_demand_at == NOW
+    # Demand at or below the threshold: stays active until scaleToZeroAfter has passed.
+    idle = decide(sig(waiting=0, running=2), busy.next_state, c, NOW + 299)
+    assert idle.active
+    gone = decide(sig(waiting=0, running=2), idle.next_state, c, NOW + 300)
+    assert not gone.active
+
+
+def test_upstream_demand_wakes_a_deployment_at_zero() -> None:
+    c = cfg()
+    at_zero = sig(pods_reporting=0)
+    assert not decide(at_zero, None, c, NOW).active
+    woke = decide(sig(pods_reporting=0, upstream_demand=3), None, c, NOW)
+    assert woke.active
+
+
+def test_decide_is_pure() -> None:
+    s, c, st = sig(waiting=7, running=3), cfg(), PolicyState(desired=2, active=True, last_demand_at=NOW - 10)
+    assert decide(s, st, c, NOW) == decide(s, st, c, NOW)
+
+
+def test_signals_reject_nan_and_negative() -> None:
+    with pytest.raises(ValueError, match="waiting"):
+        sig(waiting=float("nan"))
+    with pytest.raises(ValueError, match="kv_cache_usage"):
+        sig(kv_cache_usage=-0.1)
+
+
+@pytest.mark.parametrize("x, n", [(0, 0), (2.0, 2), (2.0000000001, 2), (2.01, 3), (-1, 0)])
+def test_ceil_replicas(x, n) -> None:
+    assert ceil_replicas(x) == n
