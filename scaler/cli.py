@@ -15,10 +15,10 @@ import sys
 COMMANDS: dict[str, str] = {
     "serve": "scaler.server.cli",
     "simulate": "simulations.cli",
-    "replay": "simulations.cli",
     "sweep": "simulations.cli",
-    "calibrate": "simulations.cli",
-    "record": "simulations.cli",
+    "record": "simulations.recording",
+    "replay": "simulations.recording",
+    "calibrate": "simulations.recording",
     "demo": "simulations.demo",
 }
 
