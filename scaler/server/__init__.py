@@ -1,0 +1,16 @@
+"""The KEDA external scaler service: ``vllm-scaler serve``.
+
+Modules: :mod:`.targets` (parse cache, per-target state and answers),
+:mod:`.refresher` (background refresh, source factory and enricher hook),
+:mod:`.servicer` (the gRPC ExternalScaler service; the only user of the
+generated stubs), :mod:`.metrics` (``/metrics``), :mod:`.tls`, :mod:`.logs`,
+:mod:`.app` (assembly and graceful shutdown), :mod:`.cli` (flags and env).
+"""
+
+from .app import ScalerServer, ServerSettings
+from .refresher import Refresher, SignalEnricher, SourceFactory
+from .servicer import METRIC_NAME
+from .targets import Target, TargetStore, Unavailable
+
+__all__ = ["METRIC_NAME", "Refresher", "ScalerServer", "ServerSettings", "SignalEnricher", "SourceFactory",
+           "Target", "TargetStore", "Unavailable"]

@@ -1,0 +1,252 @@
+"""``vllm-scaler serve``: every server setting as a flag and a ``VLLM_SCALER_*`` environment variable.
+
+Precedence: flag, then environment variable, then default. A bad value names
+the flag or the variable and the value. :data:`SETTINGS` is the single table
+of settings; ``--help`` and docs/server.md are checked against it
+(``tests/unit/test_server_cli.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..config import ServerDefaults, _url, parse_duration
+from .logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from .tls import TlsConfigError, tls_files
+
+log = logging.getLogger("scaler.server")
+
+ENV_PREFIX = "VLLM_SCALER_"
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number 0-65535 (0: any free port)")
+    return value
+
+
+def _metrics_port(text: str) -> int | None:
+    if text.strip().lower() in ("off", "none", "-1"):
+        return None
+    return _port(text)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+def _limit(text: str) -> int | None:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0 (0: no limit)")
+    return value or None
+
+
+def _seconds(text: str) -> float:
+    return parse_duration(text)
+
+
+def _positive_seconds(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _namespaces(text: str) -> frozenset[str] | None:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    return names or None
+
+
+def _bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError("not a boolean (true or false)")
+
+
+def _choice(options: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        t = text.strip().upper() if upper else text.strip().lower()
+        if t not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return t
+
+    return parse
+
+
+def _path(text: str) -> str | None:
+    return text or None
+
+
+@dataclass(frozen=True)
+class Setting:
+    flag: str
+    parse: Callable[[str], Any]
+    default: str  # as a user would type it; parsed like any other value
+    help: str
+    metavar: str = "VALUE"
+    boolean: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("--host", str, "0.0.0.0", "Address the gRPC server listens on.", "ADDR"),
+    Setting("--port", _port, "9000", "gRPC port (KEDA's scalerAddress points here). 0: any free port.", "PORT"),
+    Setting("--metrics-host", str, "", "Address of the HTTP /metrics endpoint. Empty: same as --host.", "ADDR"),
+    Setting("--metrics-port", _metrics_port, "8080", "Port of the HTTP /metrics endpoint; 'off' disables it.",
+            "PORT"),
+    Setting("--prometheus-url", _url, ServerDefaults.prometheus_url,
+            "Prometheus used by targets whose metadata has no prometheusAddress.", "URL"),
+    Setting("--prometheus-timeout", _positive_seconds, "3s",
+            "Timeout of each Prometheus query (background refresh only; RPCs never wait on Prometheus).",
+            "DURATION"),
+    Setting("--allowed-namespaces", _namespaces, "",
+            "Comma-separated namespaces a ScaledObject may name in its `namespace` key besides its own. "
+            "Empty: only its own.", "NS[,NS...]"),
+    Setting("--allow-activation-query", _bool, "false",
+            "Honour the `activationQuery` metadata key (arbitrary PromQL from ScaledObject authors).", "BOOL",
+            boolean=True),
+    Setting("--tls-cert", _path, "", "Server certificate chain (PEM). With --tls-key: serve TLS "
+                                    "(KEDA: enableTLS=\"true\" and caCert).", "FILE"),
+    Setting("--tls-key", _path, "", "Server private key (PEM).", "FILE"),
+    Setting("--tls-client-ca", _path, "", "CA bundle (PEM) for client certificates. When set, clients MUST "
+                                         "present a certificate it signed (mutual TLS; KEDA: tlsClientCert, "
+                                         "tlsClientKey).", "FILE"),
+    Setting("--idle-eviction", _positive_seconds, "10m",
+            "Stop refreshing a target not asked about (and with no open stream) for this long.", "DURATION"),
+    Setting("--cold-wait", _seconds, "0.8s",
+            "On a target's first call, wait at most this long for its first refresh, then answer UNAVAILABLE. "
+            "Keep 2x this well under KEDA's 3 s budget for GetMetrics+IsActive.", "DURATION"),
+    Setting("--grace-period", _seconds, "10s",
+            "On SIGTERM/SIGINT: time in-flight RPCs get to finish before the server exits.", "DURATION"),
+    Setting("--max-concurrent-rpcs", _limit, "0",
+            "Most RPCs handled at once, open streams included; beyond it calls fail RESOURCE_EXHAUSTED. "
+            "0: no limit. (The server is asyncio-based: no worker thread per RPC.)", "N"),
+    Setting("--refresh-workers", _positive_int, "4",
+            "Threads fetching from sources in the background (one fetch per Prometheus at a time).", "N"),
+    Setting("--log-level", _choice(LOG_LEVELS, upper=True), "INFO", "Log level.", "|".join(LOG_LEVELS)),
+    Setting("--log-format", _choice(LOG_FORMATS), "json",
+            "Log format: one JSON object per line, or text.", "|".join(LOG_FORMATS)),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the KEDA external scaler gRPC server",
+        description=(
+            "Serve KEDA's externalscaler.ExternalScaler gRPC API (GetMetricSpec, GetMetrics, IsActive, "
+            "StreamIsActive, StreamMetricSpec), grpc.health.v1 and server reflection, with an HTTP /metrics "
+            "endpoint. Every setting is a flag or an environment variable (flag wins). SIGTERM shuts down "
+            "gracefully and exits 0."),
+        epilog="Environment variables: " + ", ".join(s.env for s in SETTINGS) + ". See docs/server.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for s in SETTINGS:
+        parser.add_argument(s.flag, dest=s.dest, default=None, metavar=s.metavar,
+                            help=f"{s.help} [env {s.env}; default: {s.default or '(empty)'}]")
+    parser.set_defaults(func=run)
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Each setting's value from flag, env or default; raises ``ValueError`` naming the flag or variable."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for s in SETTINGS:
+        raw = getattr(args, s.dest, None)
+        where = s.flag
+        if raw is None and s.env in environ:
+            raw, where = environ[s.env], s.env
+        if raw is None:
+            raw, where = s.default, f"{s.flag} default"
+        try:
+            values[s.dest] = s.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{where}={raw!r}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return values
+
+
+def build_settings(values: Mapping[str, Any]):
+    from .app import ServerSettings
+
+    try:
+        tls = tls_files(values["tls_cert"], values["tls_key"], values["tls_client_ca"])
+    except TlsConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return ServerSettings(
+        host=values["host"], port=values["port"], metrics_host=values["metrics_host"] or None,
+        metrics_port=values["metrics_port"],
+        defaults=ServerDefaults(prometheus_url=values["prometheus_url"],
+                                allowed_namespaces=values["allowed_namespaces"],
+                                allow_activation_query=values["allow_activation_query"]),
+        prometheus_timeout=values["prometheus_timeout"], tls=tls, idle_eviction=values["idle_eviction"],
+        cold_wait=values["cold_wait"], grace=values["grace_period"],
+        max_concurrent_rpcs=values["max_concurrent_rpcs"], refresh_workers=values["refresh_workers"])
+
+
+def prometheus_source_factory(timeout: float):
+    """The default source: H1's ``PrometheusSource`` per Prometheus address."""
+    from ..sources.prometheus import PrometheusSource
+
+    def factory(address: str):
+        return PrometheusSource(address, timeout=timeout)
+
+    return factory
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        values = resolve(args)
+        settings = build_settings(values)
+        if settings.tls is not None:
+            settings.tls.server_credentials()  # read the files now: a bad path fails before serving
+    except (ValueError, TlsConfigError) as exc:
+        print(f"vllm-scaler serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(values["log_level"], values["log_format"])
+    from .app import ScalerServer
+
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum, frame) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = ScalerServer(settings, source_factory=prometheus_source_factory(settings.prometheus_timeout))
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    while not stop.wait(3600):
+        pass
+    log.info("signal received", extra={"fields": {"signal": received[0] if received else None}})
+    server.stop()
+    return 0

@@ -1,0 +1,258 @@
+"""KEDA's ``externalscaler.ExternalScaler`` service, answered from the target cache.
+
+The only module that imports the generated protobuf code (``scaler._proto``).
+Runs on a ``grpc.aio`` server: unary RPCs are a dictionary lookup and a
+message, and long-lived streams cost a coroutine, not a thread.
+
+What each RPC answers (see docs/server.md for the KEDA side):
+
+* ``GetMetricSpec``: one metric, :data:`METRIC_NAME`, ``targetSize = 1`` and
+  ``targetSizeFloat = 1``, constant, so the HPA target never changes and the
+  decision travels in the value (with ``metricType: AverageValue`` the HPA then
+  computes ``ceil(value / 1)``). It also registers the target and starts its
+  first refresh, so the ``GetMetrics`` KEDA sends next finds a warm cache.
+* ``GetMetrics``: the desired replica count, in ``metricValue`` and
+  ``metricValueFloat``.
+* ``IsActive``: the decision's ``active``.
+* ``StreamIsActive``: the current state once known, then ``true`` on every
+  inactive -> active transition; open until the client cancels (or the server
+  shuts down). Unknown or stale data sends nothing, never ``false``.
+* ``StreamMetricSpec``: the spec at once, then stays open.
+
+Errors: bad metadata -> ``INVALID_ARGUMENT`` naming every bad key and value;
+no decision fresher than ``maxStaleness`` -> ``UNAVAILABLE``. On a cold cache
+(a target never refreshed) ``GetMetrics``/``IsActive`` wait at most
+``cold_wait`` seconds for the first refresh, then answer ``UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import grpc
+
+from .._proto import externalscaler_pb2 as pb
+from .._proto import externalscaler_pb2_grpc as pb_grpc
+from ..errors import ConfigError
+from ..policy import Decision
+from .metrics import ScalerMetrics
+from .refresher import Refresher
+from .targets import Target, TargetStore, Unavailable
+
+log = logging.getLogger("scaler.server.rpc")
+
+METRIC_NAME = "vllm-desired-replicas"
+"""The one metric this scaler reports (the HPA sees it as ``s<N>-vllm-desired-replicas``)."""
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name  # "externalscaler.ExternalScaler"
+
+_SPEC = pb.GetMetricSpecResponse(metricSpecs=[pb.MetricSpec(metricName=METRIC_NAME, targetSize=1,
+                                                            targetSizeFloat=1.0)])
+
+
+class _Fail(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _accepts_metric_name(name: str) -> bool:
+    """Ours, empty, or ours with KEDA's ``s<N>-`` prefix (KEDA strips it; older versions may not)."""
+    if name in ("", METRIC_NAME):
+        return True
+    head, _, tail = name.partition("-")
+    return tail == METRIC_NAME and head[:1] == "s" and head[1:].isdigit()
+
+
+class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
+    """Answers KEDA from a :class:`TargetStore` that a :class:`Refresher` keeps fresh."""
+
+    def __init__(self, store: TargetStore, refresher: Refresher | None, metrics: ScalerMetrics | None, *,
+                 clock: Callable[[], float] = time.time, cold_wait: float = 0.8):
+        self._store = store
+        self._refresher = refresher
+        self._metrics = metrics
+        self._clock = clock
+        self.cold_wait = cold_wait
+        self._closing = False
+        self._stream_wakers: set[asyncio.Event] = set()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @property
+    def open_streams(self) -> int:
+        return len(self._stream_wakers)
+
+    def close_streams(self) -> None:
+        """End every open stream now (server shutdown); call on the server's event loop."""
+        self._closing = True
+        for wake in list(self._stream_wakers):
+            wake.set()
+
+    def _resolve(self, ref: pb.ScaledObjectRef, now: float) -> Target:
+        try:
+            target = self._store.resolve(ref.name, ref.namespace, ref.scalerMetadata, now)
+        except ConfigError as exc:
+            raise _Fail(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        if target.next_due == float("-inf") and self._refresher is not None:
+            self._refresher.kick()
+        return target
+
+    async def _decision(self, target: Target) -> Decision:
+        """The target's decision now; on a cold cache wait up to ``cold_wait`` for the first refresh."""
+        try:
+            return target.current(self._clock())
+        except Unavailable as exc:
+            if not exc.cold or self.cold_wait <= 0:
+                raise _Fail(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        loop = asyncio.get_running_loop()
+        updated = asyncio.Event()
+
+        def on_update() -> None:
+            loop.call_soon_threadsafe(updated.set)
+
+        target.subscribe(on_update)
+        deadline = loop.time() + self.cold_wait
+        try:
+            while True:
+                try:
+                    return target.current(self._clock())
+                except Unavailable as exc:
+                    left = deadline - loop.time()
+                    if not exc.cold or left <= 0:
+                        raise _Fail(grpc.StatusCode.UNAVAILABLE,
+                                    f"{exc} (waited {self.cold_wait:g}s for the first refresh)" if exc.cold
+                                    else str(exc)) from None
+                updated.clear()
+                try:
+                    await asyncio.wait_for(updated.wait(), timeout=left)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            target.unsubscribe(on_update)
+
+    async def _unary(self, method: str, context: grpc.aio.ServicerContext, answer):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await answer()
+        except _Fail as fail:
+            code = fail.code
+            if code is not grpc.StatusCode.INVALID_ARGUMENT:
+                log.debug("%s failed: %s", method, fail.details)
+            await context.abort(fail.code, fail.details)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if self._metrics is not None:
+                self._metrics.observe_rpc(method, code.name, time.perf_counter() - started)
+
+    # -- unary RPCs ---------------------------------------------------------------------------
+    async def GetMetricSpec(self, request: pb.ScaledObjectRef, context) -> pb.GetMetricSpecResponse:
+        async def answer() -> pb.GetMetricSpecResponse:
+            self._resolve(request, self._clock())
+            return _SPEC
+
+        return await self._unary("GetMetricSpec", context, answer)
+
+    async def GetMetrics(self, request: pb.GetMetricsRequest, context) -> pb.GetMetricsResponse:
+        async def answer() -> pb.GetMetricsResponse:
+            if not _accepts_metric_name(request.metricName):
+                raise _Fail(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"metricName={request.metricName!r}: unknown metric (this scaler reports "
+                            f"{METRIC_NAME!r})")
+            target = self._resolve(request.scaledObjectRef, self._clock())
+            d = await self._decision(target)
+            return pb.GetMetricsResponse(metricValues=[pb.MetricValue(
+                metricName=METRIC_NAME, metricValue=d.desired, metricValueFloat=float(d.desired))])
+
+        return await self._unary("GetMetrics", context, answer)
+
+    async def IsActive(self, request: pb.ScaledObjectRef, context) -> pb.IsActiveResponse:
+        async def answer() -> pb.IsActiveResponse:
+            target = self._resolve(request, self._clock())
+            d = await self._decision(target)
+            return pb.IsActiveResponse(result=d.active)
+
+        return await self._unary("IsActive", context, answer)
+
+    # -- streams ------------------------------------------------------------------------------
+    async def StreamIsActive(self, request: pb.ScaledObjectRef, context):
+        try:
+            target = self._resolve(request, self._clock())
+        except _Fail as fail:
+            await context.abort(fail.code, fail.details)
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_update() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        target.subscribe(on_update)
+        target.streams += 1
+        self._stream_wakers.add(wake)
+        known: bool | None = None  # the last activation seen from a fresh decision
+        try:
+            while not self._closing:
+                now = self._clock()
+                target.last_asked = max(target.last_asked, now)
+                try:
+                    active = target.current(now).active
+                except Unavailable:
+                    active = None  # unknown or stale: say nothing
+                if active is not None:
+                    if known is None or (active and not known):
+                        yield pb.IsActiveResponse(result=active)
+                    known = active
+                wake.clear()
+                await wake.wait()
+        finally:
+            self._stream_wakers.discard(wake)
+            target.streams -= 1
+            target.unsubscribe(on_update)
+
+    async def StreamMetricSpec(self, request: pb.ScaledObjectRef, context):
+        try:
+            target = self._resolve(request, self._clock())
+        except _Fail as fail:
+            await context.abort(fail.code, fail.details)
+        wake = asyncio.Event()
+        target.streams += 1
+        self._stream_wakers.add(wake)
+        try:
+            yield _SPEC
+            while not self._closing:
+                await wake.wait()
+                wake.clear()
+        finally:
+            self._stream_wakers.discard(wake)
+            target.streams -= 1
+
+
+def add_to_server(servicer: pb_grpc.ExternalScalerServicer, server: grpc.aio.Server) -> None:
+    """Register an ExternalScaler servicer (keeps the generated code imported here only)."""
+    pb_grpc.add_ExternalScalerServicer_to_server(servicer, server)
+
+
+class ConstantServicer(pb_grpc.ExternalScalerServicer):
+    """A do-nothing servicer answering constants: the baseline the benchmark compares against."""
+
+    _METRICS = pb.GetMetricsResponse(metricValues=[pb.MetricValue(metricName=METRIC_NAME, metricValue=1,
+                                                                  metricValueFloat=1.0)])
+
+    async def GetMetricSpec(self, request, context):
+        return _SPEC
+
+    async def GetMetrics(self, request, context):
+        return self._METRICS
+
+    async def IsActive(self, request, context):
+        return pb.IsActiveResponse(result=True)
