@@ -150,6 +150,38 @@ def _url(text: str) -> str:
     return t.rstrip("/")
 
 
+def _fleet_model(text: str) -> Any:
+    """``alpha=0.015,beta=0.0003,gamma=0.00005,maxNumSeqs=256[,kvTokens=400000]`` -> FleetModel."""
+    from .capacity import FleetModel  # late: capacity.py imports signals.py, which imports this module
+
+    names = {"alpha": "alpha", "beta": "beta", "gamma": "gamma", "maxNumSeqs": "max_num_seqs",
+             "kvTokens": "kv_tokens"}
+    values: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, raw = part.strip().partition("=")
+        if not sep or name not in names:
+            raise _Invalid(f"bad part {part.strip()!r}: expected name=value with names {', '.join(names)}")
+        if name in values:
+            raise _Invalid(f"{name} given twice")
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise _Invalid(f"{name}={raw.strip()!r} is not a number") from None
+        if not math.isfinite(values[name]) or values[name] < 0:
+            raise _Invalid(f"{name}={raw.strip()!r} must be a finite, non-negative number")
+    missing = [n for n in ("alpha", "beta", "gamma", "maxNumSeqs") if n not in values]
+    if missing:
+        raise _Invalid(f"missing {', '.join(missing)}")
+    if values["alpha"] <= 0:
+        raise _Invalid("alpha must be > 0")
+    if values["maxNumSeqs"] < 1 or values["maxNumSeqs"] != int(values["maxNumSeqs"]):
+        raise _Invalid("maxNumSeqs must be an integer >= 1")
+    if "kvTokens" in values and values["kvTokens"] <= 0:
+        raise _Invalid("kvTokens must be > 0")
+    return FleetModel(alpha=values["alpha"], beta=values["beta"], gamma=values["gamma"],
+                      max_num_seqs=int(values["maxNumSeqs"]), kv_tokens=values.get("kvTokens"))
+
+
 def _promql(text: str) -> str:
     t = text.strip()
     if not t:
@@ -220,7 +252,15 @@ KEYS: tuple[Key, ...] = (
     Key("targetUtilization", "target_utilization", _float(0, 1, lo_open=True), 0.8, "fraction",
         "Predictive: plan for forecast demand at this fraction of per-replica capacity."),
     Key("forecast", "forecast", _choice("holt", "none"), "holt", "enum",
-        "Predictive: demand forecaster (`holt`: Holt trend + daily season when a day of history exists)."),
+        "Predictive: demand forecaster (`holt`: Holt trend + daily season when a day of history exists; "
+        "`none`: the observed rate, no look-ahead and no forecast wake-up)."),
+    Key("fleetModel", "fleet_model", _fleet_model, None, "model",
+        "Predictive: calibrated iteration-time model of one replica, "
+        "`alpha=S,beta=S,gamma=S,maxNumSeqs=N[,kvTokens=N]` (t = alpha + beta*running + gamma*prefill_tokens), "
+        "from which capacity at the SLO is computed with the mean token sizes. Default: none."),
+    Key("forecastActivationRate", "forecast_activation_rate", _float(0, lo_open=True), 0.05, "requests/s",
+        "Predictive: active (wake from zero ahead of a ramp) while the forecast arrival rate within the "
+        "horizon is above this."),
 )
 
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
@@ -263,6 +303,8 @@ class PolicyConfig:
     capacity_per_replica: float | None = None
     target_utilization: float = 0.8
     forecast: str = "holt"
+    fleet_model: Any = None  # scaler.capacity.FleetModel
+    forecast_activation_rate: float = 0.05
     # Keys KEDA owns that were present, kept so nothing the user gave is silently lost.
     keda_keys: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -42,6 +42,79 @@ Worked example (pinned by ``tests/unit/test_policy.py::test_reactive_worked_exam
 with defaults ``q* = 5``, ``r* = 32``, ``k* = 0.8``, ``T1* = 2.5 s``, ``T2* = 0.1 s``:
 queue = 2.4, running = 1.25, kv = 3.375, latency = 3 * 1.24 = 3.72, so
 desired = ceil(3.72) = 4, dominant ``latency``.
+
+Predictive formula (``policy: predictive``)
+-------------------------------------------
+Ask for capacity one cold start ahead of demand, and give it back only when the
+forecast says it will not be needed again within the horizon. Additional
+symbols:
+
+==========  ==================================================================  ==========
+``C50,C90`` cold start (pod created -> Ready), P50 and P90, and its source       s
+            (:func:`scaler.coldstart.resolve_cold_start`: metadata > measured
+            > 180 s default)
+``L``       ``reactionLag``: KEDA poll + HPA sync                                s
+``H``       forecast horizon ``C90 + L``                                         s
+``Tbe``     break-even time ``C90``: a replica released now and requested      s
+            again later pays ``C90`` GPU-seconds of loading for no service;
+            keeping it idle is cheaper for any gap shorter than that
+``V``       look-ahead window ``max(H, Tbe)``                                    s
+``λ``       observed arrival rate (``Signals.load_rate``)                        requests/s
+``U(τ)``    upper forecast bound at ``now + τ`` (:mod:`scaler.forecast`)        requests/s
+``F(τ)``    point forecast at ``now + τ``                                        requests/s
+``c``       capacity per replica at the SLO and its source                      requests/s
+            (:func:`scaler.capacity.resolve_capacity`)
+``u``       ``targetUtilization``                                                0..1
+``Nr, Ns``  replicas Ready, and requested but not Ready ("on the way")          replicas
+==========  ==================================================================  ==========
+
+Terms, each a replica count (a real number)::
+
+    forecast = max(λ, max over τ in {0, Δ, 2Δ, ..., V} of U(τ)) / (c u)
+    backlog  = (λ + W / T1*) / c            arrivals plus the queue drained within the
+                                            TTFT budget (W / q* when c is unknown)
+    latency  = N max(T1/T1*, T2/T2*)        if that ratio > 1, else 0 (as reactive)
+    kv       = N K / k*                     (as reactive)
+    hold     = previous desired             only while pods report but the rate is
+                                            unknown: missing data never scales down
+
+    backlog, latency, kv are symptoms of a shortage that replicas on the way will
+    cure: while Ns > 0 each is capped at max(Nr + Ns, previous desired), so
+    they cannot cascade scale-ups during a cold start. The forecast term is not
+    capped: it follows measured demand, not its symptoms.
+
+    desired  = clamp(ceil(max(terms)), minReplicas, maxReplicas)
+
+With ``forecast: none`` the forecast term is ``λ / (c u)``. When ``c`` is unknown
+the forecast term is the running term ``R / r*`` (reported as capacity
+"unknown"). Because ``U`` is maximised over the whole window ``V``, the desired
+count drops to ``N - 1`` only when ``N - 1`` replicas at utilisation ``u`` cover
+the upper forecast bound over the horizon and the break-even time.
+
+Activity: as reactive, plus "forecast demand": active while the largest point
+forecast ``F(τ)`` over ``[now, now + H]`` exceeds ``forecastActivationRate``
+(requests/s), so a Deployment at zero wakes one horizon ahead of a ramp the
+daily season predicts; inactive only after ``scaleToZeroAfter`` with no demand
+signal and no forecast demand. ``Ns`` is ``Signals.starting_replicas`` when the
+source knows it, else the previous desired count minus ``Nr`` for one horizon
+after it was raised.
+
+Forecaster and capacity learner state live in ``PolicyState.extra`` (immutable
+values, copied): ``"forecast"`` (:class:`~scaler.forecast.DemandForecaster`),
+``"capacity"`` (:class:`~scaler.capacity.CapacityLearner`), ``"raised_at"``.
+When ``Signals.demand_history`` is given (range queries from Prometheus, the same
+for every scaler replica) the forecaster folds it instead of its own
+observations, and is rebuilt from it when its state is older than the
+history's start: a restarted scaler reaches the same decision.
+
+Worked example (pinned by
+``tests/unit/test_policy_predictive.py::test_predictive_worked_example``):
+``coldStart = 180 s``, ``reactionLag = 45 s`` so ``H = V = 225 s``;
+``capacityPerReplica = 4``, ``u = 0.8``; a forecaster whose path peaks at
+``U = 13.6 req/s``; observed ``λ = 10``, ``N = Nr = 3``, ``W = 5``, ``R = 40``,
+``K = 0.5``, ``T1 = 1 s``, ``T2 = 0.05 s``:
+forecast = 13.6 / 3.2 = 4.25; backlog = (10 + 5 / 2.5) / 4 = 3.0; latency = 0;
+kv = 3 * 0.5 / 0.8 = 1.875. desired = ceil(4.25) = 5, dominant ``forecast``.
 """
 
 from __future__ import annotations
@@ -50,8 +123,11 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from .capacity import Capacity, CapacityLearner, resolve_capacity
+from .coldstart import resolve_cold_start
 from .config import PolicyConfig
-from .signals import Signals
+from .forecast import DemandForecaster, bucket_of
+from .signals import ColdStart, Signals
 
 # A tiny slack so that 2.0000000001 replicas (float noise) does not become 3.
 _CEIL_EPS = 1e-9
@@ -103,6 +179,8 @@ def decide(signals: Signals, state: PolicyState | None, config: PolicyConfig, no
     state = state or PolicyState()
     if config.policy == "reactive":
         return _reactive(signals, state, config, now)
+    if config.policy == "predictive":
+        return _predictive(signals, state, config, now)
     raise ValueError(f"policy {config.policy!r} is not implemented")
 
 
@@ -146,9 +224,10 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
              forecast_demand: float | None = None) -> tuple[bool, float | None, str]:
     """Whether the target is active, the updated ``last_demand_at``, and why.
 
-    Demand is seen when W + R, the upstream demand, or a forecast demand (req/s,
-    predictive) is above ``activationThreshold``. Inactive only after
-    ``scaleToZeroAfter`` seconds without any.
+    Demand is seen when W + R or the upstream demand is above
+    ``activationThreshold``, or a forecast demand (req/s, predictive) is above
+    ``forecastActivationRate``. Inactive only after ``scaleToZeroAfter``
+    seconds without any.
     """
     thr = config.activation_threshold
     seen = []
@@ -156,8 +235,8 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
         seen.append(f"vLLM waiting+running {signals.demand:g} > {thr:g}")
     if signals.upstream_demand is not None and signals.upstream_demand > thr:
         seen.append(f"upstream demand {signals.upstream_demand:g} > {thr:g}")
-    if forecast_demand is not None and forecast_demand > thr:
-        seen.append(f"forecast demand {forecast_demand:.3g} req/s > {thr:g}")
+    if forecast_demand is not None and forecast_demand > config.forecast_activation_rate:
+        seen.append(f"forecast demand {forecast_demand:.3g} req/s > {config.forecast_activation_rate:g}")
     if seen:
         return True, now, "active: " + "; ".join(seen)
     last = state.last_demand_at
@@ -183,3 +262,145 @@ def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: f
     next_state = replace(state, desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now)
     return Decision(desired=desired, active=active, dominant=dominant, terms=terms, reasons=reasons,
                     next_state=next_state, inputs={"pods_reporting": float(signals.pods_reporting)})
+
+
+# ---- predictive ------------------------------------------------------------------------------------------
+
+def horizon(cold: ColdStart, config: PolicyConfig) -> float:
+    """H = C90 + reactionLag (seconds)."""
+    return cold.p90 + config.reaction_lag
+
+
+def update_forecaster(fc: DemandForecaster, signals: Signals, now: float) -> DemandForecaster:
+    """Fold this snapshot into the forecaster (pure): the shared history when given, else the live rate.
+
+    At zero replicas with no rate known, the live observation is 0 req/s served (demand waiting upstream
+    wakes the target through ``upstream_demand``); with pods reporting but no rate, nothing is folded.
+    """
+    fc = fc.observe_tokens(signals.prompt_tokens_mean, signals.output_tokens_mean)
+    history = signals.demand_history
+    if history:
+        first = bucket_of(history[0][0])
+        if fc.last_bucket is None or fc.last_bucket < first - 1:
+            fc = DemandForecaster(params=fc.params, prompt_tokens=fc.prompt_tokens,
+                                  output_tokens=fc.output_tokens).extend(history)
+        else:
+            fc = fc.extend(history)
+        return fc
+    rate = signals.load_rate
+    if rate is None and signals.pods_reporting == 0:
+        rate = 0.0
+    if rate is None:
+        return fc
+    return fc.observe(now, rate)
+
+
+def _supply(signals: Signals, state: PolicyState, cold: ColdStart, config: PolicyConfig,
+            now: float) -> tuple[int, int]:
+    """(Nr, Ns): replicas Ready and replicas requested but not Ready."""
+    ready = signals.ready_replicas if signals.ready_replicas is not None else signals.pods_reporting
+    if signals.starting_replicas is not None:
+        return ready, signals.starting_replicas
+    raised_at = state.extra.get("raised_at")
+    if state.desired is not None and raised_at is not None and now - raised_at < horizon(cold, config):
+        return ready, max(0, state.desired - ready)
+    return ready, 0
+
+
+def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now: float) -> Decision:
+    cold = resolve_cold_start(config.cold_start, signals.cold_start)
+    h = horizon(cold, config)
+    breakeven = cold.p90
+    window = max(h, breakeven)
+
+    fc = update_forecaster(state.extra.get("forecast") or DemandForecaster(), signals, now)
+    learner = (state.extra.get("capacity") or CapacityLearner()).observe(
+        signals, now=now, window=config.window, ttft_slo=config.ttft_p95, tpot_slo=config.tpot_p95)
+    cap: Capacity | None = resolve_capacity(
+        metadata=config.capacity_per_replica, model=config.fleet_model, learned=learner, signals=signals,
+        ttft_slo=config.ttft_p95, tpot_slo=config.tpot_p95, running_per_replica=config.running_per_replica,
+        prompt_tokens=fc.prompt_tokens, output_tokens=fc.output_tokens)
+
+    observed = signals.load_rate
+    if observed is None and signals.pods_reporting == 0:
+        observed = 0.0
+    inputs: dict[str, float] = {
+        "pods_reporting": float(signals.pods_reporting),
+        "cold_start_p50_s": cold.p50, "cold_start_p90_s": cold.p90, "cold_start_samples": float(cold.samples),
+        "horizon_s": h, "breakeven_s": breakeven,
+    }
+    reasons: list[str] = []
+
+    # The forecast: peak upper bound over the window (for the count), peak point over H (for activation).
+    forecast_peak: float | None = None
+    wake_demand: float | None = None
+    if config.forecast == "holt" and fc.ready:
+        path = fc.path(now, window)
+        forecast_peak = max(p.upper for p in path)
+        wake_demand = max(p.rate for p in path if p.at <= now + h + 1e-9)
+        at_h = fc.at(now + h)
+        inputs.update(forecast_rate=at_h.rate, forecast_upper=at_h.upper, forecast_peak_upper=forecast_peak)
+        reasons.append(f"forecast at now+{h:.0f}s: {at_h.rate:.3g} req/s (upper {at_h.upper:.3g}); peak upper "
+                       f"over {window:.0f}s {forecast_peak:.3g} req/s"
+                       + ("; daily season on" if fc.has_season else ""))
+    elif config.forecast == "holt":
+        reasons.append("forecast: no history yet, using the observed rate")
+    else:
+        reasons.append("forecast: none (observed rate only)")
+    if observed is not None:
+        inputs["observed_rate"] = observed
+    demand_rate = max(observed or 0.0, forecast_peak or 0.0)
+    inputs["demand_rate"] = demand_rate
+
+    n = signals.pods_reporting
+    terms: dict[str, float] = {}
+    if cap is not None and cap.per_replica > 0:
+        terms["forecast"] = demand_rate / (cap.per_replica * config.target_utilization)
+        terms["backlog"] = ((observed or 0.0) + (signals.waiting or 0.0) / config.ttft_p95) / cap.per_replica
+        inputs["capacity_per_replica"] = cap.per_replica
+        reasons.append(f"capacity {cap.per_replica:.3g} req/s per replica from {cap.source}")
+    elif cap is not None:
+        terms["forecast"] = float(config.max_replicas) if demand_rate > 0 else 0.0
+        terms["backlog"] = (signals.waiting or 0.0) / config.queue_per_replica
+        inputs["capacity_per_replica"] = 0.0
+        reasons.append(f"capacity 0 from {cap.source}: the SLO is out of reach of one replica")
+    else:
+        terms["forecast"] = (signals.running or 0.0) / config.running_per_replica
+        terms["backlog"] = (signals.waiting or 0.0) / config.queue_per_replica
+        reasons.append("capacity unknown: forecast term is the running term R/runningPerReplica, "
+                       "backlog is W/queuePerReplica")
+    ratio = latency_ratio(signals, config)
+    terms["latency"] = n * ratio if ratio is not None and ratio > 1.0 else 0.0
+    terms["kv"] = n * (signals.kv_cache_usage or 0.0) / config.kv_cache_target
+    if signals.pods_reporting > 0 and signals.load_rate is None and state.desired is not None:
+        terms["hold"] = float(state.desired)
+        reasons.append("rate unknown while pods report: holding the previous count")
+
+    ready, starting = _supply(signals, state, cold, config, now)
+    inputs.update(ready_replicas=float(ready), starting_replicas=float(starting))
+    if starting > 0:
+        cap_to = float(max(ready + starting, state.desired or 0))
+        capped = [k for k in ("backlog", "latency", "kv") if terms[k] > cap_to]
+        for k in capped:
+            terms[k] = cap_to
+        if capped:
+            reasons.append(f"{starting} replica(s) on the way: {', '.join(capped)} capped at {cap_to:g} "
+                           "(no cascading scale-up during a cold start)")
+
+    raw = max(terms.values())
+    desired, dominant = clamp_to_bounds(raw, terms, config)
+    active, last_demand_at, why_active = activity(signals, state, config, now, forecast_demand=wake_demand)
+    reasons.insert(0, f"desired={desired} driven by {dominant}: " + ", ".join(f"{k}={v:.3g}" for k, v in terms.items()))
+    reasons.insert(1, why_active)
+    reasons.append(f"horizon {h:.0f}s = cold start P90 {cold.p90:.0f}s (P50 {cold.p50:.0f}s, from {cold.source}, "
+                   f"{cold.samples} samples) + reaction lag {config.reaction_lag:g}s")
+
+    raised_at = state.extra.get("raised_at")
+    if desired > (state.desired or 0):
+        raised_at = now
+    extra = dict(state.extra)
+    extra.update(forecast=fc, capacity=learner, raised_at=raised_at)
+    next_state = replace(state, desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now,
+                         extra=extra)
+    return Decision(desired=desired, active=active, dominant=dominant, terms=terms, reasons=tuple(reasons),
+                    next_state=next_state, inputs=inputs)

@@ -40,7 +40,8 @@ def test_every_key_parses() -> None:
         "runningPerReplica": "48", "kvCacheTarget": "0.7", "activationThreshold": "0.5",
         "refreshInterval": "10s", "maxStaleness": "2m", "window": "30s", "scaleToZeroAfter": "15m",
         "coldStart": "240", "reactionLag": "30", "capacityPerReplica": "2.5", "targetUtilization": "0.75",
-        "forecast": "none",
+        "forecast": "none", "fleetModel": "alpha=0.015,beta=0.0003,gamma=0.00005,maxNumSeqs=256,kvTokens=400000",
+        "forecastActivationRate": "0.2",
     }
     assert set(md) | {"activationQuery"} == {k.name for k in KEYS}
     cfg = parse(md)
@@ -48,6 +49,9 @@ def test_every_key_parses() -> None:
     assert cfg.deployment == "llama-8b" and cfg.min_replicas == 1 and cfg.max_replicas == 8
     assert cfg.refresh_interval == 10 and cfg.max_staleness == 120 and cfg.scale_to_zero_after == 900
     assert cfg.kv_cache_target == 0.7 and cfg.forecast == "none" and cfg.cold_start == 240
+    assert cfg.forecast_activation_rate == 0.2
+    fm = cfg.fleet_model
+    assert (fm.alpha, fm.beta, fm.gamma, fm.max_num_seqs, fm.kv_tokens) == (0.015, 0.0003, 0.00005, 256, 400000)
 
 
 def test_keda_owned_keys_are_accepted_and_kept() -> None:
@@ -79,6 +83,15 @@ def test_keda_owned_keys_are_accepted_and_kept() -> None:
         pytest.param({"policy": "magic"}, "policy", id="unknown-policy"),
         pytest.param({"prometheusAddress": "prom:9090"}, "prometheusAddress", id="url-without-scheme"),
         pytest.param({"activationQuery": "sum(gateway_queue)"}, "activationQuery", id="query-not-allowed"),
+        pytest.param({"fleetModel": "alpha=0.01,beta=0.001"}, "fleetModel", id="fleet-model-missing-parts"),
+        pytest.param({"fleetModel": "alpha=0.01,beta=x,gamma=0,maxNumSeqs=8"}, "fleetModel",
+                     id="fleet-model-not-a-number"),
+        pytest.param({"fleetModel": "alpha=0.01,beta=0,gamma=0,maxNumSeqs=8.5"}, "fleetModel",
+                     id="fleet-model-fractional-seqs"),
+        pytest.param({"fleetModel": "alpha=0.01,delta=1,beta=0,gamma=0,maxNumSeqs=8"}, "fleetModel",
+                     id="fleet-model-unknown-part"),
+        pytest.param({"fleetModel": "alpha=0,beta=0,gamma=0,maxNumSeqs=8"}, "fleetModel", id="fleet-model-zero-alpha"),
+        pytest.param({"forecastActivationRate": "0"}, "forecastActivationRate", id="zero-forecast-activation"),
     ],
 )
 def test_bad_metadata_names_the_key_and_value(md, key) -> None:

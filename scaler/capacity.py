@@ -1,0 +1,189 @@
+"""Capacity per replica at the SLO: the request rate one vLLM replica sustains with TTFT and TPOT in budget.
+
+The predictive policy turns a forecast arrival rate into replicas by dividing by
+this number. Four sources, in order of precedence (the one used is reported with
+every decision):
+
+1. ``metadata``: ``capacityPerReplica`` (requests/s), measured by the user.
+2. ``model``: the fleet model's calibration, ``fleetModel`` metadata
+   (``alpha``, ``beta``, ``gamma``, ``maxNumSeqs``, optional ``kvTokens``), with
+   the forecast mean token sizes: :func:`model_capacity`.
+3. ``learned``: online from observed throughput and latency:
+   :class:`CapacityLearner`.
+4. ``little``: a last resort from Little's law on the current load (below).
+
+The model (llm-d's queueing model, mean-field form)
+----------------------------------------------------
+Per iteration a replica with ``n`` running sequences spends ``α + β n`` seconds
+(decode) plus ``γ`` seconds per prompt token prefilled in that step (the
+fleet model's ``t = α + β·running + γ·prefill_tokens``). A request has ``I``
+prompt and ``O`` output tokens. In steady state, with arrival rate ``λ`` per
+replica, the fraction of time spent on prefill is ``λ γ I``, decode iterations
+run at ``(1 - λγI)/(α + βn)`` per second and each emits ``n`` tokens, which must
+equal the ``λ O`` tokens/s demanded. Hence::
+
+    λ(n)    = n / (O (α + β n) + n γ I)                      requests/s per replica
+    TPOT(n) = (α + β n) + n γ I / O                          s   (decode step + amortised prefill)
+    TTFT(n) = (α + β n) + γ I                                s   (wait for one step, then prefill;
+                                                                  no queueing: targetUtilization keeps it so)
+
+    n*  = min(maxNumSeqs, (T2* - α) / (β + γ I / O), (T1* - α - γ I) / β, kvTokens / (I + O))
+    capacity = λ(n*)   (0 when n* < 1: the SLO is out of reach of one replica)
+
+Both TPOT and TTFT grow with ``n`` and ``λ(n)`` grows with ``n``, so the largest
+admissible ``n`` gives the capacity (llm-d binary-searches the same thing; the
+linear model has a closed form).
+
+Worked example (pinned by ``tests/unit/test_capacity.py::test_model_worked_example``):
+α = 0.015 s, β = 0.0003 s/seq, γ = 0.00005 s/token, maxNumSeqs = 256, I = 1000,
+O = 200, T1* = 2.5 s, T2* = 0.1 s: β + γI/O = 0.00055, so the TPOT bound is
+n ≤ 0.085 / 0.00055 = 154.5; TTFT allows 8116; n* = 154.5;
+λ = 154.5 / (200 × 0.06136 + 154.5 × 0.05) = 154.5 / 19.998 = 7.73 requests/s.
+
+Learned online
+--------------
+A window (one ``Signals``) is a sample ``x = completion_rate / N`` (``N`` = pods
+reporting) only if all hold: the pod count has not changed for at least
+``window`` seconds (a replica still warming up, or just Ready and not yet at its
+share of the load, would bias it), both latencies are known (no NaN window) and
+within the SLO, and the load is informative: requests are waiting (``W ≥ N``,
+the replicas are full) or the latency is at least :data:`INFORMATIVE_LATENCY` of
+the SLO. The estimate is the EWMA (weight :data:`LEARN_WEIGHT`) of the samples,
+used after :data:`MIN_SAMPLES` of them. It is a conservative estimate (a
+replica within the SLO could have done a little more), which errs on the side
+of the SLO.
+
+Little's law fallback
+---------------------
+With ``R`` requests running fleet-wide at completion rate ``λ_obs``, one
+request stays ``R / λ_obs`` seconds; a replica holding ``runningPerReplica``
+(``r*``) of them serves ``r* λ_obs / R`` requests/s. Used only while nothing
+better is known (needs ``R ≥ 1`` and ``λ_obs > 0``); it makes the forecast term
+the reactive running term scaled by the forecast growth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # signals.py imports config.py, which builds FleetModel from metadata
+    from .signals import Signals
+
+INFORMATIVE_LATENCY = 0.6
+LEARN_WEIGHT = 0.1
+MIN_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class FleetModel:
+    """Iteration-time model of one replica: ``t = alpha + beta*running + gamma*prefill_tokens`` (s)."""
+
+    alpha: float
+    beta: float
+    gamma: float
+    max_num_seqs: int
+    kv_tokens: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.alpha > 0 and self.beta >= 0 and self.gamma >= 0 and self.max_num_seqs >= 1):
+            raise ValueError(f"FleetModel needs alpha > 0, beta >= 0, gamma >= 0, max_num_seqs >= 1: {self!r}")
+        if self.kv_tokens is not None and self.kv_tokens <= 0:
+            raise ValueError(f"FleetModel.kv_tokens must be > 0, got {self.kv_tokens!r}")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Requests/s one replica sustains within the SLO, and where the number came from."""
+
+    per_replica: float
+    source: str  # "metadata", "model", "learned", "little"
+
+
+def model_batch(model: FleetModel, *, ttft_slo: float, tpot_slo: float, prompt_tokens: float,
+                output_tokens: float) -> float:
+    """n*: the largest mean batch within the SLO (see the module docstring); may be < 1."""
+    i, o = max(prompt_tokens, 0.0), max(output_tokens, 1.0)
+    bounds = [float(model.max_num_seqs)]
+    per_seq = model.beta + model.gamma * i / o
+    if per_seq > 0:
+        bounds.append((tpot_slo - model.alpha) / per_seq)
+    elif tpot_slo < model.alpha:
+        bounds.append(0.0)
+    if model.beta > 0:
+        bounds.append((ttft_slo - model.alpha - model.gamma * i) / model.beta)
+    elif ttft_slo < model.alpha + model.gamma * i:
+        bounds.append(0.0)
+    if model.kv_tokens is not None:
+        bounds.append(model.kv_tokens / (i + o))
+    return min(bounds)
+
+
+def model_capacity(model: FleetModel, *, ttft_slo: float, tpot_slo: float, prompt_tokens: float,
+                   output_tokens: float) -> float:
+    """λ(n*) in requests/s per replica; 0 when the SLO is out of reach (n* < 1)."""
+    n = model_batch(model, ttft_slo=ttft_slo, tpot_slo=tpot_slo, prompt_tokens=prompt_tokens,
+                    output_tokens=output_tokens)
+    if n < 1:
+        return 0.0
+    i, o = max(prompt_tokens, 0.0), max(output_tokens, 1.0)
+    return n / (o * (model.alpha + model.beta * n) + n * model.gamma * i)
+
+
+@dataclass(frozen=True)
+class CapacityLearner:
+    """Online capacity estimate (immutable; :meth:`observe` returns the next one)."""
+
+    estimate: float | None = None
+    samples: int = 0
+    pods: int | None = None
+    pods_since: float | None = None
+
+    def observe(self, signals: Signals, *, now: float, window: float, ttft_slo: float,
+                tpot_slo: float) -> "CapacityLearner":
+        n = signals.pods_reporting
+        nxt = self if n == self.pods else replace(self, pods=n, pods_since=now)
+        if n < 1 or nxt.pods_since is None or now - nxt.pods_since < window:
+            return nxt  # warming up or just changed: the window mixes replicas at different shares
+        rate, t1, t2 = signals.completion_rate, signals.ttft_p95, signals.tpot_p95
+        if rate is None or t1 is None or t2 is None:
+            return nxt  # NaN window (no traffic) tells nothing about capacity
+        if t1 > ttft_slo or t2 > tpot_slo:
+            return nxt  # outside the SLO: not "at the SLO"
+        full = signals.waiting is not None and signals.waiting >= n
+        near = max(t1 / ttft_slo, t2 / tpot_slo) >= INFORMATIVE_LATENCY
+        if not (full or near) or rate <= 0:
+            return nxt
+        x = rate / n
+        est = x if nxt.estimate is None else (1 - LEARN_WEIGHT) * nxt.estimate + LEARN_WEIGHT * x
+        return replace(nxt, estimate=est, samples=nxt.samples + 1)
+
+    @property
+    def usable(self) -> float | None:
+        return self.estimate if self.samples >= MIN_SAMPLES else None
+
+
+def little_capacity(signals: Signals, running_per_replica: float) -> float | None:
+    """r* λ_obs / R (requests/s per replica), or None when it cannot be formed."""
+    rate, running = signals.load_rate, signals.running
+    if rate is None or running is None or running < 1 or rate <= 0:
+        return None
+    return running_per_replica * rate / running
+
+
+def resolve_capacity(*, metadata: float | None, model: FleetModel | None, learned: CapacityLearner | None,
+                     signals: Signals, ttft_slo: float, tpot_slo: float, running_per_replica: float,
+                     prompt_tokens: float | None, output_tokens: float | None) -> Capacity | None:
+    """The capacity in use, by precedence metadata > model > learned > little; None when none is known."""
+    if metadata is not None:
+        return Capacity(metadata, "metadata")
+    if model is not None and prompt_tokens is not None and output_tokens is not None:
+        return Capacity(model_capacity(model, ttft_slo=ttft_slo, tpot_slo=tpot_slo, prompt_tokens=prompt_tokens,
+                                       output_tokens=output_tokens), "model")
+    if learned is not None and learned.usable is not None:
+        return Capacity(learned.usable, "learned")
+    little = little_capacity(signals, running_per_replica)
+    if little is not None and math.isfinite(little):
+        return Capacity(little, "little")
+    return None

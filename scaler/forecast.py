@@ -1,0 +1,277 @@
+"""Demand forecast: the request arrival rate at ``now + H``, with an upper prediction bound.
+
+Why this method
+---------------
+The policy must ask for a replica one cold start (minutes) before the demand
+arrives. Over a horizon of a few minutes the arrival rate of an LLM service is
+dominated by two things: its current level and slope (a ramp), and, for
+services with human users, the daily cycle (the same ramp happened yesterday at
+this time). Holt's linear trend captures the first with two smoothing constants
+and O(1) work per minute; an additive daily seasonal term, taken from the
+previous day once a day of history exists, captures the second, which is what
+wakes a Deployment at zero ahead of a predictable morning ramp. An upper bound
+from recent one-step residuals turns noise into headroom. ARIMA or Prophet
+(Dynamo's predictors) are heavier and need refits; this one is a pure fold over
+minute buckets, so its state is rebuilt exactly from a Prometheus range query
+(see "Determinism" below).
+
+Symbols and units
+-----------------
+==========  ==================================================================  ==========
+``Δ``       bucket width, :data:`STEP` = 60                                      s
+``m``       buckets per day, :data:`SEASON` = 1440                               buckets
+``y_k``     mean arrival rate observed in minute bucket ``k``                    requests/s
+``ℓ, b``    level and trend (per bucket) of the de-seasonalised rate             req/s, req/s per bucket
+``s_k``     seasonal deviation of bucket ``k``: ``y_k - ℓ_k`` (γ = 1)            req/s
+``S(j)``    smoothed seasonal read: mean of ``s_i`` for ``i`` in ``j-m±w``       req/s
+            that were written exactly one day before (0 when none, so the
+            seasonal part switches on by itself once a day of history exists)
+``α, β``    level and trend smoothing (:class:`ForecastParams`)                  1
+``σ²``      EWMA (weight ``ρ``) of squared one-step errors                       (req/s)²
+``z``       upper-bound quantile of the standard normal (1.2816: P90)            1
+``h``       buckets ahead of the last folded bucket                              buckets
+==========  ==================================================================  ==========
+
+Update, for each closed bucket ``k`` with value ``y``::
+
+    ŷ    = ℓ + b + S(k)                          one-step forecast, error e = y - ŷ
+    ℓ'   = α (y - S(k)) + (1 - α)(ℓ + b)
+    b'   = β (ℓ' - ℓ) + (1 - β) b
+    s_k  = y - ℓ'
+    σ²'  = (1 - ρ) σ² + ρ e²
+
+Forecast ``h`` buckets ahead, and its upper bound (Holt's h-step variance,
+Hyndman et al., "Forecasting with Exponential Smoothing", class 1)::
+
+    F(h) = max(0, ℓ + h b + S(k_last + h))
+    U(h) = F(h) + z σ sqrt(1 + (h - 1)(α² + α β h + β² h (2h - 1) / 6))
+
+A gap of ``g`` missing buckets advances the level by the trend (``ℓ += g b``);
+a gap longer than :data:`MAX_GAP` buckets also zeroes the trend, so an outage
+of the data does not extrapolate a ramp for hours. Mean prompt and output token
+sizes are forecast as their EWMA level (weight ``ρ_tok``): they are far steadier
+than the rate.
+
+Worked example (pinned by ``tests/unit/test_forecast.py::test_worked_example``):
+α = 0.5, β = 0.5, no seasonal history, buckets 0, 1, 2 with rates 10, 12, 14:
+after bucket 0: ℓ = 10, b = 0; bucket 1: ŷ = 10, e = 2, ℓ = 11, b = 0.5;
+bucket 2: ŷ = 11.5, e = 2.5, ℓ = 12.75, b = 1.125. F(3) = 12.75 + 3 × 1.125 =
+16.125 req/s. With ρ = 0.5: σ² = 5.125 (the first error is taken whole: 4, then
+0.5 × 4 + 0.5 × 6.25 = 5.125), and U(3) = 16.125 + 1.2816 × sqrt(5.125) ×
+sqrt(1 + 2 × (0.25 + 0.75 + 0.25 × 3 × 5 / 6)) = 16.125 + 1.2816 × 2.2638 ×
+2.0616 = 22.106 req/s. (``F(h)`` is read at ``t = (k_last + 0.5 + h) Δ``: bucket
+times are their middles.)
+
+Determinism
+-----------
+The state is a fold over minute buckets in order, nothing else: two
+forecasters given the same bucket sequence hold bit-identical state, whether
+fed one observation at a time or warm-started from a range query
+(:meth:`DemandForecaster.extend`). That is what lets a restarted scaler, or a
+second scaler replica, reach the same decision from the same Prometheus data
+(``tests/unit/test_forecast.py::test_incremental_and_warm_start_agree``). A
+forecaster warm-started from the last day agrees with one running for longer to
+within ``(1-α)^n`` for the level and the trend, and exactly for the seasonal
+term, which only ever reads the previous day.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
+
+STEP = 60.0
+SEASON = 1440
+MAX_GAP = 10
+Z_P90 = 1.2815515655446004
+
+
+@dataclass(frozen=True)
+class ForecastParams:
+    """Smoothing constants (see the module docstring). Defaults were chosen on the bundled traces."""
+
+    alpha: float = 0.3
+    beta: float = 0.05
+    residual_weight: float = 0.05
+    season_window: int = 5
+    z: float = Z_P90
+    token_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "residual_weight", "token_weight"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ValueError(f"ForecastParams.{name} must be in (0, 1], got {v!r}")
+        if self.season_window < 0 or self.z < 0:
+            raise ValueError("ForecastParams.season_window and z must be >= 0")
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    """The forecast at ``at`` (unix s): point ``rate`` and ``upper`` bound (req/s), ``ahead`` buckets out."""
+
+    at: float
+    rate: float
+    upper: float
+    ahead: float
+
+
+def bucket_of(t: float) -> int:
+    """Minute bucket holding time ``t`` (unix s): ``floor(t / Δ)``."""
+    return int(math.floor(t / STEP))
+
+
+@dataclass(frozen=True)
+class DemandForecaster:
+    """Forecaster state, immutable: every method returns a new state (``decide`` stays pure).
+
+    ``season`` / ``season_at``: per slot ``k mod m``, the deviation ``s_k`` and the bucket ``k`` it was
+    written for (-1: never). ``pending_*``: the bucket still being filled by live observations.
+    """
+
+    params: ForecastParams = field(default_factory=ForecastParams)
+    last_bucket: int | None = None
+    first_bucket: int | None = None
+    level: float = 0.0
+    trend: float = 0.0
+    variance: float = 0.0
+    folded: int = 0
+    season: tuple[float, ...] = ()
+    season_at: tuple[int, ...] = ()
+    pending_bucket: int | None = None
+    pending_sum: float = 0.0
+    pending_count: int = 0
+    prompt_tokens: float | None = None
+    output_tokens: float | None = None
+
+    # ---- building the state -------------------------------------------------------------------
+    @classmethod
+    def warm_start(cls, history: Iterable[tuple[float, float]],
+                   params: ForecastParams | None = None) -> "DemandForecaster":
+        """A forecaster folded from ``(t, rate)`` points (e.g. a 1-minute-step range query), oldest first."""
+        return cls(params=params or ForecastParams()).extend(history)
+
+    def extend(self, history: Iterable[tuple[float, float]]) -> "DemandForecaster":
+        """Fold history points newer than the last folded bucket, in order (one point per bucket)."""
+        fc = self
+        for t, rate in history:
+            fc = fc.fold(bucket_of(t), rate)
+        return fc
+
+    def observe(self, now: float, rate: float, *, prompt_tokens: float | None = None,
+                output_tokens: float | None = None) -> "DemandForecaster":
+        """Add a live observation (req/s at ``now``). Observations of one minute are averaged into its
+        bucket, which is folded when the first observation of a later minute arrives."""
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"arrival rate must be a finite non-negative number, got {rate!r}")
+        fc = self.observe_tokens(prompt_tokens, output_tokens)
+        b = bucket_of(now)
+        if fc.pending_bucket is None or (fc.last_bucket is not None and b <= fc.last_bucket):
+            if fc.last_bucket is not None and b <= fc.last_bucket:
+                return fc  # a bucket already folded (e.g. from history): nothing to add
+            return replace(fc, pending_bucket=b, pending_sum=rate, pending_count=1)
+        if b == fc.pending_bucket:
+            return replace(fc, pending_sum=fc.pending_sum + rate, pending_count=fc.pending_count + 1)
+        if b < fc.pending_bucket:
+            return fc  # out of order: ignore
+        closed = fc.fold(fc.pending_bucket, fc.pending_sum / fc.pending_count)
+        return replace(closed, pending_bucket=b, pending_sum=rate, pending_count=1)
+
+    def observe_tokens(self, prompt: float | None, output: float | None) -> "DemandForecaster":
+        """Update the EWMA levels of the mean prompt and output token sizes (None: not observed)."""
+        w = self.params.token_weight
+        p, o = self.prompt_tokens, self.output_tokens
+        if prompt is not None and math.isfinite(prompt):
+            p = prompt if p is None else (1 - w) * p + w * prompt
+        if output is not None and math.isfinite(output):
+            o = output if o is None else (1 - w) * o + w * output
+        if p is self.prompt_tokens and o is self.output_tokens:
+            return self
+        return replace(self, prompt_tokens=p, output_tokens=o)
+
+    def fold(self, bucket: int, y: float) -> "DemandForecaster":
+        """Fold one closed bucket's mean rate ``y`` (see the update equations). Older buckets are ignored."""
+        if not math.isfinite(y) or y < 0:
+            raise ValueError(f"bucket rate must be a finite non-negative number, got {y!r}")
+        p = self.params
+        if self.last_bucket is not None and bucket <= self.last_bucket:
+            return self
+        season = self.season or (0.0,) * SEASON
+        season_at = self.season_at or (-1,) * SEASON
+        slot = bucket % SEASON
+        pending = {} if self.pending_bucket is None or self.pending_bucket > bucket else dict(
+            pending_bucket=None, pending_sum=0.0, pending_count=0)
+        if self.last_bucket is None:
+            level = y
+            return replace(self, last_bucket=bucket, first_bucket=bucket, level=level, trend=0.0, variance=0.0,
+                           folded=1, season=_set(season, slot, y - level), season_at=_set(season_at, slot, bucket),
+                           **pending)
+        gap = bucket - self.last_bucket - 1
+        level, trend = self.level, self.trend
+        if gap > MAX_GAP:
+            trend = 0.0
+        elif gap > 0:
+            level = max(0.0, level + gap * trend)
+        s_k = self._season_read(bucket, season, season_at)
+        predicted = level + trend + s_k
+        err = y - predicted
+        new_level = p.alpha * (y - s_k) + (1 - p.alpha) * (level + trend)
+        new_trend = p.beta * (new_level - level) + (1 - p.beta) * trend
+        variance = err * err if self.folded == 1 else (1 - p.residual_weight) * self.variance + p.residual_weight * err * err
+        return replace(self, last_bucket=bucket, level=new_level, trend=new_trend, variance=variance,
+                       folded=self.folded + 1, season=_set(season, slot, y - new_level),
+                       season_at=_set(season_at, slot, bucket), **pending)
+
+    # ---- reading it ---------------------------------------------------------------------------
+    def _season_read(self, bucket: int, season: Sequence[float] | None = None,
+                     season_at: Sequence[int] | None = None) -> float:
+        """S(bucket): mean of the deviations written exactly one day before ``bucket ± w``; 0 when none."""
+        season = season if season is not None else self.season
+        season_at = season_at if season_at is not None else self.season_at
+        if not season:
+            return 0.0
+        w = self.params.season_window
+        total, n = 0.0, 0
+        for i in range(bucket - SEASON - w, bucket - SEASON + w + 1):
+            if season_at[i % SEASON] == i:
+                total += season[i % SEASON]
+                n += 1
+        return total / n if n else 0.0
+
+    @property
+    def has_season(self) -> bool:
+        """True once a day of history exists (the seasonal term can contribute)."""
+        return (self.first_bucket is not None and self.last_bucket is not None
+                and self.last_bucket - self.first_bucket >= SEASON)
+
+    @property
+    def ready(self) -> bool:
+        """At least one bucket folded."""
+        return self.last_bucket is not None
+
+    def at(self, t: float) -> ForecastPoint:
+        """Forecast at time ``t`` (unix s). ``h`` counts buckets from the middle of the last folded one,
+        at least 1. Requires :attr:`ready`."""
+        if self.last_bucket is None:
+            raise ValueError("forecaster has no data yet")
+        p = self.params
+        h = max(1.0, (t - (self.last_bucket + 0.5) * STEP) / STEP)
+        target = self.last_bucket + max(1, round(h))
+        point = max(0.0, self.level + h * self.trend + self._season_read(target))
+        a, b = p.alpha, p.beta
+        spread = math.sqrt(1 + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6))
+        upper = point + p.z * math.sqrt(self.variance) * spread
+        return ForecastPoint(at=t, rate=point, upper=upper, ahead=h)
+
+    def path(self, now: float, horizon: float) -> tuple[ForecastPoint, ...]:
+        """Forecasts at ``now, now + Δ, ...`` up to and including ``now + horizon``."""
+        steps = int(math.floor(horizon / STEP))
+        times = [now + i * STEP for i in range(steps + 1)]
+        if now + horizon > times[-1]:
+            times.append(now + horizon)
+        return tuple(self.at(t) for t in times)
+
+
+def _set(t: tuple, i: int, v) -> tuple:
+    return t[:i] + (v,) + t[i + 1:]
