@@ -1,0 +1,317 @@
+"""The aggregate fidelity: a fluid queue per time slice, for week-long traces of 10-second counts.
+
+Time is cut into slices at bin edges, replica changes and the runner's ticks.
+In a slice of ``dt`` seconds with arrival rate ``a`` (req/s, the bin's count /
+bin length), ``R`` ready replicas and mean token sizes ``P`` (prompt), ``L``
+(output) -- symbols of :mod:`simulations.fleet.model`:
+
+* **below saturation** (no backlog, ``a < R * lam_sat``): each replica is in its
+  steady state at ``a / R``: TPOT ``t = alpha / (1 - rho)``, running ``n``; a
+  request with prompt ``p`` has ``TTFT = 1.5 t + gamma p``. The share within the
+  TTFT SLO is the share of prompts with ``p <= (SLO - 1.5 t) / gamma``, read from
+  the trace's prompt-size distribution;
+* **saturated or draining a backlog**: replicas run ``n_max`` sequences at
+  ``t_sat`` and serve ``C = R * lam_sat`` req/s first-come first-served; arrivals
+  join a FIFO backlog of chunks, and a chunk served at time ``s`` waited
+  ``w = s - arrival``: ``TTFT = w + 1.5 t_sat + gamma p``;
+* **no ready replica**: arrivals are held at the gateway; held work older than
+  ``request_timeout`` is unserved (the per-request rule, applied to chunks).
+
+Every request of a slice gets the slice's TPOT, so the TPOT share is 0 or 1 per
+slice. Draining replicas take no new work and are gone ``L * t`` seconds later
+(the time their in-flight requests need). Signals: waiting = backlog, running
+= ``R n``, KV usage = ``n (P + L/2) / kv_tokens``, P95 TTFT = the arrival-weighted
+95th percentile over the window's slices of ``w + 1.5 t`` plus ``gamma`` times
+the 95th-percentile prompt (an upper bound on the true quantile of the sum;
+exact when the window's slices agree), P95 TPOT = the weighted 95th percentile
+of ``t``.
+
+Cross-checked against :class:`~simulations.fleet.request_fleet.RequestFleet` on
+the same input by ``tests/unit/test_fleet_fidelity.py``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+
+import numpy as np
+
+from scaler.signals import Signals
+
+from .base import FleetBase, FleetOutcome, window_attainment
+from .lifecycle import ColdStartModel, Replica, ReplicaSet
+from .model import ModelParams, saturation, steady_state
+
+
+def _weighted_quantile(pairs: list[tuple[float, float]], q: float) -> float | None:
+    tot = sum(w for _, w in pairs)
+    if tot <= 1e-12:
+        return None
+    acc = 0.0
+    for v, w in sorted(pairs):
+        acc += w
+        if acc >= q * tot - 1e-12:
+            return v
+    return sorted(pairs)[-1][0]
+
+
+class AggregateFleet(FleetBase):
+    """Fluid fleet over bins of request counts (see the module docstring)."""
+
+    fidelity = "aggregate"
+
+    def __init__(self, counts, *, bin_seconds: float, prompt_mean, output_mean, prompt_pool, params: ModelParams,
+                 cold_start: ColdStartModel, start: float, initial_replicas: int, slo_ttft: float, slo_tpot: float,
+                 seed: int = 0, request_timeout: float = 60.0, deployment: str = "vllm"):
+        self.counts = np.asarray(counts, dtype=float)
+        nb = len(self.counts)
+        self.P = np.broadcast_to(np.asarray(prompt_mean, dtype=float), (nb,)).tolist()
+        self.L = np.broadcast_to(np.asarray(output_mean, dtype=float), (nb,)).tolist()
+        self.rate = (self.counts / bin_seconds).tolist()
+        self.bin = float(bin_seconds)
+        self.end_time = start + nb * bin_seconds
+        pool = np.sort(np.asarray(prompt_pool, dtype=float))
+        if pool.size == 0:
+            raise ValueError("prompt_pool must hold at least one prompt size")
+        self.pool = pool.tolist()
+        self.prompt_p95 = float(np.percentile(pool, 95))
+        self.params = params
+        self.slo_ttft, self.slo_tpot = slo_ttft, slo_tpot
+        self.start = start
+        self.now = start
+        self.request_timeout = request_timeout
+        self.rs = ReplicaSet(cold_start, np.random.default_rng(seed), start=start, initial=initial_replicas,
+                             deployment=deployment)
+        self.rs.on_drain = self._on_drain
+        self._drains: list[tuple[float, Replica]] = []
+        self.backlog: deque[list] = deque()   # FIFO chunks [arrival time, amount, record index]
+        self.backlog_total = 0.0
+        self.unserved = 0.0
+        # per-slice log (python lists: appended in time order)
+        self.s_t: list[float] = []       # slice start
+        self.s_dt: list[float] = []
+        self.s_arr: list[float] = []     # arrivals in the slice
+        self.s_ttft_ok: list[float] = []  # of those arrivals, served within the TTFT SLO (filled when served)
+        self.s_tpot_ok: list[float] = []
+        self.s_served: list[float] = []  # requests getting their first token in the slice
+        self.s_base: list[float] = []    # served-weighted mean of (wait + 1.5 t)
+        self.s_t_iter: list[float] = []
+        self.s_p: list[float] = []
+        self.s_l: list[float] = []
+        self._state = (0.0, 0.0, 0.0)    # running per replica, iteration time, P (last slice)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _on_drain(self, r: Replica, now: float) -> bool:
+        n, t, _ = self._state
+        b = self._bin_index(now)
+        L = self.L[b] if b is not None else 1.0
+        if n <= 0:
+            return True
+        self._drains.append((now + L * t, r))
+        return False
+
+    def _bin_index(self, t: float) -> int | None:
+        b = int((t - self.start) // self.bin)
+        return b if 0 <= b < len(self.rate) else None
+
+    def _share_ttft_ok(self, wait_plus: float) -> float:
+        """Share of prompts p with wait_plus + gamma*p <= SLO."""
+        g = self.params.gamma
+        room = self.slo_ttft - wait_plus
+        if room < 0:
+            return 0.0
+        if g <= 0:
+            return 1.0
+        return bisect.bisect_right(self.pool, room / g) / len(self.pool)
+
+    # -- time ----------------------------------------------------------------------------------
+    def advance_to(self, T: float) -> None:
+        rs = self.rs
+        while self.now < T - 1e-9:
+            t0 = self.now
+            rs.promote_due(t0)
+            if self._drains:
+                for end, r in list(self._drains):
+                    if end <= t0:
+                        self._drains.remove((end, r))
+                        rs.finish_drain(r, end)
+            b = self._bin_index(t0)
+            next_edge = self.start + (b + 1) * self.bin if b is not None else math.inf
+            t1 = min(T, next_edge, rs.next_ready_at(), min((e for e, _ in self._drains), default=math.inf))
+            if t1 <= t0:
+                t1 = min(T, t0 + 1e-6)
+            self._slice(t0, t1, b)
+            self.now = t1
+        rs.promote_due(self.now)
+
+    def _slice(self, t0: float, t1: float, b: int | None) -> None:
+        dt = t1 - t0
+        a = self.rate[b] if b is not None else 0.0
+        P = self.P[b] if b is not None else 0.0
+        L = self.L[b] if b is not None else 1.0
+        R = self.rs.count("ready")
+        rec = len(self.s_t)
+        arrivals = a * dt
+        self.s_t.append(t0)
+        self.s_dt.append(dt)
+        self.s_arr.append(arrivals)
+        self.s_ttft_ok.append(0.0)
+        self.s_tpot_ok.append(0.0)
+        self.s_p.append(P)
+        self.s_l.append(L)
+        gamma = self.params.gamma
+        if R == 0:
+            if arrivals > 0:
+                self.backlog.append([t0 + dt / 2, arrivals, rec])
+                self.backlog_total += arrivals
+            while self.backlog and self.backlog[0][0] + self.request_timeout < t1:
+                chunk = self.backlog.popleft()
+                self.backlog_total -= chunk[1]
+                self.unserved += chunk[1]
+            self.s_served.append(0.0)
+            self.s_base.append(0.0)
+            self.s_t_iter.append(0.0)
+            self._state = (0.0, 0.0, P)
+            return
+        lam_sat, t_sat, nmax = saturation(self.params, P, L)
+        cap = R * lam_sat
+        if self.backlog_total <= 1e-9 and a < cap:
+            ss = steady_state(self.params, a / R, P, L)
+            t = ss.iteration
+            base = 1.5 * t
+            self.s_ttft_ok[rec] = arrivals * self._share_ttft_ok(base)
+            self.s_tpot_ok[rec] = arrivals if t <= self.slo_tpot else 0.0
+            self.s_served.append(arrivals)
+            self.s_base.append(base)
+            self.s_t_iter.append(t)
+            self._state = (ss.running, t, P)
+            self.backlog.clear()
+            self.backlog_total = 0.0
+            return
+        # Saturated, or draining a backlog: FIFO service at `cap` req/s.
+        if arrivals > 0:
+            self.backlog.append([t0 + dt / 2, arrivals, rec])
+            self.backlog_total += arrivals
+        budget = cap * dt
+        done = 0.0
+        wsum = 0.0
+        tpot_ok = t_sat <= self.slo_tpot
+        while self.backlog and budget > 1e-12:
+            chunk = self.backlog[0]
+            take = min(chunk[1], budget)
+            served_at = t0 + (done + take / 2) / cap
+            wait = max(0.0, served_at - chunk[0])
+            base = wait + 1.5 * t_sat
+            self.s_ttft_ok[chunk[2]] += take * self._share_ttft_ok(base)
+            if tpot_ok:
+                self.s_tpot_ok[chunk[2]] += take
+            wsum += take * base
+            done += take
+            budget -= take
+            chunk[1] -= take
+            self.backlog_total -= take
+            if chunk[1] <= 1e-12:
+                self.backlog.popleft()
+        if self.backlog_total < 1e-9:
+            self.backlog_total = 0.0
+        self.s_served.append(done)
+        self.s_base.append(wsum / done if done > 0 else 1.5 * t_sat)
+        self.s_t_iter.append(t_sat)
+        self._state = (float(nmax) if done >= cap * dt * 0.999 else done / dt * L * t_sat / R, t_sat, P)
+
+    def scale_to(self, n: int, now: float) -> None:
+        self.advance_to(now)
+        self.rs.scale_to(n, now)
+
+    def in_flight(self) -> float:
+        n, _, _ = self._state
+        return self.backlog_total + n * self.rs.count("ready")
+
+    # -- what Prometheus would see -------------------------------------------------------------
+    def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
+        self.advance_to(now)
+        lo_t = now - window
+        i = max(0, bisect.bisect_right(self.s_t, lo_t) - 1)
+        arrivals = served = 0.0
+        ttft_pairs, tpot_pairs = [], []
+        psum = lsum = 0.0
+        for k in range(i, len(self.s_t)):
+            s, d = self.s_t[k], self.s_dt[k]
+            f = 1.0 if s >= lo_t else max(0.0, (s + d - lo_t) / d) if d > 0 else 0.0
+            if f <= 0:
+                continue
+            arrivals += self.s_arr[k] * f
+            sv = self.s_served[k] * f
+            if sv > 0:
+                served += sv
+                ttft_pairs.append((self.s_base[k], sv))
+                tpot_pairs.append((self.s_t_iter[k], sv))
+                psum += self.s_p[k] * sv
+                lsum += self.s_l[k] * sv
+        base95 = _weighted_quantile(ttft_pairs, 0.95)
+        ttft95 = base95 + self.params.gamma * self.prompt_p95 if base95 is not None else None
+        n_ready = self.rs.count("ready")
+        pods = n_ready + self.rs.count("draining")
+        n, t, P = self._state
+        b = self._bin_index(now - 1e-9)
+        L = self.L[b] if b is not None else 1.0
+        history_pairs: tuple[tuple[float, float], ...] = ()
+        if history > 0:
+            history_pairs = self._history(now, history)
+        return Signals(
+            observed_at=now,
+            pods_reporting=pods,
+            waiting=self.backlog_total if pods else None,
+            running=n * n_ready if pods else None,
+            kv_cache_usage=min(1.0, n * (P + L / 2) / self.params.kv_tokens) * n_ready / pods if pods else None,
+            ttft_p95=ttft95,
+            tpot_p95=_weighted_quantile(tpot_pairs, 0.95),
+            completion_rate=served / window,
+            arrival_rate=arrivals / window,
+            prompt_tokens_mean=psum / served if served > 0 else None,
+            output_tokens_mean=lsum / served if served > 0 else None,
+            ready_replicas=n_ready,
+            starting_replicas=self.rs.count("loading"),
+            upstream_demand=self.in_flight() if upstream else None,
+            cold_start=self.rs.cold_start.signal(),
+            demand_history=history_pairs,
+        )
+
+    def _history(self, now: float, history: float) -> tuple[tuple[float, float], ...]:
+        """(t, req/s over the minute ending at t) every 60 s over the last ``history`` seconds."""
+        if not hasattr(self, "_cum"):
+            self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
+            self._edges = self.start + self.bin * np.arange(len(self._cum))
+        ts = np.arange(now - history + 60.0, now + 1e-9, 60.0)
+        ts = ts[ts - 60.0 >= self.start]
+        c = np.interp(ts, self._edges, self._cum) - np.interp(ts - 60.0, self._edges, self._cum)
+        return tuple((float(t), float(x) / 60.0) for t, x in zip(ts, c))
+
+    def pod_states(self) -> list[tuple[Replica, int, int, float]]:
+        n, _, P = self._state
+        ready = self.rs.ready()
+        if not ready:
+            return []
+        per_wait = self.backlog_total / len(ready)
+        kv = min(1.0, n * (P + 0.5) / self.params.kv_tokens)
+        return [(r, int(round(per_wait)), int(round(n)), kv) for r in ready]
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def outcome(self, end: float, slo_ttft: float, slo_tpot: float) -> FleetOutcome:
+        self.advance_to(end)
+        t = np.asarray(self.s_t) + np.asarray(self.s_dt) / 2
+        arr = np.asarray(self.s_arr)
+        ok = np.asarray(self.s_ttft_ok)
+        return FleetOutcome(
+            requests=float(arr.sum()),
+            ttft_ok=float(ok.sum()),
+            tpot_ok=float(np.asarray(self.s_tpot_ok).sum()),
+            window_attainment=window_attainment(t, ok, arr, self.start, end),
+            gpu_seconds=self.rs.gpu_seconds(end),
+            cold_starts=self.rs.cold_starts,
+            scale_events=self.rs.scale_events,
+            seconds_at_zero=self.rs.seconds_at_zero(end),
+            unserved=float(self.unserved),
+        )

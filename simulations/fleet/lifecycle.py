@@ -1,0 +1,185 @@
+"""Replicas' lifecycle and what they cost: requested -> loading -> ready -> draining -> gone.
+
+* **requested/loading**: a pod is created the moment the Deployment's replica
+  count rises; it loads for a cold start drawn from :class:`ColdStartModel`
+  and serves nothing meanwhile. GPU time counts from this moment.
+* **ready**: serves requests (the fleet routes to it).
+* **draining**: the replica count fell; it takes no new request and finishes
+  the ones it has, then is **gone** (GPU time stops).
+
+Which pods go on a scale-down follows Kubernetes' ReplicaSet controller: pods
+not ready yet first (youngest first), then ready ones (youngest first). A
+loading pod that is removed is gone at once.
+
+Counted here: cold starts (pods created), scale events (changes of the
+replica count), GPU-seconds (sum over pods of ``gone_at - requested_at``) and
+seconds at zero (no pod in any phase, so no GPU held).
+Tests: ``tests/unit/test_fleet.py::test_lifecycle_*``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from scaler.signals import ColdStart
+
+LOADING, READY, DRAINING, GONE = "loading", "ready", "draining", "gone"
+_Z90 = 1.2815515655446004  # standard normal 90th percentile
+
+
+@dataclass(frozen=True)
+class ColdStartModel:
+    """Cold start (pod created -> Ready) in seconds: log-normal with this median and log-sd ``sigma``.
+
+    ``sigma = 0`` gives a fixed cold start. p90 = ``median * exp(1.2816 * sigma)``.
+    """
+
+    median: float = 180.0
+    sigma: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.median) and self.median >= 0):
+            raise ValueError(f"cold start median must be a finite number of seconds >= 0, got {self.median!r}")
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise ValueError(f"cold start sigma must be >= 0, got {self.sigma!r}")
+
+    def draw(self, rng: np.random.Generator) -> float:
+        if self.sigma == 0:
+            return self.median
+        return float(self.median * math.exp(self.sigma * rng.standard_normal()))
+
+    def signal(self) -> ColdStart:
+        """What the scaler would measure, as a :class:`~scaler.signals.ColdStart` (source "simulation")."""
+        return ColdStart(p50=self.median, p90=self.median * math.exp(_Z90 * self.sigma), source="simulation")
+
+
+@dataclass
+class Replica:
+    """One pod. ``gone_at`` is None while it holds a GPU."""
+
+    index: int
+    name: str
+    requested_at: float
+    ready_at: float
+    phase: str = LOADING
+    drain_started_at: float | None = None
+    gone_at: float | None = None
+
+
+class ReplicaSet:
+    """The pods of one simulated Deployment and their accounting.
+
+    The fleet owns what happens to requests; it gives ``on_ready(replica)`` and
+    ``on_drain(replica, now) -> bool`` (True: nothing in flight, gone at once;
+    False: the fleet calls :meth:`finish_drain` when the last request ends).
+    """
+
+    def __init__(self, cold_start: ColdStartModel, rng: np.random.Generator, *, start: float, initial: int,
+                 warm: bool = True, deployment: str = "vllm"):
+        self.cold_start = cold_start
+        self.rng = rng
+        self.deployment = deployment
+        self.replicas: list[Replica] = []
+        self.cold_starts = 0
+        self.scale_events = 0
+        self._zero_since: float | None = None
+        self.seconds_at_zero_closed = 0.0
+        self.on_ready: Callable[[Replica], None] = lambda r: None
+        self.on_drain: Callable[[Replica, float], bool] = lambda r, now: True
+        self._pending: list[Replica] = []  # loading, sorted by ready_at
+        for _ in range(initial):
+            r = self._new(start, warm=warm)
+            if warm:
+                r.phase = READY
+        if initial == 0:
+            self._zero_since = start
+
+    # -- queries ---------------------------------------------------------------------------------
+    def active(self) -> list[Replica]:
+        """Pods counted in the Deployment's ``status.replicas``: loading and ready (not draining)."""
+        return [r for r in self.replicas if r.phase in (LOADING, READY)]
+
+    def ready(self) -> list[Replica]:
+        return [r for r in self.replicas if r.phase == READY]
+
+    def count(self, phase: str) -> int:
+        return sum(1 for r in self.replicas if r.phase == phase)
+
+    def next_ready_at(self) -> float:
+        return self._pending[0].ready_at if self._pending else math.inf
+
+    def gpu_seconds(self, now: float) -> float:
+        total = 0.0
+        for r in self.replicas:
+            end = r.gone_at if r.gone_at is not None else now
+            if end > r.requested_at:
+                total += min(end, now) - r.requested_at
+        return total
+
+    def seconds_at_zero(self, now: float) -> float:
+        extra = (now - self._zero_since) if self._zero_since is not None else 0.0
+        return self.seconds_at_zero_closed + max(0.0, extra)
+
+    # -- changes ---------------------------------------------------------------------------------
+    def _new(self, now: float, warm: bool = False) -> Replica:
+        idx = len(self.replicas)
+        delay = 0.0 if warm else self.cold_start.draw(self.rng)
+        r = Replica(idx, f"{self.deployment}-{idx}", now, now + delay)
+        self.replicas.append(r)
+        if not warm:
+            self.cold_starts += 1
+            self._pending.append(r)
+            self._pending.sort(key=lambda x: x.ready_at)
+        if self._zero_since is not None:
+            self.seconds_at_zero_closed += max(0.0, now - self._zero_since)
+            self._zero_since = None
+        return r
+
+    def promote_due(self, now: float) -> None:
+        """Loading pods whose cold start has elapsed become ready (in ready_at order)."""
+        while self._pending and self._pending[0].ready_at <= now:
+            r = self._pending.pop(0)
+            r.phase = READY
+            self.on_ready(r)
+
+    def scale_to(self, n: int, now: float) -> None:
+        """Set the Deployment's replica count (``spec.replicas``) at ``now``."""
+        if n < 0:
+            raise ValueError(f"replica count must be >= 0, got {n}")
+        active = self.active()
+        if n == len(active):
+            return
+        self.scale_events += 1
+        if n > len(active):
+            for _ in range(n - len(active)):
+                self._new(now)
+            return
+        # Kubernetes removes not-ready pods first, youngest first; then ready ones, youngest first.
+        victims = sorted(active, key=lambda r: (r.phase == READY, -r.requested_at, -r.index))[: len(active) - n]
+        for r in victims:
+            if r.phase == LOADING:
+                self._pending.remove(r)
+                self._gone(r, now)
+            else:
+                r.phase = DRAINING
+                r.drain_started_at = now
+                if self.on_drain(r, now):
+                    self._gone(r, now)
+        self._check_zero(now)
+
+    def finish_drain(self, r: Replica, at: float) -> None:
+        self._gone(r, at)
+        self._check_zero(at)
+
+    def _gone(self, r: Replica, at: float) -> None:
+        r.phase = GONE
+        r.gone_at = at
+
+    def _check_zero(self, now: float) -> None:
+        if self._zero_since is None and all(r.phase == GONE for r in self.replicas):
+            last = max((r.gone_at or now) for r in self.replicas) if self.replicas else now
+            self._zero_since = last

@@ -1,0 +1,160 @@
+"""What one vLLM replica can do: the iteration-time model and its steady state.
+
+Iteration time (seconds) of one continuous-batching step of one replica::
+
+    t = alpha + beta * running + gamma * prefill_tokens_in_step
+
+``alpha`` is the fixed cost of a forward pass, ``beta`` the extra cost per
+running sequence (decode), ``gamma`` the cost per prompt token prefilled in the
+step. It is the shape llm-d's Workload Variant Autoscaler fits per model and
+GPU (decode ``itl = alpha + beta * batch``; prefill ``delta`` per token).
+
+Default parameters (:data:`LLAMA_3_1_8B_A100`) -- Llama-3.1-8B on one A100:
+the worked example of llm-d's Workload Variant Autoscaler configuration guide
+(``llm-d-incubation/workload-variant-autoscaler``, ``docs/user-guide/configuration.md``,
+``variantID: meta/llama-3.1-8b-A100-1``): decode ``alpha = 20.58 ms``,
+``beta = 0.41 ms`` per sequence; prefill ``delta = 0.1 ms`` per prompt token
+(its ``gamma = 5.2 ms`` prefill constant is folded into our ``alpha``);
+``maxBatchSize: 256`` (vLLM ``--max-num-seqs``). The KV-token capacity is not
+in that source; it is derived: Llama-3.1-8B keeps 2 (K, V) x 32 layers x 8 KV
+heads x 128 dims x 2 bytes = 128 KiB per token; an 80 GB A100 at vLLM's
+``gpu_memory_utilization=0.9`` leaves about 72 GB, minus 16 GB of bf16 weights
+and a few GB of activations, about 52 GB of KV: ~400,000 tokens. Every number is
+configurable (``--model-param`` in the CLI).
+
+Steady state of one replica (the fluid model the aggregate fidelity and the
+oracle use). A replica receiving ``lam`` requests/s with mean prompt ``P`` and
+output ``L`` tokens: by Little's law ``running n = lam * L * t`` (each request
+stays ``L`` iterations) and the step prefills ``lam * t * P`` tokens, so::
+
+    t = alpha + beta * lam * L * t + gamma * P * lam * t
+    rho = lam * (beta * L + gamma * P)          (utilization, < 1)
+    t   = alpha / (1 - rho)                     (iteration time = TPOT)
+    n   = lam * L * t                           (running sequences)
+
+while ``n <= n_max = min(max_num_seqs, kv_tokens // (P + L))``. At ``n_max`` the
+replica saturates: ``t_sat = alpha + beta*n_max + gamma*P*n_max/L`` and the
+throughput is ``lam_sat = n_max / (L * t_sat)``.
+
+Worked example (pinned by ``tests/unit/test_fleet.py::test_steady_state_worked_example``):
+defaults, ``P = 1000``, ``L = 200``, ``lam = 2 req/s``: ``rho = 2 * (0.00041*200 +
+0.0001*1000) = 0.364``, ``t = 0.02058 / 0.636 = 0.03236 s``, ``n = 2*200*0.03236 =
+12.94``. Saturation: ``n_max = min(256, 400000 // 1200 = 333) = 256``, ``t_sat =
+0.02058 + 0.10496 + 0.0001*1000*256/200 = 0.25354 s``, ``lam_sat = 256 / (200 *
+0.25354) = 5.048 req/s``.
+
+TTFT of a request with prompt ``p`` at a replica below saturation: it waits on
+average half an iteration for the next step to begin, then one step that also
+prefills it: ``ttft ~ 1.5 * t + gamma * p`` (plus any queueing wait).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Per-iteration time ``t = alpha + beta*running + gamma*prefill_tokens_in_step`` (seconds) and limits.
+
+    ``max_batched_tokens`` caps the prompt tokens prefilled in one step (vLLM's
+    ``--max-num-batched-tokens``; a single longer prompt still goes alone).
+    """
+
+    alpha: float = 0.02058
+    beta: float = 0.00041
+    gamma: float = 0.0001
+    max_num_seqs: int = 256
+    kv_tokens: int = 400_000
+    name: str = "Llama-3.1-8B on 1x A100-80GB (llm-d WVA configuration guide)"
+    max_batched_tokens: int = 8192
+
+    def __post_init__(self) -> None:
+        for f in ("alpha", "beta", "gamma"):
+            v = getattr(self, f)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"ModelParams.{f} must be a finite number >= 0, got {v!r}")
+        if self.alpha <= 0:
+            raise ValueError(f"ModelParams.alpha must be > 0 (a step takes time), got {self.alpha!r}")
+        for f in ("max_num_seqs", "kv_tokens", "max_batched_tokens"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"ModelParams.{f} must be an integer >= 1, got {v!r}")
+
+    def with_overrides(self, overrides: Mapping[str, str]) -> "ModelParams":
+        """A copy with ``{"alpha": "0.03", ...}`` applied; unknown names or bad values raise ValueError."""
+        kinds = {f.name: f.type for f in fields(self)}
+        values: dict[str, object] = {}
+        for key, raw in overrides.items():
+            if key not in kinds:
+                raise ValueError(f"unknown model parameter {key!r} (known: {', '.join(sorted(kinds))})")
+            try:
+                if key == "name":
+                    values[key] = raw
+                elif key in ("max_num_seqs", "kv_tokens", "max_batched_tokens"):
+                    values[key] = int(raw)
+                else:
+                    values[key] = float(raw)
+            except ValueError:
+                raise ValueError(f"model parameter {key}={raw!r}: not a number") from None
+        return replace(self, **values)
+
+
+LLAMA_3_1_8B_A100 = ModelParams()
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """One replica's steady state at an arrival rate (see the module docstring)."""
+
+    rate: float          # req/s offered to the replica
+    utilization: float   # rho
+    iteration: float     # t, seconds (= TPOT)
+    running: float       # n
+    saturated: bool      # the offered rate is at or above lam_sat
+
+
+def n_max(params: ModelParams, prompt_mean: float, output_mean: float) -> int:
+    """Most sequences one replica runs at once: ``min(max_num_seqs, kv_tokens // (P + L))`` (at least 1)."""
+    per = max(1.0, prompt_mean + output_mean)
+    return max(1, min(params.max_num_seqs, int(params.kv_tokens // per)))
+
+
+def saturation(params: ModelParams, prompt_mean: float, output_mean: float) -> tuple[float, float, int]:
+    """(lam_sat req/s, t_sat s, n_max) of one replica."""
+    L = max(1.0, output_mean)
+    n = n_max(params, prompt_mean, output_mean)
+    t_sat = params.alpha + params.beta * n + params.gamma * prompt_mean * n / L
+    return n / (L * t_sat), t_sat, n
+
+
+def steady_state(params: ModelParams, rate: float, prompt_mean: float, output_mean: float) -> SteadyState:
+    """The steady state of one replica offered ``rate`` req/s; saturated states report the ceiling."""
+    L = max(1.0, output_mean)
+    lam_sat, t_sat, n = saturation(params, prompt_mean, output_mean)
+    if rate >= lam_sat:
+        return SteadyState(rate, rate * (params.beta * L + params.gamma * prompt_mean), t_sat, float(n), True)
+    rho = rate * (params.beta * L + params.gamma * prompt_mean)
+    t = params.alpha / (1.0 - rho)
+    return SteadyState(rate, rho, t, rate * L * t, False)
+
+
+def max_rate_within_slo(params: ModelParams, prompt_mean: float, output_mean: float, prompt_p95: float,
+                        slo_ttft: float, slo_tpot: float) -> float:
+    """Largest rate (req/s) one replica takes with ``t <= slo_tpot`` and ``1.5 t + gamma*P95 <= slo_ttft``.
+
+    Both bounds are monotone in the rate, so the answer is closed-form:
+    ``t <= T  <=>  rho <= 1 - alpha/T``. Capped at 99 % of ``lam_sat``. Returns 0.0
+    when even an idle replica misses the SLO (then no replica count meets it).
+    """
+    L = max(1.0, output_mean)
+    per_req = params.beta * L + params.gamma * prompt_mean
+    t_cap = min(slo_tpot, (slo_ttft - params.gamma * prompt_p95) / 1.5)
+    if t_cap <= params.alpha:
+        return 0.0
+    rho_cap = 1.0 - params.alpha / t_cap
+    lam = rho_cap / per_req if per_req > 0 else math.inf
+    lam_sat, _, _ = saturation(params, prompt_mean, output_mean)
+    return min(lam, 0.99 * lam_sat)
