@@ -1,0 +1,146 @@
+"""Knative's Knative Pod Autoscaler (KPA) for one revision, stepped by arithmetic time.
+
+Sources (knative/serving):
+
+* ``pkg/autoscaler/scaling/autoscaler.go`` ``Scale``::
+
+      ready         = max(1, ready pods)
+      max_up        = ceil(max_scale_up_rate * ready)            (rate 1000)
+      max_down      = floor(ready / max_scale_down_rate)          (rate 2)
+      dspc          = ceil(stable_concurrency / target)           (stable window, 60 s)
+      dppc          = ceil(panic_concurrency / target)            (panic window, 6 s = 10 % of stable)
+      stable_count  = clamp(dspc, max_down, max_up);  panic_count = clamp(dppc, max_down, max_up)
+      over          = dppc / ready >= panic_threshold             (200 % -> 2.0)
+
+  Panic starts (or is extended) whenever ``over``; it ends when not ``over`` and the last panic
+  instant is more than one stable window old. In panic the count is max(stable_count,
+  panic_count) and never below the highest count of the current panic (no scale-down).
+  Worked example (``test_kpa.py::test_panic_worked_example``): target 10, one ready pod, 6 s at
+  50 in flight after 54 s at 0: stable average 5 -> dspc 1; panic average 50 -> dppc 5;
+  5 / 1 >= 2 -> panic; max_up = 1000 -> desired 5.
+* ``pkg/autoscaler/aggregation/bucketing.go`` ``WindowAverage`` (the default linear averaging):
+  the mean of per-second buckets over the window, seconds without a sample counting as 0, over
+  the part of the window since the first sample.
+* ``pkg/reconciler/autoscaling/kpa/scaler.go`` ``handleScaleToZero``: when the autoscaler wants 0
+  (min scale 0), the revision keeps its pods for ``scale-to-zero-grace-period`` (30 s) and then
+  goes to 0. With the stable window this is zero traffic for 60 s + 30 s.
+* ``min-scale`` / ``max-scale`` bound the result (``kpa.go``); 0 ready pods with demand gives at
+  least 1 pod (the activator pokes the autoscaler on the first request).
+
+One sample per second (``record``) is the total in-flight requests of the revision (queued and
+running); several samples in one second are averaged. With no sample yet, ``desired`` holds the
+current count (Knative's ``ErrNoData``: no decision), never reads zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class KnativeKpa:
+    """Knative's KPA decision for one revision (see the module docstring)."""
+
+    def __init__(self, *, target_concurrency: float, stable_window: float = 60.0, panic_window: float = 6.0,
+                 panic_threshold: float = 2.0, max_scale_up_rate: float = 1000.0, max_scale_down_rate: float = 2.0,
+                 scale_to_zero_grace: float = 30.0, min_scale: int = 0, max_scale: int = 100):
+        checks = {
+            "target_concurrency": target_concurrency > 0,
+            "stable_window": stable_window >= 1,
+            "panic_window": 1 <= panic_window <= stable_window,
+            "panic_threshold": panic_threshold > 1,
+            "max_scale_up_rate": max_scale_up_rate > 1,
+            "max_scale_down_rate": max_scale_down_rate > 1,
+            "scale_to_zero_grace": scale_to_zero_grace >= 0,
+            "min_scale": min_scale >= 0,
+            "max_scale": max_scale >= max(1, min_scale),
+        }
+        values = dict(target_concurrency=target_concurrency, stable_window=stable_window, panic_window=panic_window,
+                      panic_threshold=panic_threshold, max_scale_up_rate=max_scale_up_rate,
+                      max_scale_down_rate=max_scale_down_rate, scale_to_zero_grace=scale_to_zero_grace,
+                      min_scale=min_scale, max_scale=max_scale)
+        bad = [f"{k}={values[k]!r}" for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid KPA settings: " + ", ".join(bad) +
+                             " (need target > 0, 1 <= panic <= stable window, rates > 1, 0 <= min <= max)")
+        self.target = float(target_concurrency)
+        self.stable_window = float(stable_window)
+        self.panic_window = float(panic_window)
+        self.panic_threshold = float(panic_threshold)
+        self.max_up_rate = float(max_scale_up_rate)
+        self.max_down_rate = float(max_scale_down_rate)
+        self.grace = float(scale_to_zero_grace)
+        self.min_scale = int(min_scale)
+        self.max_scale = int(max_scale)
+        self._buckets: dict[int, list[float]] = {}   # second -> samples
+        self._first: int | None = None
+        self.panic_time: float | None = None
+        self.max_panic_pods = 0
+        self._zero_since: float | None = None
+        self._last = min_scale
+
+    def record(self, now: float, concurrency: float) -> None:
+        """One sample of the revision's total in-flight requests at ``now`` (seconds)."""
+        if not (concurrency >= 0 and math.isfinite(concurrency)):
+            raise ValueError(f"concurrency={concurrency!r}: must be a finite number >= 0")
+        sec = int(math.floor(now))
+        self._buckets.setdefault(sec, []).append(float(concurrency))
+        if self._first is None or sec < self._first:
+            self._first = sec
+        horizon = sec - int(math.ceil(self.stable_window)) - 1
+        if len(self._buckets) > 4 * self.stable_window:
+            self._buckets = {s: v for s, v in self._buckets.items() if s > horizon}
+
+    def window_average(self, now: float, window: float) -> float:
+        """Mean per-second concurrency over the ``window`` seconds ending at ``now`` (missing seconds = 0)."""
+        if self._first is None:
+            raise LookupError("no concurrency recorded yet")
+        end = int(math.floor(now))
+        n = int(round(window))
+        start = max(end - n + 1, self._first)
+        if start > end:
+            return 0.0
+        total = sum(sum(v) / len(v) for s, v in self._buckets.items() if start <= s <= end)
+        return total / (end - start + 1)
+
+    def desired(self, now: float, ready_pods: int) -> int:
+        """The pod count the KPA asks for at ``now`` given ``ready_pods`` ready pods."""
+        if self._first is None:
+            return self._last
+        stable = self.window_average(now, self.stable_window)
+        panic = self.window_average(now, self.panic_window)
+        ready = max(1.0, float(ready_pods))
+        max_up = math.ceil(self.max_up_rate * ready)
+        max_down = math.floor(ready / self.max_down_rate)
+        dspc = math.ceil(stable / self.target)
+        dppc = math.ceil(panic / self.target)
+        stable_count = int(min(max(dspc, max_down), max_up))
+        panic_count = int(min(max(dppc, max_down), max_up))
+        over = dppc / ready >= self.panic_threshold
+        if over:
+            self.panic_time = now
+        elif self.panic_time is not None and self.panic_time + self.stable_window < now:
+            self.panic_time = None
+            self.max_panic_pods = 0
+        want = stable_count
+        if self.panic_time is not None:
+            want = max(want, panic_count)
+            if want > self.max_panic_pods:
+                self.max_panic_pods = want
+            else:
+                want = self.max_panic_pods
+        want = min(want, self.max_scale)
+        if want == 0 and self.min_scale == 0:
+            if self._zero_since is None:
+                self._zero_since = now
+            if now - self._zero_since < self.grace:
+                return self._last if self._last > 0 else 0   # grace: keep the pods
+            self._last = 0
+            return 0
+        self._zero_since = None
+        want = max(want, self.min_scale)
+        self._last = want
+        return want
+
+    @property
+    def panicking(self) -> bool:
+        return self.panic_time is not None
