@@ -1,0 +1,332 @@
+"""The Prometheus signal source: vLLM series -> one :class:`~scaler.signals.Signals` per target.
+
+Built on prometheus-api-client's ``PrometheusConnect`` (its ``requests``
+session, per-request timeout, POST for long queries, no retries: a scaler
+refresh must fail fast and typed, not back off for seconds).
+
+Cost: at most three instant queries per refresh, shared by every target given to
+one :meth:`PrometheusSource.fetch` call with the same ``window`` (see
+:mod:`scaler.sources.promql` for the exact PromQL):
+
+1. the name probe (only when a namespace's probe is missing or older than ``probe_ttl``);
+2. the gauges (waiting, running, KV usage, ``up``; values, sample timestamps, values one window ago);
+3. the rates (TTFT / ITL bucket rates, completions by reason, token histogram sum and count rates).
+
+Per target (pods ``<deployment>-.*`` in the configured namespace, optionally one ``model_name``):
+
+==========================  =====================================================================
+Signals field               how
+==========================  =====================================================================
+``pods_reporting``          pods with a waiting-gauge sample no older than ``window``
+``waiting``, ``running``    sum over those pods of ``vllm:num_requests_waiting`` / ``_running``
+``kv_cache_usage``          mean over those pods of ``vllm:kv_cache_usage_perc`` (or the old name)
+``ttft_p95``/``tpot_p95``   :func:`~scaler.sources.promql.histogram_quantile` (0.95) of the bucket rates
+                            summed over the pods by ``le``; NaN (no requests in the window) -> None
+``completion_rate``         sum of ``rate(vllm:request_success_total[w])`` without ``finished_reason="abort"``
+``prompt_tokens_mean``      sum rate(request_prompt_tokens_sum) / sum rate(_count); None when no requests
+``output_tokens_mean``      the same for ``vllm:request_generation_tokens``
+``arrival_rate``            ``F + (D_now - D_then) / w``, clamped at 0: requests that finished in the window
+                            (all reasons, aborts too: they arrived) plus the growth of the requests in the
+                            fleet ``D = waiting + running`` over the window (``offset w``), i.e. arrivals =
+                            departures + change in the number in system. Pods absent one window ago count 0.
+==========================  =====================================================================
+
+Worked example of the arrival estimate (pinned by
+``tests/integration/test_prometheus_source.py::test_signals_match_generated_series``): w = 60 s, 90
+requests finished (1.5 req/s), D went from 10 to 40: arrival = 1.5 + 30 / 60 = 2.0 req/s.
+
+Outcomes per target, all distinct:
+
+* no ``up`` and no vLLM series for the pods -> ``Signals(pods_reporting=0)`` with ``None`` gauges
+  (the Deployment is at zero replicas; vLLM exports nothing there);
+* ``up`` series for the pods (scraped, or scrape failing) or stale vLLM samples (newest older than
+  ``window``) but no fresh vLLM series -> :class:`~scaler.errors.NoDataError`;
+* timeout -> :class:`~scaler.errors.SourceTimeout`; refused/reset/closed connection ->
+  :class:`~scaler.errors.SourceConnectionError`; non-200 -> :class:`~scaler.errors.SourceHTTPError`
+  (``status`` kept). These three are raised for the whole call (every target shares the queries).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+from scaler import vllm_metrics as vm
+from scaler.config import PolicyConfig
+from scaler.errors import (NoDataError, SourceConnectionError, SourceError, SourceHTTPError, SourceTimeout,
+                           SourceUnavailable)
+from scaler.signals import Signals
+from scaler.sources import promql
+from scaler.sources.promql import TERM_LABEL, TargetSelector, histogram_quantile
+
+log = logging.getLogger(__name__)
+
+SOURCE = "prometheus"
+P95 = 0.95
+_STATUS = re.compile(r"HTTP Status Code (\d{3})")
+
+
+def _client(url: str, timeout: float) -> PrometheusConnect:
+    # No retries: urllib3's default Retry in prometheus-api-client backs off on 5xx for seconds.
+    retry = Retry(total=0, connect=0, read=0, status=0, redirect=0, raise_on_status=False)
+    return PrometheusConnect(url=url, disable_ssl=False, retry=retry, timeout=timeout, method="POST")
+
+
+def query(client: PrometheusConnect, expr: str, *, at: float, timeout: float) -> list[dict[str, Any]]:
+    """One instant query at ``at`` (unix seconds), with request errors mapped to typed :class:`SourceError`\\ s."""
+    try:
+        rows = client.custom_query(expr, params={"time": f"{at:.3f}", "timeout": f"{max(int(timeout * 1000), 1)}ms"})
+    except requests.exceptions.JSONDecodeError as exc:  # 200 with a body that is not Prometheus' JSON
+        raise SourceUnavailable(f"malformed answer from {client.url}: {exc}", source=SOURCE) from exc
+    except requests.exceptions.Timeout as exc:
+        raise SourceTimeout(f"no answer within {timeout:g} s from {client.url}: {exc}", source=SOURCE) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        raise SourceConnectionError(f"cannot reach {client.url}: {exc}", source=SOURCE) from exc
+    except PrometheusApiClientException as exc:
+        m = _STATUS.search(str(exc))
+        status = int(m.group(1)) if m else 0
+        raise SourceHTTPError(f"{client.url}: {str(exc)[:300]}", status=status, source=SOURCE) from exc
+    except requests.exceptions.RequestException as exc:
+        raise SourceConnectionError(f"request to {client.url} failed: {exc}", source=SOURCE) from exc
+    except (ValueError, KeyError, TypeError) as exc:  # JSON, but not Prometheus' shape
+        raise SourceUnavailable(f"malformed answer from {client.url}: {exc!r}", source=SOURCE) from exc
+    if not isinstance(rows, list):
+        raise SourceUnavailable(f"malformed answer from {client.url}: result is {type(rows).__name__}",
+                                source=SOURCE)
+    return rows
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    """The names one namespace exports for the probed families (new name first when both exist)."""
+
+    kv: str = vm.KV_CACHE.new
+    itl: str = vm.ITL.new
+    found: frozenset[str] = frozenset()
+
+    def as_dict(self) -> dict[str, str]:
+        return {"waiting": vm.WAITING.new, "running": vm.RUNNING.new, "kv": self.kv, "ttft": vm.TTFT.new,
+                "itl": self.itl}
+
+
+def choose_names(found: Iterable[str]) -> MetricNames:
+    """Newest candidate present wins; a family with none present keeps its new name (and is re-probed)."""
+    present = frozenset(found)
+
+    def pick(fam: vm.MetricFamily) -> str:
+        for n in fam.names:
+            if (n + "_count" if fam.kind == "histogram" else n) in present:
+                return n
+        return fam.new
+
+    return MetricNames(kv=pick(vm.KV_CACHE), itl=pick(vm.ITL), found=present)
+
+
+@dataclass
+class _Probe:
+    names: MetricNames
+    at: float
+    complete: bool
+
+
+@dataclass
+class _PodSeries:
+    """What the two data queries returned for one (namespace, pod, model_name) series group."""
+
+    gauges: dict[str, float] = field(default_factory=dict)       # term -> value
+    ts: dict[str, float] = field(default_factory=dict)           # term -> newest sample time
+    buckets: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
+    success: dict[str, float] = field(default_factory=dict)      # finished_reason -> rate
+    tokens: dict[str, float] = field(default_factory=dict)       # prompt_sum, prompt_count, ...
+
+
+class PrometheusSource:
+    """:class:`~scaler.signals.SignalSource` reading vLLM series from one Prometheus.
+
+    ``url_or_client``: the base URL, or a ready ``PrometheusConnect`` (its own
+    session/auth/TLS settings are then used as they are). ``timeout``: seconds per
+    request. ``probe_ttl``: how long a namespace's name probe is reused.
+    """
+
+    name = SOURCE
+
+    def __init__(self, url_or_client: str | PrometheusConnect, *, timeout: float, probe_ttl: float = 300.0):
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout!r}")
+        self.timeout = timeout
+        self.client = _client(url_or_client, timeout) if isinstance(url_or_client, str) else url_or_client
+        self.probe_ttl = probe_ttl
+        self._probes: dict[str, _Probe] = {}
+        self.queries_sent = 0  # for tests and the server's own metrics
+
+    # -- probing --------------------------------------------------------------------------------
+    def _names_for(self, namespaces: set[str], now: float) -> dict[str, MetricNames]:
+        due = sorted(ns for ns in namespaces
+                     if ns not in self._probes or not self._probes[ns].complete
+                     or abs(now - self._probes[ns].at) > self.probe_ttl)
+        if due:
+            rows = self._query(promql.probe_query(due), now)
+            found: dict[str, set[str]] = defaultdict(set)
+            for r in rows:
+                found[r["metric"].get(vm.LABEL_NAMESPACE, "")].add(r["metric"].get("__name__", ""))
+            for ns in due:
+                names = choose_names(found.get(ns, ()))
+                complete = all(any((n + "_count" if f.kind == "histogram" else n) in names.found for n in f.names)
+                               for f in vm.PROBED)
+                old = self._probes.get(ns)
+                if old is None or old.names.as_dict() != names.as_dict() or old.complete != complete:
+                    log.info("vLLM metric names in namespace %s: KV cache %s, inter-token latency %s%s", ns,
+                             names.kv, names.itl,
+                             "" if complete else " (some not found yet; using the new names, will probe again)")
+                self._probes[ns] = _Probe(names, now, complete)
+        return {ns: self._probes[ns].names for ns in namespaces}
+
+    def invalidate_probe(self, namespace: str) -> None:
+        """Forget a namespace's probe (e.g. after vLLM was upgraded); the next fetch probes again."""
+        self._probes.pop(namespace, None)
+
+    def _query(self, expr: str, now: float) -> list[dict[str, Any]]:
+        self.queries_sent += 1
+        return query(self.client, expr, at=now, timeout=self.timeout)
+
+    # -- fetch ---------------------------------------------------------------------------------
+    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> dict[tuple, Signals | SourceError]:
+        """Signals (or the per-target :class:`NoDataError`) for ``targets`` at ``now``.
+
+        Raises :class:`SourceUnavailable` subclasses when Prometheus can not be asked.
+        Targets with different windows are fetched in separate query groups.
+        """
+        out: dict[tuple, Signals | SourceError] = {}
+        by_window: dict[float, list[PolicyConfig]] = defaultdict(list)
+        for t in targets:
+            by_window[t.window].append(t)
+        for window, group in sorted(by_window.items()):
+            out.update(self._fetch_group(group, window, now))
+        return out
+
+    def _fetch_group(self, configs: Sequence[PolicyConfig], window: float, now: float) -> dict:
+        sels = {c.target_key: TargetSelector(c.namespace, c.deployment, c.model_name) for c in configs}
+        targets = list(dict.fromkeys(sels.values()))
+        names = self._names_for({s.namespace for s in targets}, now)
+        kv_names = {n.kv for n in names.values()}
+        itl_names = {n.itl for n in names.values()}
+        gauge_rows = self._query(promql.gauges_query(
+            targets, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new], "kv": kv_names}, window), now)
+        rate_rows = self._query(promql.rates_query(targets, {"ttft": [vm.TTFT.new], "itl": itl_names}, window), now)
+        out: dict[tuple, Signals | SourceError] = {}
+        for c in configs:
+            sel = sels[c.target_key]
+            try:
+                out[c.target_key] = self._signals(sel, names[sel.namespace], gauge_rows, rate_rows, window, now)
+            except NoDataError as exc:
+                out[c.target_key] = exc
+        return out
+
+    def _signals(self, sel: TargetSelector, names: MetricNames, gauge_rows: list, rate_rows: list,
+                 window: float, now: float) -> Signals:
+        wanted = {"waiting": vm.WAITING.new, "running": vm.RUNNING.new, "kv": names.kv, "up": vm.UP,
+                  "ttft": vm.TTFT.new, "itl": names.itl}
+        pods: dict[str, _PodSeries] = defaultdict(_PodSeries)
+        up_pods: dict[str, float] = {}
+        for r in gauge_rows:
+            labels = r["metric"]
+            term, _, metric = labels.get(TERM_LABEL, "").partition("@")
+            base = term.removesuffix("_ts").removesuffix("_prev")
+            if wanted.get(base) != metric:
+                continue
+            if not sel.matches(labels, with_model=base != "up"):
+                continue
+            value = float(r["value"][1])
+            pod = labels[vm.LABEL_POD]
+            if base == "up":
+                if term == "up_ts":
+                    up_pods[pod] = value
+                continue
+            if term.endswith("_ts"):
+                pods[pod].ts[base] = max(value, pods[pod].ts.get(base, -math.inf))
+            else:
+                pods[pod].gauges[term] = pods[pod].gauges.get(term, 0.0) + value
+        for r in rate_rows:
+            labels = r["metric"]
+            term, _, metric = labels.get(TERM_LABEL, "").partition("@")
+            if term in ("ttft", "itl") and wanted[term] != metric:
+                continue
+            if not sel.matches(labels):
+                continue
+            value = float(r["value"][1])
+            if math.isnan(value):
+                continue
+            ps = pods[labels[vm.LABEL_POD]]
+            if term in ("ttft", "itl"):
+                le = float(labels.get("le", "nan"))
+                ps.buckets[term][le] = ps.buckets[term].get(le, 0.0) + value
+            elif term == "success":
+                reason = labels.get(vm.LABEL_FINISHED_REASON, "")
+                ps.success[reason] = ps.success.get(reason, 0.0) + value
+            else:
+                ps.tokens[term] = ps.tokens.get(term, 0.0) + value
+
+        fresh = sorted(p for p, s in pods.items() if "waiting" in s.ts and now - s.ts["waiting"] <= window)
+        metric_names = names.as_dict()
+        if not fresh:
+            stale = {p: now - s.ts["waiting"] for p, s in pods.items() if "waiting" in s.ts}
+            if stale:
+                raise NoDataError(
+                    f"{sel.namespace}/{sel.deployment}: newest vLLM samples are {min(stale.values()):.0f} s old, "
+                    f"older than the window ({window:g} s) for pods {sorted(stale)}", source=SOURCE)
+            if up_pods:
+                raise NoDataError(
+                    f"{sel.namespace}/{sel.deployment}: pods {sorted(up_pods)} are scrape targets (up) but export "
+                    f"no {vm.WAITING.new} series" + (f" for model_name={sel.model_name!r}" if sel.model_name else ""),
+                    source=SOURCE)
+            return Signals(observed_at=now, pods_reporting=0, metric_names=metric_names)
+
+        live = [pods[p] for p in fresh]
+        waiting = sum(s.gauges.get("waiting", 0.0) for s in live)
+        running = sum(s.gauges.get("running", 0.0) for s in live)
+        kvs = [s.gauges["kv"] for s in live if "kv" in s.gauges and now - s.ts.get("kv", -math.inf) <= window]
+        # Rates from every matching pod (also pods that left during the window: their requests counted).
+        every = list(pods.values())
+
+        def quantile(term: str) -> float | None:
+            merged: dict[float, float] = {}
+            for s in every:
+                for le, v in s.buckets.get(term, {}).items():
+                    merged[le] = merged.get(le, 0.0) + v
+            if not merged:
+                return None
+            v = histogram_quantile(P95, merged.items())
+            return None if math.isnan(v) else v
+
+        def ratio(num: str, den: str) -> float | None:
+            d = sum(s.tokens.get(den, 0.0) for s in every)
+            return None if d <= 0 else sum(s.tokens.get(num, 0.0) for s in every) / d
+
+        have_success = any(s.success for s in every)
+        completion = sum(v for s in every for r, v in s.success.items() if r not in vm.ABORT_REASONS) \
+            if have_success else None
+        finished_all = sum(v for s in every for v in s.success.values()) if have_success else None
+        arrival = None
+        if finished_all is not None:
+            # in-flight one window ago over the pods that reported then and are still fresh or that have
+            # samples in the window (a pod gone long ago would otherwise add its last value).
+            relevant = live + [s for p, s in pods.items() if p not in fresh and (s.success or s.buckets)]
+            prev = sum(s.gauges.get("waiting_prev", 0.0) + s.gauges.get("running_prev", 0.0) for s in relevant)
+            arrival = max(0.0, finished_all + (waiting + running - prev) / window)
+        return Signals(
+            observed_at=now, pods_reporting=len(fresh), waiting=waiting, running=running,
+            kv_cache_usage=(sum(kvs) / len(kvs)) if kvs else None,
+            ttft_p95=quantile("ttft"), tpot_p95=quantile("itl"),
+            completion_rate=completion, arrival_rate=arrival,
+            prompt_tokens_mean=ratio("prompt_sum", "prompt_count"),
+            output_tokens_mean=ratio("output_sum", "output_count"),
+            metric_names=metric_names,
+        )

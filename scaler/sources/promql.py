@@ -1,0 +1,249 @@
+"""PromQL for the Prometheus source: escaping, per-target selectors, the three shared queries, and PromQL's
+``histogram_quantile`` re-done client-side.
+
+Why client-side aggregation: one refresh must cost at most three queries however
+many targets share a Prometheus. So the queries return per-pod series for *all*
+due targets (``by (namespace, pod, model_name[, le | finished_reason])``) and
+:mod:`scaler.sources.prometheus` sums them per target with :meth:`TargetSelector.matches`,
+then applies :func:`histogram_quantile` -- the same algorithm as PromQL's, so the
+P95 equals ``histogram_quantile(0.95, sum by (le) (rate(x_bucket{...}[w])))``
+(pinned against the real Prometheus by
+``tests/integration/test_prometheus_source.py::test_client_quantile_equals_promql``).
+
+Safety: every value placed in PromQL goes through :func:`escape_string` (PromQL
+double-quoted string literal) and, inside a regex matcher, :func:`escape_regex`
+first (RE2 metacharacters). Prometheus anchors regex matchers (``^(?:...)$``),
+so ``namespace=~"a|b"`` only ever matches the namespaces ``a`` and ``b``: a
+crafted deployment or model name can not widen the namespace matcher
+(``tests/unit/test_promql.py``). A target's namespace is always its configured
+one (:attr:`PolicyConfig.namespace`); series are re-checked client-side with the
+exact namespace before they count for a target.
+
+The three queries (``sel`` = the union selector of the targets, ``w`` = window):
+
+1. probe (cached per namespace): ``count by (__name__, namespace) ({__name__=~"<candidates>", namespace=~"<ns>"})``
+   -- which of the new/old names each namespace exports;
+2. gauges: for each gauge ``g`` (waiting, running, kv) and ``up``: ``g{sel}``,
+   ``timestamp(g{sel})`` (age of the newest sample, for staleness) and, for
+   waiting and running, ``g{sel} offset w`` (for the arrival estimate), each
+   tagged ``scaler_term="<term>@<metric name>"`` with ``label_replace`` and joined with ``or``;
+3. rates: ``sum by (namespace, pod, model_name, le) (rate(<ttft|itl>_bucket{sel}[w]))``,
+   ``sum by (..., finished_reason) (rate(vllm:request_success_total{sel}[w]))`` and
+   ``rate(_sum)``/``rate(_count)`` of the prompt and generation token histograms, tagged the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from scaler import vllm_metrics as vm
+
+#: Label added by ``label_replace`` to tell the terms of one ``or`` query apart.
+TERM_LABEL = "scaler_term"
+_RE2_META = set(r"\.+*?()|[]{}^$")
+
+
+def escape_string(value: str) -> str:
+    """``value`` as the inside of a PromQL double-quoted string (``\\``, ``"``, newlines escaped)."""
+    out = []
+    for ch in value:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def escape_regex(value: str) -> str:
+    """``value`` as an RE2 regex matching exactly itself (metacharacters backslash-escaped)."""
+    return "".join("\\" + ch if ch in _RE2_META else ch for ch in value)
+
+
+def matcher(label: str, op: str, value: str) -> str:
+    """One label matcher, e.g. ``matcher("pod", "=~", "a-.*")`` -> ``pod=~"a-.*"`` (value string-escaped)."""
+    if op not in ("=", "!=", "=~", "!~"):
+        raise ValueError(f"bad matcher operator {op!r}")
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+        raise ValueError(f"bad label name {label!r}")
+    return f'{label}{op}"{escape_string(value)}"'
+
+
+def _one_of(label: str, values: Iterable[str]) -> str:
+    vals = sorted(set(values))
+    if len(vals) == 1:
+        return matcher(label, "=", vals[0])
+    return matcher(label, "=~", "|".join(escape_regex(v) for v in vals))
+
+
+@dataclass(frozen=True)
+class TargetSelector:
+    """Which series belong to one target: its namespace, pods ``<deployment>-.*``, optionally one model_name."""
+
+    namespace: str
+    deployment: str
+    model_name: str | None = None
+
+    @property
+    def pod_regex(self) -> str:
+        """The RE2 pod pattern (before string escaping): the deployment name, escaped, then ``-.*``."""
+        return escape_regex(self.deployment) + "-.*"
+
+    def selector(self, *, with_model: bool = True) -> str:
+        """``{namespace="…",pod=~"…"[,model_name="…"]}`` for this target alone."""
+        parts = [matcher(vm.LABEL_NAMESPACE, "=", self.namespace), matcher(vm.LABEL_POD, "=~", self.pod_regex)]
+        if with_model and self.model_name is not None:
+            parts.append(matcher(vm.LABEL_MODEL_NAME, "=", self.model_name))
+        return "{" + ",".join(parts) + "}"
+
+    def matches(self, labels: Mapping[str, str], *, with_model: bool = True) -> bool:
+        """Client-side check of one result series: exact namespace, pod ``<deployment>-…``, model if set."""
+        if labels.get(vm.LABEL_NAMESPACE) != self.namespace:
+            return False
+        pod = labels.get(vm.LABEL_POD, "")
+        if not (pod.startswith(self.deployment + "-") and len(pod) > len(self.deployment) + 1):
+            return False
+        if with_model and self.model_name is not None and labels.get(vm.LABEL_MODEL_NAME) != self.model_name:
+            return False
+        return True
+
+
+def union_matchers(targets: Sequence[TargetSelector], *, with_model: bool = True) -> str:
+    """Matchers (without braces) selecting every target's series: namespaces, pods, models (if all set)."""
+    if not targets:
+        raise ValueError("no targets")
+    parts = [_one_of(vm.LABEL_NAMESPACE, (t.namespace for t in targets)),
+             matcher(vm.LABEL_POD, "=~", "|".join(sorted({t.pod_regex for t in targets})))]
+    models = {t.model_name for t in targets}
+    if with_model and None not in models:
+        parts.append(_one_of(vm.LABEL_MODEL_NAME, models))  # type: ignore[arg-type]
+    return ",".join(parts)
+
+
+def _tag(expr: str, term: str) -> str:
+    return f'label_replace({expr}, "{TERM_LABEL}", "{escape_string(term)}", "", "")'
+
+
+def duration(seconds: float) -> str:
+    """A PromQL duration in whole milliseconds (``60000ms``), exact for any positive float window."""
+    ms = int(round(seconds * 1000))
+    if ms <= 0:
+        raise ValueError(f"window must be > 0, got {seconds!r}")
+    return f"{ms}ms"
+
+
+def probe_query(namespaces: Iterable[str]) -> str:
+    """Which candidate names (new and old) exist, per namespace. Histograms are probed by ``_count``."""
+    names = []
+    for fam in vm.PROBED:
+        names += [n + "_count" if fam.kind == "histogram" else n for n in fam.names]
+    return (f'count by (__name__, {vm.LABEL_NAMESPACE}) '
+            f'({{{matcher("__name__", "=~", "|".join(escape_regex(n) for n in names))},'
+            f'{_one_of(vm.LABEL_NAMESPACE, namespaces)}}})')
+
+
+def gauges_query(targets: Sequence[TargetSelector], gauge_names: Mapping[str, Iterable[str]], window: float) -> str:
+    """Query 2: current value, sample timestamp and value one window ago of each gauge, plus ``up``.
+
+    ``gauge_names`` maps a term key (``waiting``, ``running``, ``kv``) to the metric names to read.
+    """
+    sel = "{" + union_matchers(targets) + "}"
+    up_sel = "{" + union_matchers(targets, with_model=False) + "}"
+    w = duration(window)
+    terms = []
+    for key, names in gauge_names.items():
+        for name in sorted(set(names)):
+            terms.append(_tag(f"{name}{sel}", f"{key}@{name}"))
+            terms.append(_tag(f"timestamp({name}{sel})", f"{key}_ts@{name}"))
+            if key in ("waiting", "running"):
+                terms.append(_tag(f"{name}{sel} offset {w}", f"{key}_prev@{name}"))
+    terms.append(_tag(f"{vm.UP}{up_sel}", f"up@{vm.UP}"))
+    terms.append(_tag(f"timestamp({vm.UP}{up_sel})", f"up_ts@{vm.UP}"))
+    return " or ".join(terms)
+
+
+_BY_POD = f"{vm.LABEL_NAMESPACE}, {vm.LABEL_POD}, {vm.LABEL_MODEL_NAME}"
+
+
+def rates_query(targets: Sequence[TargetSelector], latency_names: Mapping[str, Iterable[str]], window: float) -> str:
+    """Query 3: per-pod rates of the latency buckets, completions by reason and token histograms' sum/count.
+
+    ``latency_names`` maps ``ttft``/``itl`` to the histogram base names to read.
+    """
+    sel = "{" + union_matchers(targets) + "}"
+    w = duration(window)
+    terms = []
+    for key, names in latency_names.items():
+        for name in sorted(set(names)):
+            terms.append(_tag(f"sum by ({_BY_POD}, le) (rate({name}_bucket{sel}[{w}]))", f"{key}@{name}"))
+    succ = vm.REQUEST_SUCCESS.new
+    terms.append(_tag(f"sum by ({_BY_POD}, {vm.LABEL_FINISHED_REASON}) (rate({succ}{sel}[{w}]))", f"success@{succ}"))
+    for fam, key in ((vm.REQUEST_PROMPT_TOKENS, "prompt"), (vm.REQUEST_GENERATION_TOKENS, "output")):
+        for part in ("sum", "count"):
+            terms.append(_tag(f"sum by ({_BY_POD}) (rate({fam.new}_{part}{sel}[{w}]))", f"{key}_{part}@{fam.new}"))
+    return " or ".join(terms)
+
+
+def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
+    """PromQL's ``histogram_quantile`` (Prometheus 2.42 ``promql/quantile.go``) on (upper bound, cumulative count).
+
+    Steps, as Prometheus does them: q < 0 -> -Inf, q > 1 -> +Inf; sort by upper
+    bound; no ``+Inf`` bucket -> NaN; merge equal bounds (sum); force counts
+    monotonic (a count below its predecessor is raised to it); fewer than 2
+    buckets or zero observations -> NaN. Then ``rank = q * total``; take the first
+    bucket ``b`` whose count >= rank; if it is the ``+Inf`` bucket return the
+    highest finite bound; if it is the first bucket and its bound <= 0 return that
+    bound; else interpolate linearly inside it from the previous bound (0 for the
+    first bucket): ``lo + (hi - lo) * (rank - count_before) / (count_b - count_before)``.
+
+    Worked example: buckets (0.1, 2), (0.5, 10), (+Inf, 10), q = 0.95: rank = 9.5,
+    b = the 0.5 bucket, result = 0.1 + 0.4 * (9.5 - 2) / 8 = 0.475.
+    Pinned by ``tests/unit/test_promql.py::test_histogram_quantile_worked_example`` and against the real
+    Prometheus by ``tests/integration/test_prometheus_source.py::test_client_quantile_equals_promql``.
+    """
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    merged: dict[float, float] = {}
+    for ub, c in buckets:
+        merged[ub] = merged.get(ub, 0.0) + c
+    bs = sorted(merged.items())
+    if not bs or not math.isinf(bs[-1][0]) or bs[-1][0] < 0:
+        return math.nan
+    if len(bs) < 2:
+        return math.nan
+    mono, hi = [], -math.inf
+    for ub, c in bs:
+        hi = max(hi, c) if not math.isnan(c) else hi
+        mono.append((ub, hi))
+    bs = mono
+    total = bs[-1][1]
+    if total == 0 or math.isnan(total):
+        return math.nan
+    rank = q * total
+    b = next((i for i in range(len(bs) - 1) if bs[i][1] >= rank), len(bs) - 1)
+    if b == len(bs) - 1:
+        return bs[-2][0]
+    if b == 0 and bs[0][0] <= 0:
+        return bs[0][0]
+    start, end, count = 0.0, bs[b][0], bs[b][1]
+    if b > 0:
+        start = bs[b - 1][0]
+        count -= bs[b - 1][1]
+        rank -= bs[b - 1][1]
+    return start + (end - start) * (rank / count)

@@ -1,0 +1,203 @@
+"""PrometheusSource against a real Prometheus holding vLLM-shaped series for several pods.
+
+The series are generated here from simple per-pod, per-frame rules; every expected
+Signals field is computed in this file from those rules (not with the code under
+test), for the new (V1) and the old (V0) metric names.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+from prometheus_api_client import PrometheusConnect
+
+from scaler.config import parse_metadata
+from scaler.errors import NoDataError
+from scaler.signals import Signals
+from scaler.sources.prometheus import PrometheusSource
+from scaler.sources.promql import histogram_quantile
+from simulations.exposition import PodMetrics
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_699_999_800.0   # first frame (unix s)
+STEP = 15.0            # scrape interval of the generated frames
+FRAMES = 41            # T0 .. T0 + 600 s
+T_END = T0 + STEP * (FRAMES - 1)
+WINDOW = 60.0
+NS = "team-a"
+
+
+class Pod:
+    """Rules for one pod: per frame k, `done` requests finish (19 of 20 with TTFT 0.3 s, 1 with 3.0 s; ITL 80 %
+    at 0.02 s, 20 % at 0.06 s), `aborts` abort; gauges are simple functions of k."""
+
+    def __init__(self, name, ns=NS, model="meta/llama", i=0, done=20, aborts=1, prompt=500, output=100,
+                 idle_after=None, scraped=True, last_frame=FRAMES - 1):
+        self.name, self.ns, self.model, self.i = name, ns, model, i
+        self.done, self.aborts, self.prompt, self.output = done, aborts, prompt, output
+        self.idle_after, self.scraped, self.last_frame = idle_after, scraped, last_frame
+
+    def finishing(self, k):
+        if k == 0 or (self.idle_after is not None and k > self.idle_after):
+            return 0, 0
+        return self.done, self.aborts
+
+    def waiting(self, k):
+        return (k + self.i) % 7
+
+    def running(self, k):
+        return 10 + self.i + k % 3
+
+    def kv(self, k):
+        return round(0.1 * (self.i + 1) + 0.01 * (k % 10), 4)
+
+
+def frames_gen(pods, names):
+    """Frames of the pods' state, mutated between yields (the exposition renders each frame as consumed)."""
+    state = {}
+    for k in range(FRAMES):
+        live = []
+        for p in pods:
+            if k > p.last_frame:
+                continue
+            m = state.setdefault(p.name + p.ns, PodMetrics.new(p.name, p.ns, p.model, names=names))
+            m.scraped = p.scraped
+            m.waiting, m.running, m.kv_cache_usage = p.waiting(k), p.running(k), p.kv(k)
+            done, aborts = p.finishing(k)
+            if done:
+                m.ttft.observe(0.3, done * 19 // 20)
+                m.ttft.observe(3.0, done // 20)
+                m.itl.observe(0.02, done * 8)
+                m.itl.observe(0.06, done * 2)
+                m.request_prompt_tokens.observe(p.prompt, done)
+                m.request_generation_tokens.observe(p.output, done)
+                m.request_success_total["stop"] += done - 2
+                m.request_success_total["length"] += 2
+                m.request_success_total["abort"] = m.request_success_total.get("abort", 0) + aborts
+            live.append(m)
+        yield T0 + STEP * k, live
+
+
+LLAMA = [Pod(f"llama-7f9c-{c}", i=i, done=20 * (i + 1), prompt=500 + 100 * i, output=100 + 50 * i)
+         for i, c in enumerate("abc")]
+OTHER_MODEL = Pod("llama-7f9c-m", model="other-model", i=5, done=40, prompt=2000, output=10)
+DECOYS = [
+    Pod("llama-7f9c-zz", ns="team-b", i=9, done=400),          # same deployment name, other namespace
+    Pod("llamas-0", i=9, done=400),                             # other deployment, similar prefix
+]
+IDLE = [Pod(f"idle-{c}", i=i, idle_after=FRAMES - 1 - 6) for i, c in enumerate("xy")]   # no requests in last 90 s
+BROKEN = [Pod("broken-0", scraped=False)]
+ALL = LLAMA + [OTHER_MODEL] + DECOYS + IDLE + BROKEN
+
+
+def cfg(deployment, **meta):
+    md = {"deploymentName": deployment, "window": str(int(WINDOW)), **meta}
+    return parse_metadata(md, scaled_object=deployment, namespace=NS)
+
+
+def expected(pods, now=T_END, window=WINDOW) -> dict:
+    """Signals fields computed from the rules (rate over samples exactly at now-w and now: no extrapolation)."""
+    k_now = int((now - T0) / STEP)
+    k_then = int((now - window - T0) / STEP)
+    ks = range(k_then + 1, k_now + 1)   # frames whose finishing lies in (now-w, now]
+    done = sum(p.finishing(k)[0] for p in pods for k in ks)
+    aborts = sum(p.finishing(k)[1] for p in pods for k in ks)
+    prompt = sum(p.finishing(k)[0] * p.prompt for p in pods for k in ks)
+    output = sum(p.finishing(k)[0] * p.output for p in pods for k in ks)
+    d_now = sum(p.waiting(k_now) + p.running(k_now) for p in pods)
+    d_then = sum(p.waiting(k_then) + p.running(k_then) for p in pods)
+    return dict(
+        pods_reporting=len(pods),
+        waiting=sum(p.waiting(k_now) for p in pods),
+        running=sum(p.running(k_now) for p in pods),
+        kv_cache_usage=sum(p.kv(k_now) for p in pods) / len(pods),
+        completion_rate=done / window,
+        arrival_rate=max(0.0, (done + aborts + d_now - d_then) / window),
+        prompt_tokens_mean=prompt / done if done else None,
+        output_tokens_mean=output / done if done else None,
+        # 95 % of TTFTs in (0.25, 0.5] and 5 % in (2.5, 5]: rank 0.95 N is the top of (0.25, 0.5] -> 0.5.
+        ttft_p95=0.5 if done else None,
+        # ITL: 80 % in (0.01, 0.025], 20 % in (0.05, 0.075]: 0.05 + 0.025 * (0.95 - 0.8) / 0.2 = 0.06875.
+        tpot_p95=0.06875 if done else None,
+    )
+
+
+def check(sig: Signals, exp: dict):
+    for k, v in exp.items():
+        got = getattr(sig, k)
+        if v is None:
+            assert got is None, (k, got)
+        else:
+            assert got == pytest.approx(v, rel=1e-9, abs=1e-12), (k, got, v)
+
+
+@pytest.fixture(params=["v1", "v0"])
+def prom(request, backfilled_prometheus):
+    return request.param, backfilled_prometheus(frames_gen(ALL, request.param), names=request.param)
+
+
+def test_signals_match_generated_series(prom, caplog):
+    names, server = prom
+    src = PrometheusSource(server.url, timeout=5)
+    targets = [cfg("llama-7f9c"), cfg("llama-7f9c", modelName="meta/llama"), cfg("idle"), cfg("absent"),
+               cfg("broken")]
+    with caplog.at_level(logging.INFO, logger="scaler.sources.prometheus"):
+        out = src.fetch(targets, T_END)
+    assert src.queries_sent == 3   # probe + gauges + rates, for all five targets
+    check(out[targets[0].target_key], expected(LLAMA + [OTHER_MODEL]))
+    check(out[targets[1].target_key], expected(LLAMA))
+    sig = out[targets[1].target_key]
+    if names == "v1":
+        assert sig.metric_names["kv"] == "vllm:kv_cache_usage_perc"
+        assert sig.metric_names["itl"] == "vllm:inter_token_latency_seconds"
+    else:
+        assert sig.metric_names["kv"] == "vllm:gpu_cache_usage_perc"
+        assert sig.metric_names["itl"] == "vllm:time_per_output_token_seconds"
+    assert sig.metric_names["kv"] in caplog.text and sig.metric_names["itl"] in caplog.text
+    # idle: no requests finished in the window -> latency and token sizes unknown (NaN -> None), rate 0
+    idle = out[targets[2].target_key]
+    check(idle, expected(IDLE))
+    assert idle.ttft_p95 is None and idle.tpot_p95 is None and idle.completion_rate == 0.0
+    # no pods at all (Deployment at zero): a snapshot, not an error
+    absent = out[targets[3].target_key]
+    assert absent.pods_reporting == 0 and absent.waiting is None and absent.running is None
+    # scraped (up series exist) but no vLLM series: NoDataError
+    assert isinstance(out[targets[4].target_key], NoDataError)
+    assert "broken-0" in str(out[targets[4].target_key])
+    # the probe is cached: the next refresh costs two queries, and logs nothing new
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scaler.sources.prometheus"):
+        out2 = src.fetch(targets[:3], T_END - STEP)
+    assert src.queries_sent == 5
+    assert "metric names" not in caplog.text
+    check(out2[targets[1].target_key], expected(LLAMA, now=T_END - STEP))
+
+
+def test_stale_samples_are_no_data_not_zero(prom):
+    _names, server = prom
+    src = PrometheusSource(server.url, timeout=5)
+    t = cfg("llama-7f9c")
+    # two windows after the last sample: Prometheus' 5 min lookback still returns the gauges
+    out = src.fetch([t], T_END + 2 * WINDOW)
+    assert isinstance(out[t.target_key], NoDataError)
+    assert "older than the window" in str(out[t.target_key])
+
+
+def test_client_quantile_equals_promql(prom):
+    """Our client-side quantile == Prometheus' histogram_quantile on the same bucket rates (several q, windows)."""
+    names, server = prom
+    c = PrometheusConnect(server.url)
+    base = "vllm:inter_token_latency_seconds" if names == "v1" else "vllm:time_per_output_token_seconds"
+    for metric in ("vllm:time_to_first_token_seconds", base):
+        for w in ("45s", "2m", "5m"):
+            sel = f'{metric}_bucket{{namespace="{NS}",pod=~"llama-7f9c-.*"}}'
+            rates = c.custom_query(f"sum by (le) (rate({sel}[{w}]))", params={"time": T_END})
+            buckets = [(float(r["metric"]["le"]), float(r["value"][1])) for r in rates]
+            for q in (0.5, 0.9, 0.95, 0.99, 0.999):
+                want = float(c.custom_query(f"histogram_quantile({q}, sum by (le) (rate({sel}[{w}])))",
+                                            params={"time": T_END})[0]["value"][1])
+                got = histogram_quantile(q, buckets)
+                assert got == pytest.approx(want, rel=1e-12), (metric, w, q)

@@ -1,0 +1,118 @@
+"""scaler.sources.promql: escaping, selectors that can not be widened, query shapes, histogram_quantile."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from scaler import vllm_metrics as vm
+from scaler.sources import promql
+from scaler.sources.promql import TargetSelector, escape_regex, escape_string, histogram_quantile
+
+
+def _go_regex_full(pattern: str, s: str) -> bool:
+    """What Prometheus does with a regex matcher: anchored full match (RE2 and Python agree on these)."""
+    return re.fullmatch(pattern, s) is not None
+
+
+def _unescape_promql_string(body: str) -> str:
+    return re.sub(r'\\(.)', lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), m.group(1)), body)
+
+
+def test_escape_string_escapes_quotes_backslashes_and_newlines():
+    assert escape_string('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    assert _unescape_promql_string(escape_string('x"} or vector(1) #\\')) == 'x"} or vector(1) #\\'
+
+
+@pytest.mark.parametrize("value", ["vllm.llama-3", "a|b", "ns.*", "(x)", "a+b?", "[z]", "^$", "a\\b", "{1}"])
+def test_escape_regex_matches_exactly_itself(value):
+    pat = escape_regex(value)
+    assert _go_regex_full(pat, value)
+    assert not _go_regex_full(pat, value + "x")
+    assert not _go_regex_full(pat, "x" + value)
+
+
+def test_selector_pins_namespace_and_pod_prefix():
+    sel = TargetSelector("team-a", "llama.v2", "meta/llama")
+    assert sel.selector() == '{namespace="team-a",pod=~"llama\\\\.v2-.*",model_name="meta/llama"}'
+    assert sel.matches({"namespace": "team-a", "pod": "llama.v2-7f-x", "model_name": "meta/llama"})
+    assert not sel.matches({"namespace": "team-a", "pod": "llamaXv2-7f-x", "model_name": "meta/llama"})
+    assert not sel.matches({"namespace": "team-b", "pod": "llama.v2-7f-x", "model_name": "meta/llama"})
+    assert not sel.matches({"namespace": "team-a", "pod": "llama.v2-7f-x", "model_name": "other"})
+    assert not sel.matches({"namespace": "team-a", "pod": "llama.v2-", "model_name": "meta/llama"})
+
+
+@pytest.mark.parametrize("model", ['m",namespace=~".*', 'm"} or up{namespace=~".+', "m\\", 'x\n"'])
+def test_crafted_model_name_cannot_widen_namespace(model):
+    q = promql.gauges_query([TargetSelector("team-a", "llama", model)],
+                            {"waiting": [vm.WAITING.new]}, 60)
+    # Every namespace matcher in the query is exactly the configured one...
+    ns = re.findall(r'(?<![a-z_])namespace(=~|=|!=|!~)"((?:[^"\\]|\\.)*)"', q)
+    assert ns and all(op == "=" and _unescape_promql_string(v) == "team-a" for op, v in ns), ns
+    # ...and the model value round-trips as a single string literal.
+    lit = re.findall(r'model_name="((?:[^"\\]|\\.)*)"', q)
+    assert lit and all(_unescape_promql_string(v) == model for v in lit)
+
+
+def test_crafted_deployment_regex_is_escaped_and_anchored():
+    # deploymentName is RFC 1123 (config rejects more), but even a dotted name stays literal.
+    sel = TargetSelector("team-a", "a.b")
+    assert _go_regex_full(sel.pod_regex, "a.b-1")
+    assert not _go_regex_full(sel.pod_regex, "axb-1")
+
+
+def test_union_matchers_for_several_targets_list_only_their_namespaces():
+    t = [TargetSelector("ns-1", "a"), TargetSelector("ns.2", "b", "m1")]
+    m = promql.union_matchers(t)
+    assert 'namespace=~"ns-1|ns\\\\.2"' in m
+    assert 'pod=~"a-.*|b-.*"' in m
+    assert "model_name" not in m  # one target reads every model: filter client-side
+    m2 = promql.union_matchers([TargetSelector("ns-1", "a", "m1"), TargetSelector("ns-1", "b", "m.2")])
+    assert 'namespace="ns-1"' in m2 and 'model_name=~"m\\\\.2|m1"' in m2
+
+
+def test_query_shapes_tag_every_term_and_use_window():
+    t = [TargetSelector("ns", "dep")]
+    g = promql.gauges_query(t, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new],
+                                "kv": [vm.KV_CACHE.new, vm.KV_CACHE.old]}, 90)
+    assert g.count("label_replace(") == 2 * 4 + 2 + 2  # value+ts per gauge name, prev for 2, up + up ts
+    assert "offset 90000ms" in g and f'timestamp({vm.KV_CACHE.old}{{' in g
+    assert 'up{namespace="ns",pod=~"dep-.*"}' in g
+    r = promql.rates_query(t, {"ttft": [vm.TTFT.new], "itl": [vm.ITL.old]}, 90)
+    assert f"rate({vm.TTFT.new}_bucket{{" in r and f"rate({vm.ITL.old}_bucket{{" in r and "[90000ms]" in r
+    assert "finished_reason" in r and "vllm:request_prompt_tokens_count" in r
+    p = promql.probe_query(["ns"])
+    for fam in vm.PROBED:
+        for n in fam.names:
+            assert escape_regex(n + ("_count" if fam.kind == "histogram" else "")) in p
+
+
+def test_duration_is_exact_milliseconds():
+    assert promql.duration(60) == "60000ms" and promql.duration(2.5) == "2500ms"
+    with pytest.raises(ValueError):
+        promql.duration(0)
+
+
+def test_histogram_quantile_worked_example():
+    assert histogram_quantile(0.95, [(0.1, 2), (0.5, 10), (math.inf, 10)]) == pytest.approx(0.475)
+
+
+@pytest.mark.parametrize("buckets,q,expected", [
+    ([(1.0, 0), (math.inf, 0)], 0.95, math.nan),            # no traffic
+    ([(1.0, 5), (2.0, 5)], 0.5, math.nan),                  # no +Inf bucket
+    ([(math.inf, 5)], 0.5, math.nan),                       # fewer than 2 buckets
+    ([(1.0, 2), (math.inf, 10)], 0.95, 1.0),               # in +Inf: highest finite bound
+    ([(0.5, 10), (1.0, 10), (math.inf, 10)], 0.5, 0.25),   # first bucket: from 0
+    ([(1.0, 4), (2.0, 3), (math.inf, 10)], 0.3, 0.75),     # non-monotonic fixed to 4
+    ([(1.0, 2), (1.0, 2), (2.0, 8), (math.inf, 8)], 0.5, 1.0),  # equal bounds merged (4 at le=1)
+    ([(1.0, 2), (math.inf, 2)], -0.1, -math.inf),
+    ([(1.0, 2), (math.inf, 2)], 1.1, math.inf),
+])
+def test_histogram_quantile_edge_cases(buckets, q, expected):
+    got = histogram_quantile(q, buckets)
+    if math.isnan(expected):
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(expected)
