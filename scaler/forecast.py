@@ -21,30 +21,39 @@ Symbols and units
 ``Δ``       bucket width, :data:`STEP` = 60                                      s
 ``m``       buckets per day, :data:`SEASON` = 1440                               buckets
 ``y_k``     mean arrival rate observed in minute bucket ``k``                    requests/s
-``ℓ, b``    level and trend (per bucket) of the de-seasonalised rate             req/s, req/s per bucket
-``s_k``     seasonal deviation of bucket ``k``: ``y_k - ℓ_k`` (γ = 1)            req/s
-``S(j)``    smoothed seasonal read: mean of ``s_i`` for ``i`` in ``j-m±w``       req/s
-            that were written exactly one day before (0 when none, so the
-            seasonal part switches on by itself once a day of history exists)
+``ℓ, b``    Holt level and trend (per bucket)                                    req/s, req/s per bucket
+``Y(j)``    yesterday's smoothed rate: mean of ``y_i`` for ``i`` in ``j ± w``    req/s
+            among buckets folded exactly one day before (undefined when none)
+``D(h)``    yesterday's change over the same ``h`` buckets:                      req/s
+            ``Y(k + h - m) - Y(k - m)``, 0 while undefined (so the seasonal
+            part switches on by itself once a day of history exists)
 ``α, β``    level and trend smoothing (:class:`ForecastParams`)                  1
 ``σ²``      EWMA (weight ``ρ``) of squared one-step errors                       (req/s)²
 ``z``       upper-bound quantile of the standard normal (1.2816: P90)            1
-``h``       buckets ahead of the last folded bucket                              buckets
+``h``       buckets ahead of the last folded bucket ``k``                        buckets
 ==========  ==================================================================  ==========
-
-Update, for each closed bucket ``k`` with value ``y``::
-
-    ŷ    = ℓ + b + S(k)                          one-step forecast, error e = y - ŷ
-    ℓ'   = α (y - S(k)) + (1 - α)(ℓ + b)
-    b'   = β (ℓ' - ℓ) + (1 - β) b
-    s_k  = y - ℓ'
-    σ²'  = (1 - ρ) σ² + ρ e²
 
 Forecast ``h`` buckets ahead, and its upper bound (Holt's h-step variance,
 Hyndman et al., "Forecasting with Exponential Smoothing", class 1)::
 
-    F(h) = max(0, ℓ + h b + S(k_last + h))
+    F(h) = max(0, ℓ + max(h b, D(h)))
     U(h) = F(h) + z σ sqrt(1 + (h - 1)(α² + α β h + β² h (2h - 1) / 6))
+
+Update, for each closed bucket ``k+1`` with value ``y``::
+
+    e    = y - F(1)                              one-step error
+    ℓ'   = α y + (1 - α)(ℓ + b)
+    b'   = β (ℓ' - ℓ) + (1 - β) b
+    σ²'  = (1 - ρ) σ² + ρ e²
+
+The change ahead is the larger of two predictions: today's trend continued
+(``h b``: an unexpected surge) and what happened over the same minutes yesterday
+(``D(h)``: the morning ramp, traffic returning after the night). Taking the
+larger errs towards capacity; it never double-counts a daily ramp, which both
+see. A textbook additive Holt-Winters season was tried first: with a fast level
+(α = 0.3 per minute) the level absorbs a ramp within minutes and the seasonal
+index keeps only a transient, so it predicted a returning ramp at a fraction of
+its size; yesterday's observed change does not have that problem.
 
 A gap of ``g`` missing buckets advances the level by the trend (``ℓ += g b``);
 a gap longer than :data:`MAX_GAP` buckets also zeroes the trend, so an outage
@@ -54,12 +63,12 @@ than the rate.
 
 Worked example (pinned by ``tests/unit/test_forecast.py::test_worked_example``):
 α = 0.5, β = 0.5, no seasonal history, buckets 0, 1, 2 with rates 10, 12, 14:
-after bucket 0: ℓ = 10, b = 0; bucket 1: ŷ = 10, e = 2, ℓ = 11, b = 0.5;
-bucket 2: ŷ = 11.5, e = 2.5, ℓ = 12.75, b = 1.125. F(3) = 12.75 + 3 × 1.125 =
+after bucket 0: ℓ = 10, b = 0; bucket 1: F(1) = 10, e = 2, ℓ = 11, b = 0.5;
+bucket 2: F(1) = 11.5, e = 2.5, ℓ = 12.75, b = 1.125. F(3) = 12.75 + 3 × 1.125 =
 16.125 req/s. With ρ = 0.5: σ² = 5.125 (the first error is taken whole: 4, then
 0.5 × 4 + 0.5 × 6.25 = 5.125), and U(3) = 16.125 + 1.2816 × sqrt(5.125) ×
 sqrt(1 + 2 × (0.25 + 0.75 + 0.25 × 3 × 5 / 6)) = 16.125 + 1.2816 × 2.2638 ×
-2.0616 = 22.106 req/s. (``F(h)`` is read at ``t = (k_last + 0.5 + h) Δ``: bucket
+2.0616 = 22.106 req/s. (``F(h)`` is read at ``t = (k + 0.5 + h) Δ``: bucket
 times are their middles.)
 
 Determinism
@@ -70,9 +79,10 @@ fed one observation at a time or warm-started from a range query
 (:meth:`DemandForecaster.extend`). That is what lets a restarted scaler, or a
 second scaler replica, reach the same decision from the same Prometheus data
 (``tests/unit/test_forecast.py::test_incremental_and_warm_start_agree``). A
-forecaster warm-started from the last day agrees with one running for longer to
-within ``(1-α)^n`` for the level and the trend, and exactly for the seasonal
-term, which only ever reads the previous day.
+forecaster warm-started from the last day and a bit agrees with one running for
+longer to within ``(1-α)^n`` for the level and the trend (n buckets folded), and
+exactly for the seasonal term, which only ever reads the previous day's values
+(``tests/unit/test_forecast.py::test_restart_from_one_day_agrees_with_a_long_runner``).
 """
 
 from __future__ import annotations
@@ -84,6 +94,8 @@ from typing import Iterable, Sequence
 STEP = 60.0
 SEASON = 1440
 MAX_GAP = 10
+# Past rates kept: one day plus two hours, so that yesterday's window around "now" is not yet overwritten.
+RING = SEASON + 120
 Z_P90 = 1.2815515655446004
 
 
@@ -103,7 +115,7 @@ class ForecastParams:
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise ValueError(f"ForecastParams.{name} must be in (0, 1], got {v!r}")
-        if self.season_window < 0 or self.z < 0:
+        if not 0 <= self.season_window <= 30 or self.z < 0:
             raise ValueError("ForecastParams.season_window and z must be >= 0")
 
 
@@ -126,8 +138,8 @@ def bucket_of(t: float) -> int:
 class DemandForecaster:
     """Forecaster state, immutable: every method returns a new state (``decide`` stays pure).
 
-    ``season`` / ``season_at``: per slot ``k mod m``, the deviation ``s_k`` and the bucket ``k`` it was
-    written for (-1: never). ``pending_*``: the bucket still being filled by live observations.
+    ``season`` / ``season_at``: per slot ``k mod RING``, the rate ``y_k`` and the bucket ``k`` it was
+    written for (-1: never); the last day and two hours of buckets. ``pending_*``: the bucket still being filled by live observations.
     """
 
     params: ForecastParams = field(default_factory=ForecastParams)
@@ -197,51 +209,54 @@ class DemandForecaster:
         p = self.params
         if self.last_bucket is not None and bucket <= self.last_bucket:
             return self
-        season = self.season or (0.0,) * SEASON
-        season_at = self.season_at or (-1,) * SEASON
-        slot = bucket % SEASON
-        pending = {} if self.pending_bucket is None or self.pending_bucket > bucket else dict(
-            pending_bucket=None, pending_sum=0.0, pending_count=0)
+        season = self.season or (0.0,) * RING
+        season_at = self.season_at or (-1,) * RING
+        slot = bucket % RING
+        stored = dict(season=_set(season, slot, y), season_at=_set(season_at, slot, bucket))
+        if self.pending_bucket is not None and self.pending_bucket <= bucket:
+            stored.update(pending_bucket=None, pending_sum=0.0, pending_count=0)
         if self.last_bucket is None:
-            level = y
-            return replace(self, last_bucket=bucket, first_bucket=bucket, level=level, trend=0.0, variance=0.0,
-                           folded=1, season=_set(season, slot, y - level), season_at=_set(season_at, slot, bucket),
-                           **pending)
+            return replace(self, last_bucket=bucket, first_bucket=bucket, level=y, trend=0.0, variance=0.0,
+                           folded=1, **stored)
         gap = bucket - self.last_bucket - 1
-        level, trend = self.level, self.trend
+        base = self
         if gap > MAX_GAP:
-            trend = 0.0
+            base = replace(self, trend=0.0)
         elif gap > 0:
-            level = max(0.0, level + gap * trend)
-        s_k = self._season_read(bucket, season, season_at)
-        predicted = level + trend + s_k
+            base = replace(self, level=max(0.0, self.level + gap * self.trend))
+        k = bucket - 1  # the forecast for `bucket` is one step after the (virtual) previous bucket
+        predicted = max(0.0, base.level + max(base.trend, base._seasonal_change(k, 1)))
         err = y - predicted
-        new_level = p.alpha * (y - s_k) + (1 - p.alpha) * (level + trend)
-        new_trend = p.beta * (new_level - level) + (1 - p.beta) * trend
+        level = p.alpha * y + (1 - p.alpha) * (base.level + base.trend)
+        trend = p.beta * (level - base.level) + (1 - p.beta) * base.trend
         variance = err * err if self.folded == 1 else (1 - p.residual_weight) * self.variance + p.residual_weight * err * err
-        return replace(self, last_bucket=bucket, level=new_level, trend=new_trend, variance=variance,
-                       folded=self.folded + 1, season=_set(season, slot, y - new_level),
-                       season_at=_set(season_at, slot, bucket), **pending)
+        return replace(self, last_bucket=bucket, level=level, trend=trend, variance=variance,
+                       folded=self.folded + 1, **stored)
 
     # ---- reading it ---------------------------------------------------------------------------
-    def _season_read(self, bucket: int, season: Sequence[float] | None = None,
-                     season_at: Sequence[int] | None = None) -> float:
-        """S(bucket): mean of the deviations written exactly one day before ``bucket ± w``; 0 when none."""
-        season = season if season is not None else self.season
-        season_at = season_at if season_at is not None else self.season_at
-        if not season:
-            return 0.0
+    def _yesterday(self, j: int) -> float | None:
+        """Y(j): mean of the rates folded for buckets ``j - w .. j + w`` (j is already a day back); None
+        when none of them was folded."""
+        if not self.season:
+            return None
         w = self.params.season_window
         total, n = 0.0, 0
-        for i in range(bucket - SEASON - w, bucket - SEASON + w + 1):
-            if season_at[i % SEASON] == i:
-                total += season[i % SEASON]
+        for i in range(j - w, j + w + 1):
+            if self.season_at[i % RING] == i:
+                total += self.season[i % RING]
                 n += 1
-        return total / n if n else 0.0
+        return total / n if n else None
+
+    def _seasonal_change(self, k: int, h: int) -> float:
+        """D(h) = Y(k + h - m) - Y(k - m); 0 when either is undefined."""
+        then, later = self._yesterday(k - SEASON), self._yesterday(k + h - SEASON)
+        if then is None or later is None:
+            return 0.0
+        return later - then
 
     @property
     def has_season(self) -> bool:
-        """True once a day of history exists (the seasonal term can contribute)."""
+        """True once a day of history exists (yesterday's change can contribute)."""
         return (self.first_bucket is not None and self.last_bucket is not None
                 and self.last_bucket - self.first_bucket >= SEASON)
 
@@ -257,8 +272,8 @@ class DemandForecaster:
             raise ValueError("forecaster has no data yet")
         p = self.params
         h = max(1.0, (t - (self.last_bucket + 0.5) * STEP) / STEP)
-        target = self.last_bucket + max(1, round(h))
-        point = max(0.0, self.level + h * self.trend + self._season_read(target))
+        change = self._seasonal_change(self.last_bucket, max(1, round(h)))
+        point = max(0.0, self.level + max(h * self.trend, change))
         a, b = p.alpha, p.beta
         spread = math.sqrt(1 + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6))
         upper = point + p.z * math.sqrt(self.variance) * spread

@@ -1,0 +1,110 @@
+"""Capacity per replica at the SLO: the model's closed form, online learning, precedence."""
+
+import pytest
+
+from scaler.capacity import (MIN_SAMPLES, CapacityLearner, FleetModel, little_capacity, model_batch,
+                             model_capacity, resolve_capacity)
+from scaler.signals import Signals
+
+M = FleetModel(alpha=0.015, beta=0.0003, gamma=0.00005, max_num_seqs=256)
+SLO = dict(ttft_slo=2.5, tpot_slo=0.1)
+
+
+def test_model_worked_example() -> None:
+    n = model_batch(M, prompt_tokens=1000, output_tokens=200, **SLO)
+    assert n == pytest.approx(0.085 / 0.00055)
+    lam = model_capacity(M, prompt_tokens=1000, output_tokens=200, **SLO)
+    assert lam == pytest.approx(n / (200 * (0.015 + 0.0003 * n) + n * 0.05))
+    assert lam == pytest.approx(7.73, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "model, tokens, slo, expect",
+    [
+        pytest.param(FleetModel(0.015, 0.0003, 0.00005, 64), (1000, 200), SLO,
+                     64 / (200 * (0.015 + 0.0003 * 64) + 64 * 0.05), id="max-num-seqs-binds"),
+        pytest.param(FleetModel(0.015, 0.0003, 0.00005, 256, kv_tokens=60_000), (1000, 200), SLO,
+                     50 / (200 * (0.015 + 0.0003 * 50) + 50 * 0.05), id="kv-binds"),
+        pytest.param(FleetModel(0.015, 0.0003, 0.001, 256), (2480, 10000), SLO, None, id="ttft-binds"),
+        pytest.param(M, (1000, 200), dict(ttft_slo=2.5, tpot_slo=0.01), 0.0, id="slo-out-of-reach"),
+    ],
+)
+def test_model_table(model, tokens, slo, expect) -> None:
+    lam = model_capacity(model, prompt_tokens=tokens[0], output_tokens=tokens[1], **slo)
+    if expect is None:  # ttft-binds: n* = (T1* - α - γI)/β = 16.7, while TPOT would allow 155
+        n = (2.5 - 0.015 - 2.48) / 0.0003
+        assert n < (0.1 - 0.015) / (0.0003 + 0.001 * 2480 / 10000)
+        expect = n / (10000 * (0.015 + 0.0003 * n) + n * 2.48)
+    assert lam == pytest.approx(expect)
+
+
+def test_capacity_grows_with_a_looser_tpot_slo() -> None:
+    caps = [model_capacity(M, prompt_tokens=500, output_tokens=300, ttft_slo=2.5, tpot_slo=t)
+            for t in (0.05, 0.075, 0.1, 0.15)]
+    assert caps == sorted(caps) and caps[0] > 0
+
+
+def sig(t, **kw):
+    base = dict(observed_at=t, pods_reporting=2, waiting=3.0, running=60.0, completion_rate=10.0,
+                ttft_p95=1.0, tpot_p95=0.07)
+    base.update(kw)
+    return Signals(**base)
+
+
+def feed(learner, snapshots, start=0.0, every=5.0):
+    for i, s in enumerate(snapshots):
+        learner = learner.observe(s, now=start + i * every, window=60, **SLO)
+    return learner
+
+
+@pytest.mark.parametrize(
+    "overrides, learns",
+    [
+        pytest.param({}, True, id="loaded-within-slo-learns"),
+        pytest.param({"ttft_p95": None}, False, id="nan-window-ignored"),
+        pytest.param({"completion_rate": None}, False, id="no-rate-ignored"),
+        pytest.param({"tpot_p95": 0.15}, False, id="outside-slo-ignored"),
+        pytest.param({"waiting": 0.0, "tpot_p95": 0.03, "ttft_p95": 0.3}, False, id="light-load-uninformative"),
+        pytest.param({"waiting": 0.0, "tpot_p95": 0.08}, True, id="near-slo-informative"),
+    ],
+)
+def test_learner_table(overrides, learns) -> None:
+    learner = feed(CapacityLearner(), [sig(i * 5.0, **overrides) for i in range(40)])
+    assert (learner.usable is not None) == learns
+    if learns:
+        assert learner.usable == pytest.approx(5.0)  # 10 req/s over 2 replicas
+
+
+def test_learner_ignores_windows_while_the_replica_count_settles() -> None:
+    # 2 replicas for 100 s, then a third becomes Ready: the next 60 s are skipped (it has not got its share).
+    snaps = [sig(i * 5.0) for i in range(20)] + [sig(100 + i * 5.0, pods_reporting=3, completion_rate=10.0)
+                                                 for i in range(12)]
+    learner = feed(CapacityLearner(), snaps)
+    # 20 samples minus the first window: only the 2-replica windows after 60 s count, all at 5 req/s.
+    assert learner.usable == pytest.approx(5.0)
+    assert learner.samples == len([i for i in range(20) if i * 5.0 >= 60])
+
+
+def test_learner_needs_min_samples() -> None:
+    learner = feed(CapacityLearner(), [sig(i * 5.0) for i in range(12 + MIN_SAMPLES - 1)])
+    assert learner.samples == MIN_SAMPLES - 1 and learner.usable is None
+
+
+def test_little_fallback() -> None:
+    assert little_capacity(sig(0, running=40.0, completion_rate=10.0), 32) == pytest.approx(8.0)
+    assert little_capacity(sig(0, running=0.0), 32) is None
+
+
+def test_precedence_metadata_model_learned_little() -> None:
+    s = sig(0)
+    learned = feed(CapacityLearner(), [sig(i * 5.0) for i in range(40)])
+    kw = dict(signals=s, ttft_slo=2.5, tpot_slo=0.1, running_per_replica=32, prompt_tokens=1000, output_tokens=200)
+    assert resolve_capacity(metadata=3.0, model=M, learned=learned, **kw).source == "metadata"
+    assert resolve_capacity(metadata=None, model=M, learned=learned, **kw).source == "model"
+    assert resolve_capacity(metadata=None, model=None, learned=learned, **kw).source == "learned"
+    assert resolve_capacity(metadata=None, model=None, learned=CapacityLearner(), **kw).source == "little"
+    # The model needs token sizes: without them the next source answers.
+    kw.update(prompt_tokens=None)
+    assert resolve_capacity(metadata=None, model=M, learned=learned, **kw).source == "learned"
+    kw.update(signals=sig(0, running=None))
+    assert resolve_capacity(metadata=None, model=None, learned=CapacityLearner(), **kw) is None
