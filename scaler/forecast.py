@@ -80,8 +80,10 @@ fed one observation at a time or warm-started from a range query
 second scaler replica, reach the same decision from the same Prometheus data
 (``tests/unit/test_forecast.py::test_incremental_and_warm_start_agree``). A
 forecaster warm-started from the last day and a bit agrees with one running for
-longer to within ``(1-α)^n`` for the level and the trend (n buckets folded), and
-exactly for the seasonal term, which only ever reads the previous day's values
+longer to within ``(1-α)^n`` for the level and the trend (n buckets folded),
+exactly for the seasonal term, which only ever reads the previous day's values,
+and within ``(1-ρ)^(n-m)`` for the residual variance (its first day had no
+seasonal term, so different errors)
 (``tests/unit/test_forecast.py::test_restart_from_one_day_agrees_with_a_long_runner``).
 """
 

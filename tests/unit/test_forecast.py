@@ -126,7 +126,8 @@ def test_path_covers_the_horizon_inclusive() -> None:
 
 def test_restart_from_one_day_agrees_with_a_long_runner() -> None:
     """A scaler replica running for three days and one restarted with the last day and two hours of history
-    (one Prometheus range query) forecast the same, to float precision."""
+    (one Prometheus range query) forecast the same: the point to float precision, the upper bound to 1e-4
+    (its residual variance forgets the first, season-less day at (1 - ρ)^120 over the two extra hours)."""
     rng = random.Random(11)
     days = 3 * SEASON
     history = [(T0 + k * STEP, max(0.0, 20 + 15 * math.sin(2 * math.pi * k / SEASON) + rng.gauss(0, 1)))
@@ -136,4 +137,4 @@ def test_restart_from_one_day_agrees_with_a_long_runner() -> None:
     now = history[-1][0] + 30
     for ahead in (0, 60, 225, 600):
         a, b = long_runner.at(now + ahead), restarted.at(now + ahead)
-        assert a.rate == pytest.approx(b.rate, rel=1e-9) and a.upper == pytest.approx(b.upper, rel=1e-9)
+        assert a.rate == pytest.approx(b.rate, rel=1e-9) and a.upper == pytest.approx(b.upper, rel=1e-4)
