@@ -201,3 +201,61 @@ def test_client_quantile_equals_promql(prom):
                                             params={"time": T_END})[0]["value"][1])
                 got = histogram_quantile(q, buckets)
                 assert got == pytest.approx(want, rel=1e-12), (metric, w, q)
+
+
+def test_scraped_simulated_pods_are_read_live(prometheus_required):
+    """PrometheusServer scraping loopback /metrics (render_text) -> PrometheusSource sees the pods; stop() cleans up."""
+    import http.server
+    import os
+    import threading
+    import time
+
+    from scaler.testing.promserver import PrometheusServer
+    from simulations.exposition import render_text
+
+    pods = [PodMetrics.new(f"llama-7f9c-{c}", NS, "meta/llama") for c in "ab"]
+    for i, p in enumerate(pods):
+        p.waiting, p.running, p.kv_cache_usage = 2 + i, 5, 0.5
+
+    def serve(pod):
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = render_text([pod]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    servers = [serve(p) for p in pods]
+    targets = [(f"127.0.0.1:{s.server_address[1]}", {"namespace": NS, "pod": p.pod}) for s, p in zip(servers, pods)]
+    prom = PrometheusServer(scrape_targets=targets, scrape_interval=0.5)
+    try:
+        prom.start()
+        pid, workdir = prom._proc.pid, prom._workdir
+        src = PrometheusSource(prom.url, timeout=2)
+        t = cfg("llama-7f9c", window="5")
+        deadline = time.monotonic() + 20
+        sig = None
+        while time.monotonic() < deadline:
+            sig = src.fetch([t], time.time())[t.target_key]
+            if isinstance(sig, Signals) and sig.pods_reporting == 2:
+                break
+            time.sleep(0.3)
+        assert isinstance(sig, Signals) and sig.pods_reporting == 2, sig
+        assert sig.waiting == 5 and sig.running == 10 and sig.kv_cache_usage == pytest.approx(0.5)
+    finally:
+        prom.stop()
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not workdir.exists()
