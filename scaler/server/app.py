@@ -23,6 +23,7 @@ import asyncio
 import logging
 import threading
 import time
+from http.server import ThreadingHTTPServer
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -30,7 +31,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import MetricsHandler
 
 from ..config import ServerDefaults
 from .metrics import ScalerMetrics
@@ -47,7 +49,8 @@ class ServerSettings:
     """Every server setting (the CLI fills these from flags and ``VLLM_SCALER_*``; see docs/server.md)."""
 
     host: str = "0.0.0.0"
-    port: int = 9000  # 0: pick a free port (tests)
+    port: int = 6000  # 0: pick a free port (tests)
+    health_port: int | None = None  # extra plaintext port serving grpc.health.v1 only
     metrics_host: str | None = None  # default: same as host
     metrics_port: int | None = 8080  # None: no metrics endpoint; 0: pick a free port
     defaults: ServerDefaults = field(default_factory=ServerDefaults)
@@ -80,6 +83,8 @@ class ScalerServer:
         self._thread: threading.Thread | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health_aio.HealthServicer | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
         self._metrics_http = None
         self._stopped = threading.Event()
         self.port: int | None = None
@@ -103,9 +108,8 @@ class ScalerServer:
             asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout)
             if self.settings.metrics_port is not None:
                 host = self.settings.metrics_host or self.settings.host
-                httpd, _ = start_http_server(self.settings.metrics_port, addr=host, registry=self.metrics.registry)
-                self._metrics_http = httpd
-                self.metrics_port = httpd.server_address[1]
+                self._metrics_http = _metrics_http_server(host, self.settings.metrics_port, self.metrics.registry)
+                self.metrics_port = self._metrics_http.server_address[1]
             if self._background_refresh:
                 self.refresher.start()
         except BaseException:
@@ -141,6 +145,15 @@ class ScalerServer:
         if not self.port:
             raise OSError(f"cannot listen on {bind}")
         await self._server.start()
+        if self.settings.health_port is not None:
+            # Plaintext, health only: the kubelet's gRPC probe cannot speak TLS.
+            self._health_server = grpc.aio.server(options=options)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            bind_health = f"{self.settings.host}:{self.settings.health_port}"
+            self.health_port = self._health_server.add_insecure_port(bind_health)
+            if not self.health_port:
+                raise OSError(f"cannot listen on {bind_health}")
+            await self._health_server.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -168,6 +181,8 @@ class ScalerServer:
             self._servicer.close_streams()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
 
     def _halt_loop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -185,6 +200,18 @@ class ScalerServer:
 
     def __exit__(self, *exc) -> None:
         self.stop(grace=1.0)
+
+
+class _MetricsHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def _metrics_http_server(host: str, port: int, registry: CollectorRegistry) -> ThreadingHTTPServer:
+    """``GET /metrics`` on its own thread (polls for shutdown every 50 ms, so stopping is quick)."""
+    httpd = _MetricsHTTPServer((host, port), MetricsHandler.factory(registry))
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics-http",
+                     daemon=True).start()
+    return httpd
 
 
 def _tls_mode(tls: TlsFiles | None) -> str:

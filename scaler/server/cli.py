@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from ..config import ServerDefaults, _url, parse_duration
 from .logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from .prometheus import PrometheusSourceFactory
 from .tls import TlsConfigError, tls_files
 
 log = logging.getLogger("scaler.server")
@@ -112,7 +113,11 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("--host", str, "0.0.0.0", "Address the gRPC server listens on.", "ADDR"),
-    Setting("--port", _port, "9000", "gRPC port (KEDA's scalerAddress points here). 0: any free port.", "PORT"),
+    Setting("--grpc-port", _port, "6000", "gRPC port (KEDA's scalerAddress points here). 0: any free port.",
+            "PORT"),
+    Setting("--health-port", _metrics_port, "off",
+            "Extra plaintext gRPC port serving only grpc.health.v1, for kubelet gRPC probes when the main port "
+            "uses TLS. 'off': none (health is always served on --grpc-port too).", "PORT"),
     Setting("--metrics-host", str, "", "Address of the HTTP /metrics endpoint. Empty: same as --host.", "ADDR"),
     Setting("--metrics-port", _metrics_port, "8080", "Port of the HTTP /metrics endpoint; 'off' disables it.",
             "PORT"),
@@ -121,6 +126,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--prometheus-timeout", _positive_seconds, "3s",
             "Timeout of each Prometheus query (background refresh only; RPCs never wait on Prometheus).",
             "DURATION"),
+    Setting("--prometheus-bearer-token-file", _path, "",
+            "Send `Authorization: Bearer <file contents>` to --prometheus-url (re-read when the file changes). "
+            "Never sent to other prometheusAddress values.", "FILE"),
+    Setting("--prometheus-ca-file", _path, "", "CA bundle (PEM) to verify an https:// Prometheus. Empty: the "
+                                              "system CAs.", "FILE"),
     Setting("--allowed-namespaces", _namespaces, "",
             "Comma-separated namespaces a ScaledObject may name in its `namespace` key besides its own. "
             "Empty: only its own.", "NS[,NS...]"),
@@ -161,7 +171,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "endpoint. Every setting is a flag or an environment variable (flag wins). SIGTERM shuts down "
             "gracefully and exits 0."),
         epilog="Environment variables: " + ", ".join(s.env for s in SETTINGS) + ". See docs/server.md.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for s in SETTINGS:
         parser.add_argument(s.flag, dest=s.dest, default=None, metavar=s.metavar,
@@ -198,7 +207,8 @@ def build_settings(values: Mapping[str, Any]):
     except TlsConfigError as exc:
         raise ValueError(str(exc)) from None
     return ServerSettings(
-        host=values["host"], port=values["port"], metrics_host=values["metrics_host"] or None,
+        host=values["host"], port=values["grpc_port"], health_port=values["health_port"],
+        metrics_host=values["metrics_host"] or None,
         metrics_port=values["metrics_port"],
         defaults=ServerDefaults(prometheus_url=values["prometheus_url"],
                                 allowed_namespaces=values["allowed_namespaces"],
@@ -208,22 +218,16 @@ def build_settings(values: Mapping[str, Any]):
         max_concurrent_rpcs=values["max_concurrent_rpcs"], refresh_workers=values["refresh_workers"])
 
 
-def prometheus_source_factory(timeout: float):
-    """The default source: H1's ``PrometheusSource`` per Prometheus address."""
-    from ..sources.prometheus import PrometheusSource
-
-    def factory(address: str):
-        return PrometheusSource(address, timeout=timeout)
-
-    return factory
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         values = resolve(args)
         settings = build_settings(values)
         if settings.tls is not None:
             settings.tls.server_credentials()  # read the files now: a bad path fails before serving
+        factory = PrometheusSourceFactory(default_url=settings.defaults.prometheus_url,
+                                          timeout=settings.prometheus_timeout,
+                                          bearer_token_file=values["prometheus_bearer_token_file"],
+                                          ca_file=values["prometheus_ca_file"])
     except (ValueError, TlsConfigError) as exc:
         print(f"vllm-scaler serve: {exc}", file=sys.stderr)
         return 2
@@ -239,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = ScalerServer(settings, source_factory=prometheus_source_factory(settings.prometheus_timeout))
+    server = ScalerServer(settings, source_factory=factory)
     try:
         server.start()
     except OSError as exc:

@@ -1,0 +1,297 @@
+"""Target cache and background refresh, driven by a fake clock and a scripted source (no threads, no gRPC)."""
+
+import json
+import logging
+
+import pytest
+
+from scaler.config import ServerDefaults, parse_metadata
+from scaler.errors import ConfigError, NoDataError, SourceConnectionError, SourceError, SourceTimeout
+from scaler.policy import decide
+from scaler.server.fake_source import ScriptedSource
+from scaler.server.logs import JsonFormatter
+from scaler.server.metrics import ScalerMetrics
+from scaler.server.refresher import Refresher
+from scaler.server.targets import TargetStore, Unavailable
+from scaler.signals import Signals
+
+T0 = 1_800_000_000.0
+BUSY = Signals(observed_at=T0, pods_reporting=3, waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1,
+               tpot_p95=0.05)
+IDLE = Signals(observed_at=T0, pods_reporting=1, waiting=0, running=0, kv_cache_usage=0.0)
+
+
+class Clock:
+    def __init__(self, t: float = T0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def setup(md=None, **kw):
+    clock = Clock()
+    source = ScriptedSource()
+    sources = {}
+
+    def factory(address):
+        sources.setdefault(address, source)
+        return sources[address]
+
+    store = TargetStore(ServerDefaults(prometheus_url="http://prom-a:9090"))
+    refresher = Refresher(store, kw.pop("factory", factory), clock=clock, **kw)
+    return clock, source, store, refresher
+
+
+def expected(signals, md=None, *, now=T0, state=None, name="llama", ns="ml"):
+    """What the one policy says for these signals (the test never re-derives the formula)."""
+    cfg = parse_metadata(md or {}, scaled_object=name, namespace=ns,
+                         defaults=ServerDefaults(prometheus_url="http://prom-a:9090"))
+    return decide(signals.__class__(**{**signals.__dict__, "observed_at": now}), state, cfg, now)
+
+
+def test_metadata_is_parsed_once_per_distinct_map() -> None:
+    clock, _, store, _ = setup()
+    a = store.resolve("llama", "ml", {"maxReplicas": "8"}, T0)
+    b = store.resolve("llama", "ml", {"maxReplicas": "8"}, T0 + 1)
+    c = store.resolve("llama", "ml", {"maxReplicas": "9"}, T0 + 1)
+    assert a is b and a.config is b.config and c is not a
+    assert a.last_asked == T0 + 1
+    assert len(store) == 2
+
+
+def test_bad_metadata_names_every_key_and_is_cached() -> None:
+    _, _, store, _ = setup()
+    md = {"ttftP95": "-1", "minReplicas": "x", "nope": "1", "modelName": 'a"}'}
+    with pytest.raises(ConfigError) as first:
+        store.resolve("llama", "ml", md, T0)
+    with pytest.raises(ConfigError) as second:
+        store.resolve("llama", "ml", md, T0)
+    assert first.value is second.value
+    assert set(first.value.keys) == {"ttftP95", "minReplicas", "nope", "modelName"}
+    assert len(store) == 0
+
+
+def test_refresh_decides_with_the_policy_and_answers_from_cache() -> None:
+    clock, source, store, refresher = setup()
+    source.set("ml", "llama", BUSY)
+    t = store.resolve("llama", "ml", {}, T0)
+    with pytest.raises(Unavailable) as cold:
+        t.current(T0)
+    assert cold.value.cold
+    assert refresher.refresh_due(T0) == 1
+    want = expected(BUSY)
+    got = t.current(T0)
+    assert (got.desired, got.active, got.dominant, dict(got.terms)) == (want.desired, want.active, want.dominant,
+                                                                         dict(want.terms))
+    # Not due again before refreshInterval (5 s).
+    assert refresher.refresh_due(T0 + 4.9) == 0
+    assert refresher.refresh_due(T0 + 5) == 1
+
+
+def test_policy_state_is_carried_between_refreshes() -> None:
+    # scaleToZeroAfter=300: after demand, an idle fleet stays active for 300 s. Without the state carried from
+    # Decision.next_state into the next decide(), the first idle refresh would already be inactive.
+    clock, source, store, refresher = setup()
+    md = {"scaleToZeroAfter": "300"}
+    t = store.resolve("llama", "ml", md, T0)
+    source.set("ml", "llama", BUSY)
+    refresher.refresh_due(T0)
+    assert t.current(T0).active
+    source.set("ml", "llama", IDLE)
+    refresher.refresh_due(T0 + 100)
+    assert t.current(T0 + 100).active
+    assert expected(IDLE, md, now=T0 + 100).active is False  # what a stateless call would have said
+    refresher.refresh_due(T0 + 305)
+    assert t.current(T0 + 305).active is False
+
+
+def test_targets_of_one_prometheus_share_one_fetch() -> None:
+    clock, source, store, refresher = setup()
+    for name in ("a", "b", "c"):
+        source.set("ml", name, BUSY)
+        store.resolve(name, "ml", {}, T0)
+    other = ScriptedSource({("ml", "d"): BUSY})
+    sources = {"http://prom-a:9090": source, "http://prom-b:9090": other}
+    refresher._source_factory = sources.__getitem__
+    store.resolve("d", "ml", {"prometheusAddress": "http://prom-b:9090"}, T0)
+    refresher.refresh_due(T0)
+    assert len(source.calls) == 1 and sorted(c.deployment for c in source.calls[0][1]) == ["a", "b", "c"]
+    assert len(other.calls) == 1
+    # A target added 2 s later joins the group on the next round (within half an interval), not a fetch of its own.
+    store.resolve("e", "ml", {}, T0 + 2)
+    source.set("ml", "e", BUSY)
+    refresher.refresh_due(T0 + 2)
+    assert len(source.calls) == 2 and [c.deployment for c in source.calls[1][1]] == ["e"]
+    refresher.refresh_due(T0 + 5)
+    assert len(source.calls) == 3 and len(source.calls[2][1]) == 4
+
+
+def test_same_series_with_a_different_window_is_fetched_separately() -> None:
+    clock, source, store, refresher = setup()
+    source.set("ml", "llama", BUSY)
+    store.resolve("llama", "ml", {}, T0)
+    store.resolve("llama", "ml", {"maxReplicas": "3"}, T0)  # same target_key and window: shared
+    store.resolve("llama2", "ml", {"deploymentName": "llama", "window": "5m"}, T0)
+    refresher.refresh_due(T0)
+    assert sorted(len(configs) for _, configs in source.calls) == [1, 1]
+    assert all(t.good is not None for t in store.targets())
+
+
+def test_source_error_keeps_the_last_good_decision_until_max_staleness() -> None:
+    clock, source, store, refresher = setup()
+    md = {"maxStaleness": "60", "minReplicas": "0"}
+    t = store.resolve("llama", "ml", md, T0)
+    source.set("ml", "llama", BUSY)
+    refresher.refresh_due(T0)
+    good = t.current(T0)
+    source.fail_all(SourceConnectionError("refused", source="prometheus"))
+    for dt in (5, 30, 60):
+        refresher.refresh_due(T0 + dt)
+        d = t.current(T0 + dt)
+        assert (d.desired, d.active) == (good.desired, good.active) and d.desired > 0
+    with pytest.raises(Unavailable, match="beyond maxStaleness 60s.*connection"):
+        t.current(T0 + 60.5)
+    assert t.error_counts == {("scripted", "connection"): 3}
+    # Recovery: a good refresh serves again.
+    source.fail_all(None)
+    refresher.refresh_due(T0 + 65)
+    assert t.current(T0 + 65).desired == good.desired and t.last_error is None
+
+
+def test_error_before_any_good_refresh_is_unavailable_not_zero() -> None:
+    clock, source, store, refresher = setup()
+    t = store.resolve("llama", "ml", {}, T0)
+    source.fail_target("ml", "llama", SourceTimeout("query timed out", source="prometheus"))
+    refresher.refresh_due(T0)
+    with pytest.raises(Unavailable, match="timeout") as exc:
+        t.current(T0)
+    assert not exc.value.cold
+
+
+def test_no_data_for_a_target_is_an_error_for_that_target_only() -> None:
+    clock, source, store, refresher = setup()
+    source.set("ml", "a", BUSY)
+    a = store.resolve("a", "ml", {}, T0)
+    b = store.resolve("b", "ml", {}, T0)  # nothing scripted: NoDataError
+    refresher.refresh_due(T0)
+    assert a.current(T0).desired > 0
+    with pytest.raises(Unavailable, match="no_data"):
+        b.current(T0)
+
+
+def test_a_source_bug_fails_its_targets_safely() -> None:
+    class Broken:
+        name = "broken"
+
+        def fetch(self, targets, now):
+            raise KeyError("oops")
+
+    clock, source, store, refresher = setup(factory=lambda address: Broken())
+    t = store.resolve("llama", "ml", {}, T0)
+    refresher.refresh_due(T0)
+    with pytest.raises(Unavailable, match="internal"):
+        t.current(T0)
+
+
+def test_idle_targets_stop_being_refreshed() -> None:
+    clock, source, store, refresher = setup(idle_eviction=600)
+    source.set("ml", "llama", BUSY)
+    t = store.resolve("llama", "ml", {}, T0)
+    refresher.refresh_due(T0)
+    t.streams = 1  # an open stream keeps it
+    refresher.refresh_due(T0 + 601)
+    assert len(store) == 1
+    t.streams = 0
+    calls = len(source.calls)
+    refresher.refresh_due(T0 + 1200)
+    assert len(store) == 0 and len(source.calls) == calls
+
+
+class AddColdStart:
+    name = "coldstart"
+
+    def __init__(self):
+        self.fail: SourceError | None = None
+        self.seen = []
+
+    def enrich(self, signals, config, now):
+        self.seen.append((config.scaled_object, now))
+        if self.fail:
+            raise self.fail
+        return signals.__class__(**{**signals.__dict__, "ready_replicas": 3})
+
+
+def test_enrichers_run_before_decide_and_their_failure_is_counted_not_fatal() -> None:
+    enricher = AddColdStart()
+    clock, source, store, refresher = setup(enrichers=[enricher])
+    source.set("ml", "llama", BUSY)
+    t = store.resolve("llama", "ml", {}, T0)
+    refresher.refresh_due(T0)
+    assert enricher.seen == [("llama", T0)] and t.good.signals.ready_replicas == 3
+    enricher.fail = NoDataError("no pods", source="coldstart")
+    refresher.refresh_due(T0 + 5)
+    assert t.good.at == T0 + 5 and t.good.signals.ready_replicas is None
+    assert t.error_counts == {("coldstart", "no_data"): 1}
+
+
+def test_metadata_edit_keeps_the_policy_state() -> None:
+    clock, source, store, refresher = setup()
+    source.set("ml", "llama", BUSY)
+    old = store.resolve("llama", "ml", {"ttftP95": "2.5"}, T0)
+    refresher.refresh_due(T0)
+    new = store.resolve("llama", "ml", {"ttftP95": "1.0"}, T0 + 10)
+    assert new.state is old.state and new.state.last_demand_at == T0
+
+
+def test_changed_decisions_are_logged_as_json_with_dominant_term(caplog) -> None:
+    clock, source, store, refresher = setup()
+    source.set("ml", "llama", BUSY)
+    store.resolve("llama", "ml", {}, T0)
+    with caplog.at_level(logging.INFO, logger="scaler.server.refresh"):
+        refresher.refresh_due(T0)
+        refresher.refresh_due(T0 + 5)  # same decision: no second line
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.msg.startswith("decision changed")]
+    assert len(lines) == 1
+    line = lines[0]
+    want = expected(BUSY)
+    assert (line["dominant"], line["desired"], line["scaledobject"], line["namespace"]) == (
+        want.dominant, want.desired, "llama", "ml")
+    assert line["reasons"] == list(want.reasons)
+
+
+def scrape(metrics: ScalerMetrics) -> dict[tuple, float]:
+    out = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_report_terms_signals_age_and_errors_by_kind() -> None:
+    clock, source, store, refresher = setup()
+    metrics = ScalerMetrics(store, clock, lambda: 0)
+    source.set("ml", "llama", BUSY)
+    t = store.resolve("llama", "ml", {}, T0)
+    refresher.refresh_due(T0)
+    source.fail_all(SourceTimeout("slow", source="prometheus"))
+    refresher.refresh_due(T0 + 5)
+    clock.t = T0 + 7
+    m = scrape(metrics)
+    base = (("namespace", "ml"), ("scaledobject", "llama"), ("trigger", t.trigger))
+    want = expected(BUSY)
+    assert m[("vllm_scaler_desired_replicas", base)] == want.desired
+    assert m[("vllm_scaler_active", base)] == 1.0
+    assert m[("vllm_scaler_answering", base)] == 1.0
+    for term, value in want.terms.items():
+        assert m[("vllm_scaler_policy_term_replicas", tuple(sorted(base + (("term", term),))))] == pytest.approx(value)
+    assert m[("vllm_scaler_decision_dominant", tuple(sorted(base + (("term", want.dominant),))))] == 1.0
+    assert m[("vllm_scaler_signal", tuple(sorted(base + (("signal", "waiting"),))))] == 12
+    assert m[("vllm_scaler_signal", tuple(sorted(base + (("signal", "ttft_p95"),))))] == 3.1
+    # Unknown is absent, not zero.
+    assert ("vllm_scaler_signal", tuple(sorted(base + (("signal", "arrival_rate"),)))) not in m
+    assert m[("vllm_scaler_data_age_seconds", base)] == pytest.approx(7.0)
+    assert m[("vllm_scaler_source_errors_total",
+              tuple(sorted(base + (("source", "scripted"), ("kind", "timeout")))))] == 1
+    clock.t = T0 + 61
+    assert scrape(metrics)[("vllm_scaler_answering", base)] == 0.0
