@@ -1,0 +1,103 @@
+"""`vllm-scaler serve`: every setting as flag and env var, errors naming them, SIGTERM exits 0."""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from scaler._proto import externalscaler_pb2 as pb
+from scaler._proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.server.cli import SETTINGS, build_settings, register, resolve
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["serve", *argv])
+
+
+def test_defaults_flags_and_env_with_flag_winning() -> None:
+    values = resolve(parse([]), environ={})
+    settings = build_settings(values)
+    assert (settings.port, settings.metrics_port, settings.health_port) == (6000, 8080, None)
+    assert settings.idle_eviction == 600 and settings.cold_wait == 0.8 and settings.grace == 10
+    assert settings.defaults.allowed_namespaces is None and settings.tls is None
+    env = {"VLLM_SCALER_GRPC_PORT": "7000", "VLLM_SCALER_ALLOWED_NAMESPACES": "ml, research",
+           "VLLM_SCALER_ALLOW_ACTIVATION_QUERY": "true", "VLLM_SCALER_IDLE_EVICTION": "15m",
+           "VLLM_SCALER_LOG_LEVEL": "info", "VLLM_SCALER_METRICS_PORT": "off", "VLLM_SCALER_HEALTH_PORT": "6001"}
+    settings = build_settings(resolve(parse(["--grpc-port", "7001"]), environ=env))
+    assert settings.port == 7001  # flag beats env
+    assert settings.defaults.allowed_namespaces == frozenset({"ml", "research"})
+    assert settings.defaults.allow_activation_query is True
+    assert settings.idle_eviction == 900 and settings.metrics_port is None and settings.health_port == 6001
+
+
+def test_bad_values_name_the_flag_or_variable_and_value_all_at_once() -> None:
+    with pytest.raises(ValueError) as exc:
+        resolve(parse(["--grpc-port", "70000", "--cold-wait", "soon"]),
+                environ={"VLLM_SCALER_PROMETHEUS_URL": "prom:9090", "VLLM_SCALER_LOG_FORMAT": "xml"})
+    text = str(exc.value)
+    for part in ("--grpc-port='70000'", "--cold-wait='soon'", "VLLM_SCALER_PROMETHEUS_URL='prom:9090'",
+                 "VLLM_SCALER_LOG_FORMAT='xml'"):
+        assert part in text
+
+
+def test_help_and_docs_list_every_flag_and_variable() -> None:
+    out = subprocess.run([sys.executable, "-m", "scaler", "serve", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}, timeout=30)
+    assert out.returncode == 0
+    docs = (ROOT / "docs" / "server.md").read_text()
+    for s in SETTINGS:
+        assert s.flag in out.stdout and s.env in out.stdout, s.flag
+        assert f"`{s.flag}`" in docs and f"`{s.env}`" in docs, f"docs/server.md misses {s.flag} / {s.env}"
+
+
+def test_serve_answers_then_exits_0_on_sigterm(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_SCALER_METRICS_PORT": "0",
+           "VLLM_SCALER_PROMETHEUS_URL": "http://127.0.0.1:9"}  # nothing listens on port 9 (discard)
+    proc = subprocess.Popen([sys.executable, "-m", "scaler", "serve", "--host", "127.0.0.1", "--grpc-port", "0",
+                             "--cold-wait", "2s", "--grace-period", "2s", "--prometheus-timeout", "1s"],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        serving = None
+        deadline = time.monotonic() + 20
+        while serving is None:
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+            line = json.loads(proc.stderr.readline())
+            if line["msg"] == "serving":
+                serving = line
+        address = serving["grpc"]
+        with grpc.insecure_channel(address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            ref = pb.ScaledObjectRef(name="llama", namespace="ml")
+            with pytest.raises(grpc.RpcError) as exc:  # Prometheus unreachable: UNAVAILABLE, never a 0
+                pb_grpc.ExternalScalerStub(channel).GetMetrics(
+                    pb.GetMetricsRequest(scaledObjectRef=ref, metricName="vllm-desired-replicas"), timeout=3)
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, exc.value.details()
+            assert "connection" in exc.value.details()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        rest = [json.loads(x) for x in proc.stderr.read().splitlines() if x.startswith("{")]
+        assert [x["msg"] for x in rest if x["logger"] == "scaler.server"][-1] == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_setting_exits_2_naming_it() -> None:
+    out = subprocess.run([sys.executable, "-m", "scaler", "serve", "--tls-cert", "/nonexistent.crt"],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         timeout=30)
+    assert out.returncode == 2 and "--tls-key" in out.stderr
