@@ -29,7 +29,7 @@ Sources (knative/serving):
 
 One sample per second (``record``) is the total in-flight requests of the revision (queued and
 running); several samples in one second are averaged. With no sample yet, ``desired`` holds the
-current count (Knative's ``ErrNoData``: no decision), never reads zero.
+current count (``max(ready_pods, min_scale)``; Knative's ``ErrNoData``: no decision), never reads zero.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class KnativeKpa:
         self.panic_time: float | None = None
         self.max_panic_pods = 0
         self._zero_since: float | None = None
-        self._last = min_scale
+        self._last: int | None = None
 
     def record(self, now: float, concurrency: float) -> None:
         """One sample of the revision's total in-flight requests at ``now`` (seconds)."""
@@ -105,7 +105,8 @@ class KnativeKpa:
     def desired(self, now: float, ready_pods: int) -> int:
         """The pod count the KPA asks for at ``now`` given ``ready_pods`` ready pods."""
         if self._first is None:
-            return self._last
+            # ErrNoData: no decision; keep what runs (never read as zero demand)
+            return self._last if self._last is not None else max(int(ready_pods), self.min_scale)
         stable = self.window_average(now, self.stable_window)
         panic = self.window_average(now, self.panic_window)
         ready = max(1.0, float(ready_pods))
@@ -133,7 +134,7 @@ class KnativeKpa:
             if self._zero_since is None:
                 self._zero_since = now
             if now - self._zero_since < self.grace:
-                return self._last if self._last > 0 else 0   # grace: keep the pods
+                return self._last if self._last else max(int(ready_pods), 0)   # grace: keep the pods
             self._last = 0
             return 0
         self._zero_since = None

@@ -1,0 +1,105 @@
+"""Knative's KPA (simulations.kpa): stable/panic windows, rate limits, scale to zero after the grace period."""
+
+import pytest
+
+from simulations.kpa import KnativeKpa
+
+
+def feed(kpa, start, end, value):
+    for t in range(start, end):
+        kpa.record(float(t), value)
+
+
+def test_panic_worked_example() -> None:
+    """Docstring example: target 10, 1 ready pod, 54 s at 0 then 6 s at 50 in flight."""
+    kpa = KnativeKpa(target_concurrency=10)
+    feed(kpa, 0, 54, 0.0)
+    feed(kpa, 54, 60, 50.0)
+    assert kpa.window_average(59, 60) == pytest.approx(5.0)
+    assert kpa.window_average(59, 6) == pytest.approx(50.0)
+    assert kpa.desired(59.0, ready_pods=1) == 5
+    assert kpa.panicking
+
+
+def test_stable_mode_follows_the_60s_average() -> None:
+    kpa = KnativeKpa(target_concurrency=10)
+    feed(kpa, 0, 120, 35.0)
+    assert kpa.desired(119.0, ready_pods=4) == 4 and not kpa.panicking
+    feed(kpa, 120, 180, 15.0)          # the stable average falls to 15 -> 2 pods; 4 / 2 = 2 allowed
+    assert kpa.desired(179.0, ready_pods=4) == 2
+
+
+def test_panic_never_scales_down_and_ends_after_a_stable_window() -> None:
+    kpa = KnativeKpa(target_concurrency=10)
+    feed(kpa, 0, 60, 10.0)
+    assert kpa.desired(59.0, ready_pods=1) == 1
+    feed(kpa, 60, 66, 80.0)            # panic: 8 pods wanted vs 1 ready
+    assert kpa.desired(65.0, ready_pods=1) == 8 and kpa.panicking
+    feed(kpa, 66, 80, 10.0)            # the surge is over; still in panic: hold 8
+    assert kpa.desired(79.0, ready_pods=8) == 8 and kpa.panicking
+    feed(kpa, 80, 126, 10.0)
+    assert kpa.desired(125.0, ready_pods=8) == 8 and kpa.panicking     # 65 + 60 = 125, not yet past
+    kpa.record(126.0, 10.0)
+    # panic over at 126 (65 + 60 < 126); the stable average (67..126) is 10 -> 1 pod, but at most halving from 8
+    assert kpa.desired(126.0, ready_pods=8) == 4 and not kpa.panicking
+    feed(kpa, 127, 200, 10.0)
+    assert kpa.desired(199.0, ready_pods=2) == 1
+
+
+@pytest.mark.parametrize(
+    "ready, demand, kw, expected",
+    [
+        pytest.param(8, 0.0, {}, 4, id="scale-down-at-most-halves"),
+        pytest.param(1, 0.0, {"scale_to_zero_grace": 0.0}, 0, id="one-pod-may-go-to-zero"),
+        pytest.param(2, 1000.0, {"max_scale_up_rate": 2.0, "max_scale": 1000}, 4, id="scale-up-rate-cap"),
+        pytest.param(2, 1000.0, {}, 100, id="max-scale"),
+        pytest.param(2, 0.0, {"min_scale": 3}, 3, id="min-scale"),
+        pytest.param(0, 5.0, {}, 1, id="zero-ready-with-demand-gives-one"),
+    ],
+)
+def test_limits(ready, demand, kw, expected) -> None:
+    kpa = KnativeKpa(target_concurrency=10, **kw)
+    feed(kpa, 0, 60, demand)
+    assert kpa.desired(59.0, ready_pods=ready) == expected
+
+
+def test_scale_to_zero_after_stable_window_plus_grace() -> None:
+    kpa = KnativeKpa(target_concurrency=10)
+    feed(kpa, 0, 100, 5.0)
+    pods = kpa.desired(99.0, ready_pods=1)
+    assert pods == 1
+    zero_at = None
+    for t in range(100, 260):
+        kpa.record(float(t), 0.0)
+        pods = kpa.desired(float(t), ready_pods=pods)
+        if pods == 0 and zero_at is None:
+            zero_at = t
+    # last traffic at 99: the 60 s average is 0 from t=159; 30 s of grace -> 0 at t=189
+    assert zero_at == 189
+
+
+def test_averaging_and_missing_seconds() -> None:
+    kpa = KnativeKpa(target_concurrency=1, stable_window=10, panic_window=2)
+    kpa.record(0.2, 4.0)
+    kpa.record(0.7, 2.0)        # same second: averaged -> 3
+    kpa.record(3.0, 7.0)        # seconds 1 and 2 missing: count as 0
+    assert kpa.window_average(3.5, 10) == pytest.approx((3 + 0 + 0 + 7) / 4)
+    assert kpa.window_average(3.5, 2) == pytest.approx((0 + 7) / 2)
+
+
+def test_no_data_is_no_decision_not_zero() -> None:
+    kpa = KnativeKpa(target_concurrency=10, min_scale=0)
+    assert kpa.desired(0.0, ready_pods=3) == 3          # no sample yet: keep the 3 running pods
+    kpa2 = KnativeKpa(target_concurrency=10, min_scale=2)
+    assert kpa2.desired(0.0, ready_pods=0) == 2
+    with pytest.raises(LookupError):
+        kpa2.window_average(0.0, 60)
+
+
+def test_settings_and_samples_are_validated() -> None:
+    with pytest.raises(ValueError, match="target_concurrency=0"):
+        KnativeKpa(target_concurrency=0)
+    with pytest.raises(ValueError, match="panic_window=90"):
+        KnativeKpa(target_concurrency=1, panic_window=90)
+    with pytest.raises(ValueError, match="concurrency=-1"):
+        KnativeKpa(target_concurrency=1).record(0.0, -1)
