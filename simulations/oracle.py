@@ -1,0 +1,117 @@
+"""The oracle: a lower bound on the GPU-hours any policy needs to meet the SLO on a trace.
+
+Assumptions (what makes it a bound, and what it leaves out):
+
+1. **Demand known in advance**, per 1-minute window ``m``: its arrival rate
+   ``lam_m`` and mean token sizes ``P_m``, ``L_m``.
+2. **Capacity from the fluid model**: one replica meets the SLO up to
+   ``lam*_m = max_rate_within_slo(params, P_m, L_m, P95, SLO)`` req/s
+   (:mod:`simulations.fleet.model`: TPOT ``t <= slo_tpot`` and
+   ``1.5 t + gamma * P95 <= slo_ttft``), so the minute needs
+   ``c_m = ceil(lam_m / lam*_m)`` replicas (0 without demand). Perfect
+   load balance, no queueing burst inside the minute.
+3. **Exact, deterministic cold start** ``C`` (the configured median): a
+   replica needed from minute ``m`` is requested at ``start(m) - C`` and paid
+   from then. Replicas are interchangeable, so the cheapest plan is per layer
+   ``k = 1, 2, ...``: the minutes with ``c_m >= k`` form runs; the layer pays each
+   run, one cold start ``C`` before it, and between two runs the cheaper of
+   keeping the replica (the gap) or releasing it and paying ``C`` again.
+   Replicas that are warm at the start (``initial``) pay no cold start for a
+   run that begins at the start.
+4. No drain time, no scale-up/down rate limits, no HPA tolerance.
+
+So the bound holds for policies that meet the SLO in every minute, under the
+fluid capacity model; a policy that misses the SLO can spend less (ratio < 1).
+Its SLO columns in a report come from executing its plan in the same fleet
+model (requests at ``start(m) - C``, random cold starts): a check of the plan,
+not part of the bound.
+
+Worked example (``tests/unit/test_oracle.py::test_layered_bound_worked_example``):
+``c = [1, 1, 0, 0, 0, 2]`` per minute, ``C = 120 s``, nothing warm: layer 1 has
+runs minutes 0-1 and 5 with a 180 s gap > C: pays 120 + 120 + 120 + 60 = 420 s;
+layer 2 has the run minute 5: 120 + 60 = 180 s; total 600 GPU-seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fleet.model import ModelParams, max_rate_within_slo, saturation
+from .traces import Trace
+
+
+@dataclass(frozen=True)
+class OraclePlan:
+    start: float                 # unix s of minute 0
+    replicas: np.ndarray         # c_m per minute
+    gpu_seconds: float           # the bound
+    hold: tuple[tuple[float, float], ...]   # (from, to) intervals, one per layer run, in unix s
+    infeasible_minutes: int      # minutes where even an idle replica misses the SLO (capacity at 99 % saturation)
+
+    def desired(self, now: float) -> int:
+        """Replicas the plan holds at ``now`` (requested, loading or ready)."""
+        return sum(1 for a, b in self.hold if a <= now < b)
+
+
+def layered_bound(c: np.ndarray, minute: float, cold: float, initial: int = 0,
+                  start: float = 0.0) -> tuple[float, list[tuple[float, float]]]:
+    """GPU-seconds of the cheapest plan holding ``c[m]`` replicas during minute m, and its hold intervals."""
+    c = np.asarray(c, dtype=np.int64)
+    total = 0.0
+    hold: list[tuple[float, float]] = []
+    top = int(c.max()) if c.size else 0
+    for k in range(1, top + 1):
+        on = c >= k
+        runs = []
+        m = 0
+        while m < len(c):
+            if on[m]:
+                j = m
+                while j < len(c) and on[j]:
+                    j += 1
+                runs.append((m, j))
+                m = j
+            else:
+                m += 1
+        cur = None
+        for a, b in runs:
+            t_a, t_b = start + a * minute, start + b * minute
+            warm = k <= initial and a == 0
+            lead = 0.0 if warm else cold
+            if cur is None:
+                cur = [t_a - lead, t_b]
+                total += (t_b - t_a) + lead
+            elif t_a - cur[1] <= cold:
+                total += t_b - cur[1]
+                cur[1] = t_b
+            else:
+                hold.append((cur[0], cur[1]))
+                cur = [t_a - cold, t_b]
+                total += (t_b - t_a) + cold
+        if cur is not None:
+            hold.append((cur[0], cur[1]))
+    return total, hold
+
+
+def plan(trace: Trace, *, params: ModelParams, slo_ttft: float, slo_tpot: float, cold_start: float,
+         initial: int = 0, max_replicas: int | None = None) -> OraclePlan:
+    counts, pm, om = trace.counts_view(60.0)
+    p95 = float(np.percentile(trace.tokens.prompt, 95)) if len(trace.tokens.prompt) else 0.0
+    c = np.zeros(len(counts), dtype=np.int64)
+    infeasible = 0
+    for m, n in enumerate(counts):
+        if n <= 0:
+            continue
+        lam = n / 60.0
+        cap = max_rate_within_slo(params, pm[m], om[m], p95, slo_ttft, slo_tpot)
+        if cap <= 0:
+            infeasible += 1
+            cap = 0.99 * saturation(params, pm[m], om[m])[0]
+        c[m] = max(1, math.ceil(lam / cap - 1e-9))
+    if max_replicas is not None:
+        c = np.minimum(c, max_replicas)
+    total, hold = layered_bound(c, 60.0, cold_start, initial, trace.start)
+    return OraclePlan(trace.start, c, total, tuple(hold), infeasible)

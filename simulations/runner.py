@@ -1,0 +1,399 @@
+"""The closed loop: one trace, one fleet per policy, a virtual clock, side by side.
+
+For every policy the runner builds a fresh fleet (same trace, same seed, same
+settings) and a controller, then steps a virtual clock every ``tick`` seconds:
+advance the fleet, let the controller set ``spec.replicas``, repeat. Policies:
+
+* ``predictive`` / ``reactive``: ``scaler.policy.decide()`` -- the function the
+  server calls -- on the fleet's :class:`~scaler.signals.Signals`, with the
+  :class:`~scaler.config.PolicyConfig` that ``scaler.config.parse_metadata``
+  builds from the trigger metadata (``scenarios/scaler-external.yaml`` plus
+  ``--metadata``), wrapped as a KEDA external trigger (metric = desired
+  replicas, target 1, ``AverageValue``; active = ``decision.active``) and fed to
+  :class:`simulations.keda.KedaHpa`. Like the server, the decision is refreshed
+  at most every ``refreshInterval`` and read from that cache by KEDA's polls and
+  the HPA's syncs (it is computed when a read finds it older than that). With
+  ``activationQuery`` in the metadata the signals carry the gateway's in-flight
+  count as ``upstream_demand`` (the router metric such a query would read).
+  If ``decide`` raises ``ValueError`` (a policy not implemented) the policy is
+  reported unavailable with that message.
+* ``keda-threshold`` (``-min0``): the seeds' ScaledObject
+  (``scenarios/keda-threshold.yaml``) with KEDA's Prometheus trigger on
+  ``avg(vllm:num_requests_waiting)`` (0 when no pod reports, as KEDA's
+  ``ignoreNullValues`` default makes it).
+* ``kpa``: :class:`simulations.kpa.KnativeKpa`, fed the in-flight requests
+  (gateway/activator included) every tick, target concurrency ``--kpa-target``.
+* ``oracle``: executes :mod:`simulations.oracle`'s plan; its GPU-hours are the bound.
+
+Tests: ``tests/unit/test_runner.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import yaml
+
+from scaler.config import ServerDefaults, parse_metadata
+from scaler.policy import PolicyState, decide
+
+from .fleet import AggregateFleet, ColdStartModel, FleetOutcome, ModelParams, RequestFleet
+from .fleet.base import FleetBase
+from .oracle import OraclePlan, plan as oracle_plan
+from .traces import Trace
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+POLICIES = ("predictive", "reactive", "keda-threshold", "keda-threshold-min0", "kpa", "oracle")
+DEFAULT_POLICIES = ("predictive", "reactive", "keda-threshold", "kpa", "oracle")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run depends on besides the trace (all reported in ``--json``'s ``settings``)."""
+
+    fidelity: str = "request"
+    slo_ttft: float = 2.5
+    slo_tpot: float = 0.1
+    cold_start: ColdStartModel = field(default_factory=ColdStartModel)
+    params: ModelParams = field(default_factory=ModelParams)
+    metadata: tuple[tuple[str, str], ...] = ()
+    max_replicas: int = 50
+    initial_replicas: int = 1
+    request_timeout: float = 60.0
+    tick: float = 5.0
+    bin_seconds: float = 10.0
+    keda_threshold: float = 5.0
+    keda_activation: float = 2.0
+    kpa_target: float = 32.0
+    seed: int = 0
+    scaled_object: str | None = None   # a ScaledObject YAML for predictive/reactive (default scenarios/scaler-external.yaml)
+    timeline_step: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.fidelity not in ("request", "aggregate"):
+            raise ValueError(f"--fidelity must be request or aggregate, got {self.fidelity!r}")
+        for name in ("slo_ttft", "slo_tpot", "tick", "request_timeout", "keda_threshold", "kpa_target"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
+        if self.max_replicas < 1 or self.initial_replicas < 0 or self.initial_replicas > self.max_replicas:
+            raise ValueError(f"need 0 <= initial replicas ({self.initial_replicas}) <= max replicas "
+                             f"({self.max_replicas}) and max >= 1")
+
+    def as_dict(self) -> dict:
+        return {
+            "fidelity": self.fidelity, "slo_ttft": self.slo_ttft, "slo_tpot": self.slo_tpot,
+            "cold_start_median": self.cold_start.median, "cold_start_sigma": self.cold_start.sigma,
+            "model": {"name": self.params.name, "alpha": self.params.alpha, "beta": self.params.beta,
+                      "gamma": self.params.gamma, "max_num_seqs": self.params.max_num_seqs,
+                      "kv_tokens": self.params.kv_tokens, "max_batched_tokens": self.params.max_batched_tokens},
+            "metadata": dict(self.metadata), "max_replicas": self.max_replicas,
+            "initial_replicas": self.initial_replicas, "request_timeout": self.request_timeout, "tick": self.tick,
+            "keda_threshold": self.keda_threshold, "keda_activation_threshold": self.keda_activation,
+            "kpa_target_concurrency": self.kpa_target, "seed": self.seed,
+            "scaled_object": self.scaled_object or str(SCENARIOS / "scaler-external.yaml"),
+        }
+
+
+@dataclass
+class Timeline:
+    t: list[float] = field(default_factory=list)
+    arrival_rate: list[float] = field(default_factory=list)
+    spec: list[int] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
+    ttft_p95: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PolicyResult:
+    name: str
+    outcome: FleetOutcome | None = None
+    gpu_hours: float | None = None
+    unavailable: str | None = None
+    timeline: Timeline = field(default_factory=Timeline)
+    notes: tuple[str, ...] = ()
+
+
+class PolicyUnavailable(Exception):
+    """A policy cannot run (e.g. ``decide`` raised ValueError for a policy not implemented)."""
+
+
+# --------------------------------------------------------------------------------------------------
+def build_fleet(trace: Trace, s: Settings, initial: int) -> FleetBase:
+    rng = np.random.default_rng(s.seed)
+    if s.fidelity == "request":
+        a, p, o = trace.requests_view(rng)
+        return RequestFleet(a, p, o, params=s.params, cold_start=s.cold_start, start=trace.start,
+                            initial_replicas=initial, seed=s.seed, request_timeout=s.request_timeout)
+    counts, pm, om = trace.counts_view(s.bin_seconds)
+    return AggregateFleet(counts, bin_seconds=s.bin_seconds, prompt_mean=pm, output_mean=om,
+                          prompt_pool=trace.tokens.prompt, params=s.params, cold_start=s.cold_start,
+                          start=trace.start, initial_replicas=initial, slo_ttft=s.slo_ttft, slo_tpot=s.slo_tpot,
+                          seed=s.seed, request_timeout=s.request_timeout)
+
+
+class _SignalCache:
+    """One ``signals()`` per instant, however many times KEDA reads it."""
+
+    def __init__(self, fleet: FleetBase, window: float, upstream: bool = False, history: float = 0.0):
+        self.fleet, self.window, self.upstream, self.history = fleet, window, upstream, history
+        self._at: float | None = None
+        self._sig = None
+
+    def __call__(self, now: float):
+        if self._at != now:
+            self._sig = self.fleet.signals(now, self.window, upstream=self.upstream, history=self.history)
+            self._at = now
+        return self._sig
+
+
+class DecideTrigger:
+    """Our scaler as KEDA sees it: metric = ``decide().desired`` vs target 1 (AverageValue), active = ``.active``."""
+
+    metric_type = "AverageValue"
+
+    def __init__(self, config, signals: _SignalCache):
+        self.config = config
+        self.signals = signals
+        self.state: PolicyState | None = None
+        self.decision = None
+        self.decided_at = -math.inf
+        self.decisions = 0
+
+    def _decision(self, now: float):
+        if self.decision is None or now - self.decided_at >= self.config.refresh_interval:
+            try:
+                d = decide(self.signals(now), self.state, self.config, now)
+            except ValueError as exc:
+                raise PolicyUnavailable(str(exc)) from exc
+            self.decision, self.state, self.decided_at = d, d.next_state, now
+            self.decisions += 1
+        return self.decision
+
+    def target(self) -> float:
+        return 1.0
+
+    def metric(self, now: float) -> float:
+        return float(self._decision(now).desired)
+
+    def is_active(self, now: float) -> bool:
+        return bool(self._decision(now).active)
+
+
+def _load_scaled_object(path: str | Path, max_replicas: int):
+    from .keda import scaled_object_from_yaml, triggers_from_yaml
+
+    doc = yaml.safe_load(Path(path).read_text())
+    spec = scaled_object_from_yaml(doc)
+    trig = triggers_from_yaml(doc)
+    return replace(spec, max_replica_count=max_replicas), trig
+
+
+def policy_config(name: str, s: Settings):
+    """The PolicyConfig ``decide`` gets: the ScaledObject's trigger metadata, then ``--metadata``, then policy."""
+    _, trig = _load_scaled_object(s.scaled_object or SCENARIOS / "scaler-external.yaml", s.max_replicas)
+    md = dict(trig[0].metadata) if trig else {}
+    md.setdefault("maxReplicas", str(s.max_replicas))
+    md.update(dict(s.metadata))
+    md["policy"] = name
+    return parse_metadata(md, scaled_object="vllm", namespace="default",
+                          defaults=ServerDefaults(allow_activation_query=True))
+
+
+class Controller:
+    """Sets the fleet's replica count at each tick."""
+
+    tick: float = 5.0
+
+    def step(self, now: float) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def initial(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class KedaController(Controller):
+    def __init__(self, fleet: FleetBase, spec, triggers, start: float, initial: int, tick: float):
+        from .keda import KedaHpa
+
+        self.fleet = fleet
+        self.keda = KedaHpa(spec, triggers, start=start, replicas=initial)
+        self.tick = tick
+
+    def step(self, now: float) -> None:
+        n = self.keda.step(now, status_replicas=self.fleet.status_replicas(),
+                           ready_replicas=self.fleet.ready_replicas())
+        self.fleet.scale_to(n, now)
+
+
+class KpaController(Controller):
+    def __init__(self, fleet: FleetBase, s: Settings, tick: float):
+        from .kpa import KnativeKpa
+
+        self.fleet = fleet
+        self.kpa = KnativeKpa(target_concurrency=s.kpa_target, min_scale=0, max_scale=s.max_replicas)
+        self.tick = tick
+
+    def step(self, now: float) -> None:
+        self.kpa.record(now, self.fleet.in_flight())
+        n = self.kpa.desired(now, self.fleet.ready_replicas())
+        self.fleet.scale_to(n, now)
+
+
+class OracleController(Controller):
+    def __init__(self, fleet: FleetBase, plan: OraclePlan, tick: float):
+        self.fleet, self.plan, self.tick = fleet, plan, tick
+
+    def step(self, now: float) -> None:
+        self.fleet.scale_to(self.plan.desired(now), now)
+
+
+# --------------------------------------------------------------------------------------------------
+def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[float], None] | None = None,
+               oracle: OraclePlan | None = None) -> PolicyResult:
+    """Simulate one policy over the whole trace."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
+    start, end = trace.start, trace.start + trace.duration
+    notes: list[str] = []
+    initial = s.initial_replicas
+    if name == "oracle":
+        oracle = oracle or oracle_plan(trace, params=s.params, slo_ttft=s.slo_ttft, slo_tpot=s.slo_tpot,
+                                       cold_start=s.cold_start.median, initial=s.initial_replicas,
+                                       max_replicas=s.max_replicas)
+        initial = min(s.initial_replicas, int(oracle.replicas[0]) if len(oracle.replicas) else 0)
+        if oracle.infeasible_minutes:
+            notes.append(f"{oracle.infeasible_minutes} minutes where no replica count meets the SLO in the model")
+    fleet = build_fleet(trace, s, initial)
+    if name in ("predictive", "reactive"):
+        config = policy_config(name, s)
+        spec, _ = _load_scaled_object(s.scaled_object or SCENARIOS / "scaler-external.yaml", s.max_replicas)
+        cache = _SignalCache(fleet, config.window, upstream=config.activation_query is not None,
+                             history=3600.0 if name == "predictive" else 0.0)
+        trig = DecideTrigger(config, cache)
+        ctrl: Controller = KedaController(fleet, spec, [trig], start, initial, s.tick)
+    elif name.startswith("keda-threshold"):
+        from .keda import ThresholdTrigger
+
+        spec, _ = _load_scaled_object(SCENARIOS / "keda-threshold.yaml", s.max_replicas)
+        if name.endswith("min0"):
+            spec = replace(spec, min_replica_count=0)
+        cache = _SignalCache(fleet, 60.0)
+
+        def avg_waiting(now: float) -> float:
+            sig = cache(now)
+            return (sig.waiting or 0.0) / sig.pods_reporting if sig.pods_reporting else 0.0
+
+        trig = ThresholdTrigger(avg_waiting, threshold=s.keda_threshold, activation_threshold=s.keda_activation)
+        ctrl = KedaController(fleet, spec, [trig], start, initial, s.tick)
+    elif name == "kpa":
+        ctrl = KpaController(fleet, s, min(s.tick, 2.0))
+    else:
+        ctrl = OracleController(fleet, oracle, s.tick)
+
+    result = PolicyResult(name)
+    tl = result.timeline
+    next_tl = start + s.timeline_step
+    t = start
+    steps = max(1, int((end - start) / ctrl.tick))
+    k = 0
+    try:
+        while t < end - 1e-9:
+            t = min(t + ctrl.tick, end)
+            fleet.advance_to(t)
+            ctrl.step(t)
+            k += 1
+            if t >= next_tl - 1e-9:
+                sig = fleet.signals(t, s.timeline_step)
+                tl.t.append(t)
+                tl.arrival_rate.append(sig.arrival_rate or 0.0)
+                tl.spec.append(fleet.spec_replicas())
+                tl.ready.append(fleet.ready_replicas())
+                tl.ttft_p95.append(sig.ttft_p95 if sig.ttft_p95 is not None else math.nan)
+                next_tl += s.timeline_step
+            if progress is not None and k % 200 == 0:
+                progress(min(1.0, k / steps))
+    except PolicyUnavailable as exc:
+        result.unavailable = str(exc)
+        return result
+    out = fleet.outcome(end, s.slo_ttft, s.slo_tpot)
+    result.outcome = out
+    result.gpu_hours = (oracle.gpu_seconds if name == "oracle" else out.gpu_seconds) / 3600.0
+    if name == "oracle":
+        notes.append(f"executing the plan in the fleet used {out.gpu_seconds / 3600:.3f} GPU-hours")
+    result.notes = tuple(notes)
+    if progress is not None:
+        progress(1.0)
+    return result
+
+
+@dataclass
+class RunResult:
+    trace: Trace
+    settings: Settings
+    policies: dict[str, PolicyResult]
+    oracle: OraclePlan
+
+    def summary(self) -> dict:
+        """The ``--json`` document."""
+        oracle_h = self.oracle.gpu_seconds / 3600.0
+        pols = {}
+        for name, r in self.policies.items():
+            if r.outcome is None:
+                pols[name] = {"unavailable": r.unavailable}
+                continue
+            o = r.outcome
+            req = o.requests
+            pols[name] = {
+                "requests": int(round(req)),
+                "ttft_slo_attainment": (o.ttft_ok / req) if req else None,
+                "tpot_slo_attainment": (o.tpot_ok / req) if req else None,
+                "p95_ttft_window_attainment": o.window_attainment,
+                "gpu_hours": r.gpu_hours,
+                "gpu_hours_vs_oracle": (r.gpu_hours / oracle_h) if oracle_h > 0 else None,
+                "cold_starts": o.cold_starts,
+                "scale_events": o.scale_events,
+                "seconds_at_zero": o.seconds_at_zero,
+                "unserved_requests": int(round(o.unserved)),
+            }
+        return {"trace": {"name": self.trace.name, "source": self.trace.source, "kind": self.trace.kind,
+                          "start": self.trace.start, "duration_s": self.trace.duration,
+                          "requests": int(round(self.trace.requests)), "notes": list(self.trace.notes)},
+                "settings": self.settings.as_dict(), "policies": pols}
+
+
+def run(trace: Trace, policies: Sequence[str], s: Settings, *,
+        progress: Callable[[str, float], None] | None = None) -> RunResult:
+    """Every policy on the same trace and settings; the oracle's plan is computed once."""
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES)})")
+    plan = oracle_plan(trace, params=s.params, slo_ttft=s.slo_ttft, slo_tpot=s.slo_tpot,
+                       cold_start=s.cold_start.median, initial=s.initial_replicas, max_replicas=s.max_replicas)
+    results: dict[str, PolicyResult] = {}
+    for name in policies:
+        cb = (lambda f, _n=name: progress(_n, f)) if progress else None
+        results[name] = run_policy(name, trace, s, progress=cb, oracle=plan)
+    return RunResult(trace, s, results, plan)
+
+
+def parse_metadata_pairs(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for p in pairs:
+        if "=" not in p:
+            raise ValueError(f"--metadata {p!r}: expected key=value")
+        k, v = p.split("=", 1)
+        out.append((k.strip(), v))
+    return tuple(out)
+
+
+def check_metadata(s: Settings, policies: Sequence[str]) -> None:
+    """Fail early (ConfigError naming the key) on metadata decide() would reject."""
+    for name in policies:
+        if name in ("predictive", "reactive"):
+            policy_config(name, s)
+
