@@ -108,7 +108,7 @@ class ForecastParams:
     alpha: float = 0.3
     beta: float = 0.05
     residual_weight: float = 0.05
-    season_window: int = 5
+    season_window: int = 3
     z: float = Z_P90
     token_weight: float = 0.1
 
