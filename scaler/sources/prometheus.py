@@ -52,6 +52,8 @@ import logging
 import math
 import re
 from collections import defaultdict
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -80,10 +82,11 @@ def _client(url: str, timeout: float) -> PrometheusConnect:
     return PrometheusConnect(url=url, disable_ssl=False, retry=retry, timeout=timeout, method="POST")
 
 
-def query(client: PrometheusConnect, expr: str, *, at: float, timeout: float) -> list[dict[str, Any]]:
-    """One instant query at ``at`` (unix seconds), with request errors mapped to typed :class:`SourceError`\\ s."""
+@contextmanager
+def typed_errors(client: PrometheusConnect, timeout: float):
+    """Map what ``requests``/prometheus-api-client raise to the typed :class:`SourceError` family."""
     try:
-        rows = client.custom_query(expr, params={"time": f"{at:.3f}", "timeout": f"{max(int(timeout * 1000), 1)}ms"})
+        yield
     except requests.exceptions.JSONDecodeError as exc:  # 200 with a body that is not Prometheus' JSON
         raise SourceUnavailable(f"malformed answer from {client.url}: {exc}", source=SOURCE) from exc
     except requests.exceptions.Timeout as exc:
@@ -98,6 +101,30 @@ def query(client: PrometheusConnect, expr: str, *, at: float, timeout: float) ->
         raise SourceConnectionError(f"request to {client.url} failed: {exc}", source=SOURCE) from exc
     except (ValueError, KeyError, TypeError) as exc:  # JSON, but not Prometheus' shape
         raise SourceUnavailable(f"malformed answer from {client.url}: {exc!r}", source=SOURCE) from exc
+
+
+def _timeout_param(timeout: float) -> str:
+    return f"{max(int(timeout * 1000), 1)}ms"
+
+
+def query(client: PrometheusConnect, expr: str, *, at: float, timeout: float) -> list[dict[str, Any]]:
+    """One instant query at ``at`` (unix seconds), with request errors mapped to typed :class:`SourceError`\\ s."""
+    with typed_errors(client, timeout):
+        rows = client.custom_query(expr, params={"time": f"{at:.3f}", "timeout": _timeout_param(timeout)})
+    if not isinstance(rows, list):
+        raise SourceUnavailable(f"malformed answer from {client.url}: result is {type(rows).__name__}",
+                                source=SOURCE)
+    return rows
+
+
+def query_range(client: PrometheusConnect, expr: str, *, start: float, end: float, step: float,
+                timeout: float) -> list[dict[str, Any]]:
+    """A range query (``values`` per series), errors mapped as :func:`query`. Times in whole unix seconds."""
+    with typed_errors(client, timeout):
+        rows = client.custom_query_range(
+            expr, start_time=datetime.fromtimestamp(start, tz=timezone.utc),
+            end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=promql.duration(step),
+            params={"timeout": _timeout_param(timeout)})
     if not isinstance(rows, list):
         raise SourceUnavailable(f"malformed answer from {client.url}: result is {type(rows).__name__}",
                                 source=SOURCE)
@@ -128,6 +155,16 @@ def choose_names(found: Iterable[str]) -> MetricNames:
         return fam.new
 
     return MetricNames(kv=pick(vm.KV_CACHE), itl=pick(vm.ITL), found=present)
+
+
+def data_queries(targets: Sequence[TargetSelector], names: Iterable[MetricNames], window: float) -> tuple[str, str]:
+    """The gauges and rates PromQL (queries 2 and 3) for ``targets``, reading every name in ``names``."""
+    names = list(names)
+    kv_names = {n.kv for n in names} or {vm.KV_CACHE.new}
+    itl_names = {n.itl for n in names} or {vm.ITL.new}
+    return (promql.gauges_query(targets, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new],
+                                          "kv": kv_names}, window),
+            promql.rates_query(targets, {"ttft": [vm.TTFT.new], "itl": itl_names}, window))
 
 
 @dataclass
@@ -168,7 +205,8 @@ class PrometheusSource:
         self.queries_sent = 0  # for tests and the server's own metrics
 
     # -- probing --------------------------------------------------------------------------------
-    def _names_for(self, namespaces: set[str], now: float) -> dict[str, MetricNames]:
+    def names_for(self, namespaces: set[str], now: float) -> dict[str, MetricNames]:
+        """The metric names per namespace, probing (one query for all due namespaces) when needed."""
         due = sorted(ns for ns in namespaces
                      if ns not in self._probes or not self._probes[ns].complete
                      or abs(now - self._probes[ns].at) > self.probe_ttl)
@@ -193,6 +231,10 @@ class PrometheusSource:
         """Forget a namespace's probe (e.g. after vLLM was upgraded); the next fetch probes again."""
         self._probes.pop(namespace, None)
 
+    def query(self, expr: str, now: float) -> list[dict[str, Any]]:
+        """An instant query through this source's client (counted in ``queries_sent``), errors typed."""
+        return self._query(expr, now)
+
     def _query(self, expr: str, now: float) -> list[dict[str, Any]]:
         self.queries_sent += 1
         return query(self.client, expr, at=now, timeout=self.timeout)
@@ -215,118 +257,122 @@ class PrometheusSource:
     def _fetch_group(self, configs: Sequence[PolicyConfig], window: float, now: float) -> dict:
         sels = {c.target_key: TargetSelector(c.namespace, c.deployment, c.model_name) for c in configs}
         targets = list(dict.fromkeys(sels.values()))
-        names = self._names_for({s.namespace for s in targets}, now)
-        kv_names = {n.kv for n in names.values()}
-        itl_names = {n.itl for n in names.values()}
-        gauge_rows = self._query(promql.gauges_query(
-            targets, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new], "kv": kv_names}, window), now)
-        rate_rows = self._query(promql.rates_query(targets, {"ttft": [vm.TTFT.new], "itl": itl_names}, window), now)
+        names = self.names_for({s.namespace for s in targets}, now)
+        gauges_expr, rates_expr = data_queries(targets, names.values(), window)
+        gauge_rows = self._query(gauges_expr, now)
+        rate_rows = self._query(rates_expr, now)
         out: dict[tuple, Signals | SourceError] = {}
         for c in configs:
             sel = sels[c.target_key]
             try:
-                out[c.target_key] = self._signals(sel, names[sel.namespace], gauge_rows, rate_rows, window, now)
+                out[c.target_key] = build_signals(sel, names[sel.namespace], gauge_rows, rate_rows, window, now)
             except NoDataError as exc:
                 out[c.target_key] = exc
         return out
 
-    def _signals(self, sel: TargetSelector, names: MetricNames, gauge_rows: list, rate_rows: list,
-                 window: float, now: float) -> Signals:
-        wanted = {"waiting": vm.WAITING.new, "running": vm.RUNNING.new, "kv": names.kv, "up": vm.UP,
-                  "ttft": vm.TTFT.new, "itl": names.itl}
-        pods: dict[str, _PodSeries] = defaultdict(_PodSeries)
-        up_pods: dict[str, float] = {}
-        for r in gauge_rows:
-            labels = r["metric"]
-            term, _, metric = labels.get(TERM_LABEL, "").partition("@")
-            base = term.removesuffix("_ts").removesuffix("_prev")
-            if wanted.get(base) != metric:
-                continue
-            if not sel.matches(labels, with_model=base != "up"):
-                continue
-            value = float(r["value"][1])
-            pod = labels[vm.LABEL_POD]
-            if base == "up":
-                if term == "up_ts":
-                    up_pods[pod] = value
-                continue
-            if term.endswith("_ts"):
-                pods[pod].ts[base] = max(value, pods[pod].ts.get(base, -math.inf))
-            else:
-                pods[pod].gauges[term] = pods[pod].gauges.get(term, 0.0) + value
-        for r in rate_rows:
-            labels = r["metric"]
-            term, _, metric = labels.get(TERM_LABEL, "").partition("@")
-            if term in ("ttft", "itl") and wanted[term] != metric:
-                continue
-            if not sel.matches(labels):
-                continue
-            value = float(r["value"][1])
-            if math.isnan(value):
-                continue
-            ps = pods[labels[vm.LABEL_POD]]
-            if term in ("ttft", "itl"):
-                le = float(labels.get("le", "nan"))
-                ps.buckets[term][le] = ps.buckets[term].get(le, 0.0) + value
-            elif term == "success":
-                reason = labels.get(vm.LABEL_FINISHED_REASON, "")
-                ps.success[reason] = ps.success.get(reason, 0.0) + value
-            else:
-                ps.tokens[term] = ps.tokens.get(term, 0.0) + value
 
-        fresh = sorted(p for p, s in pods.items() if "waiting" in s.ts and now - s.ts["waiting"] <= window)
-        metric_names = names.as_dict()
-        if not fresh:
-            stale = {p: now - s.ts["waiting"] for p, s in pods.items() if "waiting" in s.ts}
-            if stale:
-                raise NoDataError(
-                    f"{sel.namespace}/{sel.deployment}: newest vLLM samples are {min(stale.values()):.0f} s old, "
-                    f"older than the window ({window:g} s) for pods {sorted(stale)}", source=SOURCE)
-            if up_pods:
-                raise NoDataError(
-                    f"{sel.namespace}/{sel.deployment}: pods {sorted(up_pods)} are scrape targets (up) but export "
-                    f"no {vm.WAITING.new} series" + (f" for model_name={sel.model_name!r}" if sel.model_name else ""),
-                    source=SOURCE)
-            return Signals(observed_at=now, pods_reporting=0, metric_names=metric_names)
+def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rate_rows: list, window: float,
+                  now: float) -> Signals:
+    """One target's :class:`Signals` from the rows of the gauges and rates queries (see the module table).
 
-        live = [pods[p] for p in fresh]
-        waiting = sum(s.gauges.get("waiting", 0.0) for s in live)
-        running = sum(s.gauges.get("running", 0.0) for s in live)
-        kvs = [s.gauges["kv"] for s in live if "kv" in s.gauges and now - s.ts.get("kv", -math.inf) <= window]
-        # Rates from every matching pod (also pods that left during the window: their requests counted).
-        every = list(pods.values())
+    Rows are Prometheus' instant-query results (``{"metric": {...}, "value": [t, "v"]}``), for every target
+    of the query; this picks the target's series. Raises :class:`NoDataError` as the module docstring says.
+    """
+    wanted = {"waiting": vm.WAITING.new, "running": vm.RUNNING.new, "kv": names.kv, "up": vm.UP,
+              "ttft": vm.TTFT.new, "itl": names.itl}
+    pods: dict[str, _PodSeries] = defaultdict(_PodSeries)
+    up_pods: dict[str, float] = {}
+    for r in gauge_rows:
+        labels = r["metric"]
+        term, _, metric = labels.get(TERM_LABEL, "").partition("@")
+        base = term.removesuffix("_ts").removesuffix("_prev")
+        if wanted.get(base) != metric:
+            continue
+        if not sel.matches(labels, with_model=base != "up"):
+            continue
+        value = float(r["value"][1])
+        pod = labels[vm.LABEL_POD]
+        if base == "up":
+            if term == "up_ts":
+                up_pods[pod] = value
+            continue
+        if term.endswith("_ts"):
+            pods[pod].ts[base] = max(value, pods[pod].ts.get(base, -math.inf))
+        else:
+            pods[pod].gauges[term] = pods[pod].gauges.get(term, 0.0) + value
+    for r in rate_rows:
+        labels = r["metric"]
+        term, _, metric = labels.get(TERM_LABEL, "").partition("@")
+        if term in ("ttft", "itl") and wanted[term] != metric:
+            continue
+        if not sel.matches(labels):
+            continue
+        value = float(r["value"][1])
+        if math.isnan(value):
+            continue
+        ps = pods[labels[vm.LABEL_POD]]
+        if term in ("ttft", "itl"):
+            le = float(labels.get("le", "nan"))
+            ps.buckets[term][le] = ps.buckets[term].get(le, 0.0) + value
+        elif term == "success":
+            reason = labels.get(vm.LABEL_FINISHED_REASON, "")
+            ps.success[reason] = ps.success.get(reason, 0.0) + value
+        else:
+            ps.tokens[term] = ps.tokens.get(term, 0.0) + value
 
-        def quantile(term: str) -> float | None:
-            merged: dict[float, float] = {}
-            for s in every:
-                for le, v in s.buckets.get(term, {}).items():
-                    merged[le] = merged.get(le, 0.0) + v
-            if not merged:
-                return None
-            v = histogram_quantile(P95, merged.items())
-            return None if math.isnan(v) else v
+    fresh = sorted(p for p, s in pods.items() if "waiting" in s.ts and now - s.ts["waiting"] <= window)
+    metric_names = names.as_dict()
+    if not fresh:
+        stale = {p: now - s.ts["waiting"] for p, s in pods.items() if "waiting" in s.ts}
+        if stale:
+            raise NoDataError(
+                f"{sel.namespace}/{sel.deployment}: newest vLLM samples are {min(stale.values()):.0f} s old, "
+                f"older than the window ({window:g} s) for pods {sorted(stale)}", source=SOURCE)
+        if up_pods:
+            raise NoDataError(
+                f"{sel.namespace}/{sel.deployment}: pods {sorted(up_pods)} are scrape targets (up) but export "
+                f"no {vm.WAITING.new} series" + (f" for model_name={sel.model_name!r}" if sel.model_name else ""),
+                source=SOURCE)
+        return Signals(observed_at=now, pods_reporting=0, metric_names=metric_names)
 
-        def ratio(num: str, den: str) -> float | None:
-            d = sum(s.tokens.get(den, 0.0) for s in every)
-            return None if d <= 0 else sum(s.tokens.get(num, 0.0) for s in every) / d
+    live = [pods[p] for p in fresh]
+    waiting = sum(s.gauges.get("waiting", 0.0) for s in live)
+    running = sum(s.gauges.get("running", 0.0) for s in live)
+    kvs = [s.gauges["kv"] for s in live if "kv" in s.gauges and now - s.ts.get("kv", -math.inf) <= window]
+    # Rates from every matching pod (also pods that left during the window: their requests counted).
+    every = list(pods.values())
 
-        have_success = any(s.success for s in every)
-        completion = sum(v for s in every for r, v in s.success.items() if r not in vm.ABORT_REASONS) \
-            if have_success else None
-        finished_all = sum(v for s in every for v in s.success.values()) if have_success else None
-        arrival = None
-        if finished_all is not None:
-            # in-flight one window ago over the pods that reported then and are still fresh or that have
-            # samples in the window (a pod gone long ago would otherwise add its last value).
-            relevant = live + [s for p, s in pods.items() if p not in fresh and (s.success or s.buckets)]
-            prev = sum(s.gauges.get("waiting_prev", 0.0) + s.gauges.get("running_prev", 0.0) for s in relevant)
-            arrival = max(0.0, finished_all + (waiting + running - prev) / window)
-        return Signals(
-            observed_at=now, pods_reporting=len(fresh), waiting=waiting, running=running,
-            kv_cache_usage=(sum(kvs) / len(kvs)) if kvs else None,
-            ttft_p95=quantile("ttft"), tpot_p95=quantile("itl"),
-            completion_rate=completion, arrival_rate=arrival,
-            prompt_tokens_mean=ratio("prompt_sum", "prompt_count"),
-            output_tokens_mean=ratio("output_sum", "output_count"),
-            metric_names=metric_names,
-        )
+    def quantile(term: str) -> float | None:
+        merged: dict[float, float] = {}
+        for s in every:
+            for le, v in s.buckets.get(term, {}).items():
+                merged[le] = merged.get(le, 0.0) + v
+        if not merged:
+            return None
+        v = histogram_quantile(P95, merged.items())
+        return None if math.isnan(v) else v
+
+    def ratio(num: str, den: str) -> float | None:
+        d = sum(s.tokens.get(den, 0.0) for s in every)
+        return None if d <= 0 else sum(s.tokens.get(num, 0.0) for s in every) / d
+
+    have_success = any(s.success for s in every)
+    completion = sum(v for s in every for r, v in s.success.items() if r not in vm.ABORT_REASONS) \
+        if have_success else None
+    finished_all = sum(v for s in every for v in s.success.values()) if have_success else None
+    arrival = None
+    if finished_all is not None:
+        # in-flight one window ago over the pods that reported then and are still fresh or that have
+        # samples in the window (a pod gone long ago would otherwise add its last value).
+        relevant = live + [s for p, s in pods.items() if p not in fresh and (s.success or s.buckets)]
+        prev = sum(s.gauges.get("waiting_prev", 0.0) + s.gauges.get("running_prev", 0.0) for s in relevant)
+        arrival = max(0.0, finished_all + (waiting + running - prev) / window)
+    return Signals(
+        observed_at=now, pods_reporting=len(fresh), waiting=waiting, running=running,
+        kv_cache_usage=(sum(kvs) / len(kvs)) if kvs else None,
+        ttft_p95=quantile("ttft"), tpot_p95=quantile("itl"),
+        completion_rate=completion, arrival_rate=arrival,
+        prompt_tokens_mean=ratio("prompt_sum", "prompt_count"),
+        output_tokens_mean=ratio("output_sum", "output_count"),
+        metric_names=metric_names,
+    )
