@@ -19,21 +19,25 @@ Sources (knative/serving):
   50 in flight after 54 s at 0: stable average 5 -> dspc 1; panic average 50 -> dppc 5;
   5 / 1 >= 2 -> panic; max_up = 1000 -> desired 5.
 * ``pkg/autoscaler/aggregation/bucketing.go`` ``WindowAverage`` (the default linear averaging):
-  the mean of per-second buckets over the window, seconds without a sample counting as 0, over
-  the part of the window since the first sample.
+  the mean of per-second buckets over the window, over the part of the window since the first
+  sample. Here a sample covers the time since the previous one (the first covers one second), so
+  one sample per second reproduces Knative's buckets exactly and coarser samples (e.g. 10 s
+  aggregate bins) weigh by the time they cover; after the last sample its value holds (a gap is
+  never read as zero demand).
 * ``pkg/reconciler/autoscaling/kpa/scaler.go`` ``handleScaleToZero``: when the autoscaler wants 0
   (min scale 0), the revision keeps its pods for ``scale-to-zero-grace-period`` (30 s) and then
   goes to 0. With the stable window this is zero traffic for 60 s + 30 s.
 * ``min-scale`` / ``max-scale`` bound the result (``kpa.go``); 0 ready pods with demand gives at
   least 1 pod (the activator pokes the autoscaler on the first request).
 
-One sample per second (``record``) is the total in-flight requests of the revision (queued and
-running); several samples in one second are averaged. With no sample yet, ``desired`` holds the
+``record`` takes the revision's total in-flight requests (queued and running), ideally every
+second; several samples at one instant are averaged. With no sample yet, ``desired`` holds the
 current count (``max(ready_pods, min_scale)``; Knative's ``ErrNoData``: no decision), never reads zero.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 
 
@@ -71,40 +75,74 @@ class KnativeKpa:
         self.grace = float(scale_to_zero_grace)
         self.min_scale = int(min_scale)
         self.max_scale = int(max_scale)
-        self._buckets: dict[int, list[float]] = {}   # second -> samples
-        self._first: int | None = None
+        self._t: list[float] = []      # sample times
+        self._v: list[float] = []      # concurrency over (previous sample, this sample]
+        self._cum: list[float] = []    # integral of concurrency from the origin to each sample time
+        self._origin = 0.0
+        self._n_last = 1
         self.panic_time: float | None = None
         self.max_panic_pods = 0
         self._zero_since: float | None = None
         self._last: int | None = None
 
     def record(self, now: float, concurrency: float) -> None:
-        """One sample of the revision's total in-flight requests at ``now`` (seconds)."""
+        """A sample of the revision's total in-flight requests, covering the time since the previous sample.
+
+        Samples must not go back in time. The first sample covers the second before it.
+        """
         if not (concurrency >= 0 and math.isfinite(concurrency)):
             raise ValueError(f"concurrency={concurrency!r}: must be a finite number >= 0")
-        sec = int(math.floor(now))
-        self._buckets.setdefault(sec, []).append(float(concurrency))
-        if self._first is None or sec < self._first:
-            self._first = sec
-        horizon = sec - int(math.ceil(self.stable_window)) - 1
-        if len(self._buckets) > 4 * self.stable_window:
-            self._buckets = {s: v for s, v in self._buckets.items() if s > horizon}
+        now = float(now)
+        v = float(concurrency)
+        if not self._t:
+            self._t, self._v, self._cum = [now], [v], [v * 1.0]
+            self._origin = now - 1.0
+            return
+        last = self._t[-1]
+        if now < last:
+            raise ValueError(f"now={now!r}: samples must not go back in time (last sample at {last!r})")
+        if now == last:
+            # several samples for one instant: their mean
+            self._n_last += 1
+            prev_cum = self._cum[-2] if len(self._cum) > 1 else 0.0
+            span = (now - self._t[-2]) if len(self._t) > 1 else 1.0
+            self._v[-1] += (v - self._v[-1]) / self._n_last
+            self._cum[-1] = prev_cum + self._v[-1] * span
+            return
+        self._n_last = 1
+        self._t.append(now)
+        self._v.append(v)
+        self._cum.append(self._cum[-1] + v * (now - last))
+        if len(self._t) > 8192:
+            keep = bisect.bisect_left(self._t, now - self.stable_window - 2.0)
+            if keep > 1:
+                self._origin = self._t[keep - 1]
+                del self._t[:keep], self._v[:keep], self._cum[:keep]
+                # re-base: cum[i] is now the integral from the new origin
+                base_v, base_t = self._v[0], self._t[0]
+                offset = self._cum[0] - base_v * (base_t - self._origin)
+                self._cum = [c - offset for c in self._cum]
+
+    def _integral(self, x: float) -> float:
+        """Integral of the concurrency from the origin to ``x`` (the last sample holds after it)."""
+        t, v, cum = self._t, self._v, self._cum
+        if x >= t[-1]:
+            return cum[-1] + v[-1] * (x - t[-1])
+        j = bisect.bisect_left(t, x)
+        return cum[j] - v[j] * (t[j] - x)
 
     def window_average(self, now: float, window: float) -> float:
-        """Mean per-second concurrency over the ``window`` seconds ending at ``now`` (missing seconds = 0)."""
-        if self._first is None:
+        """Mean concurrency over ``(now - window, now]`` (only the part since the first sample)."""
+        if not self._t:
             raise LookupError("no concurrency recorded yet")
-        end = int(math.floor(now))
-        n = int(round(window))
-        start = max(end - n + 1, self._first)
-        if start > end:
-            return 0.0
-        total = sum(sum(v) / len(v) for s, v in self._buckets.items() if start <= s <= end)
-        return total / (end - start + 1)
+        lo = max(now - window, self._origin)
+        if now <= lo:
+            return self._v[-1]
+        return (self._integral(now) - self._integral(lo)) / (now - lo)
 
     def desired(self, now: float, ready_pods: int) -> int:
         """The pod count the KPA asks for at ``now`` given ``ready_pods`` ready pods."""
-        if self._first is None:
+        if not self._t:
             # ErrNoData: no decision; keep what runs (never read as zero demand)
             return self._last if self._last is not None else max(int(ready_pods), self.min_scale)
         stable = self.window_average(now, self.stable_window)

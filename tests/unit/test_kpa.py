@@ -78,13 +78,26 @@ def test_scale_to_zero_after_stable_window_plus_grace() -> None:
     assert zero_at == 189
 
 
-def test_averaging_and_missing_seconds() -> None:
+def test_window_average_weighs_samples_by_the_time_they_cover() -> None:
     kpa = KnativeKpa(target_concurrency=1, stable_window=10, panic_window=2)
-    kpa.record(0.2, 4.0)
-    kpa.record(0.7, 2.0)        # same second: averaged -> 3
-    kpa.record(3.0, 7.0)        # seconds 1 and 2 missing: count as 0
-    assert kpa.window_average(3.5, 10) == pytest.approx((3 + 0 + 0 + 7) / 4)
-    assert kpa.window_average(3.5, 2) == pytest.approx((0 + 7) / 2)
+    kpa.record(0.0, 4.0)        # covers (-1, 0]
+    kpa.record(0.0, 2.0)        # same instant: averaged -> 3
+    kpa.record(3.0, 7.0)        # covers (0, 3]
+    assert kpa.window_average(3.0, 10) == pytest.approx((3 * 1 + 7 * 3) / 4)
+    assert kpa.window_average(3.0, 2) == pytest.approx(7.0)
+    assert kpa.window_average(5.0, 2) == pytest.approx(7.0)          # the last sample holds: a gap is not 0
+    with pytest.raises(ValueError, match="back in time"):
+        kpa.record(2.0, 1.0)
+
+
+def test_ten_second_bins_average_like_per_second_samples() -> None:
+    fine, coarse = KnativeKpa(target_concurrency=10), KnativeKpa(target_concurrency=10)
+    for t in range(1, 301):
+        fine.record(float(t), 30.0 if t > 200 else 5.0)
+    for t in range(10, 301, 10):
+        coarse.record(float(t), 30.0 if t > 200 else 5.0)
+    assert coarse.window_average(300.0, 60) == pytest.approx(fine.window_average(300.0, 60))
+    assert coarse.window_average(250.0, 60) == pytest.approx(fine.window_average(250.0, 60))
 
 
 def test_no_data_is_no_decision_not_zero() -> None:
@@ -103,3 +116,13 @@ def test_settings_and_samples_are_validated() -> None:
         KnativeKpa(target_concurrency=1, panic_window=90)
     with pytest.raises(ValueError, match="concurrency=-1"):
         KnativeKpa(target_concurrency=1).record(0.0, -1)
+
+
+def test_long_runs_trim_history_without_changing_averages() -> None:
+    kpa = KnativeKpa(target_concurrency=10)
+    values = [float((t * 7919) % 23) for t in range(12_000)]
+    for t, v in enumerate(values):
+        kpa.record(float(t), v)
+    assert len(kpa._t) < 12_000                                   # history was trimmed
+    assert kpa.window_average(11_999.0, 60) == pytest.approx(sum(values[-60:]) / 60)
+    assert kpa.window_average(11_999.0, 6) == pytest.approx(sum(values[-6:]) / 6)
