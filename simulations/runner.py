@@ -198,6 +198,8 @@ def policy_config(name: str, s: Settings):
     _, trig = _load_scaled_object(s.scaled_object or SCENARIOS / "scaler-external.yaml", s.max_replicas)
     md = dict(trig[0].metadata) if trig else {}
     md.setdefault("maxReplicas", str(s.max_replicas))
+    md.setdefault("ttftP95", f"{s.slo_ttft:g}")
+    md.setdefault("tpotP95", f"{s.slo_tpot:g}")
     md.update(dict(s.metadata))
     md["policy"] = name
     return parse_metadata(md, scaled_object="vllm", namespace="default",

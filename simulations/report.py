@@ -1,0 +1,119 @@
+"""Reports of a run: the side-by-side table, the ``--json`` document, the plot, the progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import TextIO
+
+from .runner import RunResult
+
+COLUMNS = (
+    ("policy", "{}"), ("requests", "{:d}"), ("TTFT ok", "{:.1%}"), ("TPOT ok", "{:.1%}"), ("P95 win", "{:.1%}"),
+    ("GPU-h", "{:.2f}"), ("vs oracle", "{:.2f}x"), ("cold", "{:d}"), ("scale", "{:d}"), ("at zero s", "{:.0f}"),
+    ("unserved", "{:d}"),
+)
+KEYS = ("requests", "ttft_slo_attainment", "tpot_slo_attainment", "p95_ttft_window_attainment", "gpu_hours",
+        "gpu_hours_vs_oracle", "cold_starts", "scale_events", "seconds_at_zero", "unserved_requests")
+
+
+def table(result: RunResult) -> str:
+    """The side-by-side table (one row per policy), with the trace and its notes above."""
+    doc = result.summary()
+    tr = doc["trace"]
+    s = result.settings
+    lines = [f"trace {tr['name']} ({tr['kind']}, {tr['requests']:,} requests over {tr['duration_s'] / 3600:.2f} h; "
+             f"{tr['source']})"]
+    for n in tr["notes"]:
+        lines.append(f"  note: {n}")
+    lines.append(f"fidelity {s.fidelity}; SLO P95 TTFT {s.slo_ttft:g} s, TPOT {s.slo_tpot:g} s; cold start "
+                 f"median {s.cold_start.median:g} s (sigma {s.cold_start.sigma:g}); model {s.params.name}")
+    rows = [[c for c, _ in COLUMNS]]
+    for name, p in doc["policies"].items():
+        if "unavailable" in p:
+            rows.append([name, f"unavailable: {p['unavailable']}"])
+            continue
+        row = [name]
+        for (_, fmt), key in zip(COLUMNS[1:], KEYS):
+            v = p[key]
+            row.append("-" if v is None else fmt.format(v))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows if len(r) > i and len(r) == len(COLUMNS)) for i in range(len(COLUMNS))]
+    for r in rows:
+        if len(r) != len(COLUMNS):
+            lines.append(f"{r[0]:<{widths[0]}}  {r[1]}")
+        else:
+            lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
+    for name, p in result.policies.items():
+        for n in p.notes:
+            lines.append(f"  {name}: {n}")
+    lines.append("TTFT/TPOT ok: requests within the SLO; P95 win: 1-minute windows whose P95 TTFT is within the SLO; "
+                 "vs oracle: GPU-hours / the oracle's lower bound.")
+    return "\n".join(lines)
+
+
+def write_json(result: RunResult, out: TextIO) -> None:
+    json.dump(result.summary(), out, indent=2, default=_jsonable)
+    out.write("\n")
+
+
+def _jsonable(x):
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def plot(result: RunResult, path: str) -> None:
+    """Demand, each policy's replicas (spec), and P95 TTFT per minute against the SLO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
+    t0 = result.trace.start
+    first = next((r for r in result.policies.values() if r.timeline.t), None)
+    if first is not None:
+        h = [(t - t0) / 3600 for t in first.timeline.t]
+        axes[0].plot(h, first.timeline.arrival_rate, color="black", lw=1)
+    axes[0].set_ylabel("demand (req/s)")
+    for name, r in result.policies.items():
+        if not r.timeline.t:
+            continue
+        h = [(t - t0) / 3600 for t in r.timeline.t]
+        axes[1].step(h, r.timeline.spec, where="post", label=name, lw=1)
+        axes[2].plot(h, [x if not math.isnan(x) else None for x in r.timeline.ttft_p95], label=name, lw=1)
+    axes[1].set_ylabel("replicas (spec)")
+    axes[1].legend(loc="upper right", fontsize=8)
+    axes[2].axhline(result.settings.slo_ttft, color="red", ls="--", lw=1, label="SLO")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("P95 TTFT per minute (s)")
+    axes[2].set_xlabel("hours from trace start")
+    axes[2].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{result.trace.name}: {result.settings.fidelity} fidelity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr; silent unless enabled (a TTY, or ``--progress``)."""
+
+    def __init__(self, enabled: bool | None = None, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._last = ""
+
+    def __call__(self, label: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        n = int(30 * max(0.0, min(1.0, fraction)))
+        line = f"\r{label:<22} [{'#' * n}{'.' * (30 - n)}] {fraction:4.0%}"
+        if line != self._last:
+            self.stream.write(line)
+            self.stream.flush()
+            self._last = line
+        if fraction >= 1.0:
+            self.stream.write("\n")
+            self._last = ""
