@@ -37,8 +37,9 @@ Sources (kubernetes/kubernetes, ``pkg/controller/podautoscaler/``):
     ``Min`` the smallest, ``Disabled`` forbids scaling up.
   - ``calculateScaleDownLimitWithBehaviors``: ``Pods``: ``periodStart - value``; ``Percent``:
     ``int(periodStart * (1 - value/100))`` (truncated); ``Max`` takes the smallest limit.
-  - ``maybeInitScaleDownStabilizationWindow``: a new controller seeds the window with the current
-    count, so it does not scale down during its first window.
+  - ``recordInitialRecommendation``: the first reconcile seeds the recommendations with the
+    current count, so a new controller does not scale down during its first window (and a
+    scale-up window also sees that seed).
   - "After" comparisons are strict: a recommendation or event exactly ``window`` seconds old no
     longer counts.
 """
@@ -192,7 +193,7 @@ class HorizontalPodAutoscaler:
         if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
             raise ValueError(f"minReplicas={self.min_replicas}, maxReplicas={self.max_replicas}: "
                              "need 1 <= minReplicas <= maxReplicas")
-        if self.behavior.scale_down.stabilization_window_seconds > 0 and not self.recommendations:
+        if not self.recommendations:
             self.recommendations.append((self.start, self.current_replicas))
 
     @property
