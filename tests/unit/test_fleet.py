@@ -1,0 +1,142 @@
+"""Fleet model: steady state, lifecycle, continuous batching, routing, signals, outcome rules."""
+
+import math
+
+import numpy as np
+import pytest
+
+from simulations.fleet import (AggregateFleet, ColdStartModel, ModelParams, RequestFleet, saturation, steady_state,
+                               window_attainment)
+from simulations.fleet.model import max_rate_within_slo
+
+T0 = 1_000_000.0
+FIXED = ColdStartModel(100.0, 0.0)
+
+
+def fleet(arr, p, o, *, params=None, replicas=1, timeout=60.0, cold=FIXED):
+    return RequestFleet(T0 + np.asarray(arr, float), p, o, params=params or ModelParams(), cold_start=cold,
+                        start=T0, initial_replicas=replicas, request_timeout=timeout)
+
+
+def test_steady_state_worked_example():
+    m = ModelParams()
+    ss = steady_state(m, 2.0, 1000, 200)
+    assert ss.utilization == pytest.approx(0.364)
+    assert ss.iteration == pytest.approx(0.02058 / 0.636)
+    assert ss.running == pytest.approx(12.94, abs=0.01)
+    lam, t_sat, n = saturation(m, 1000, 200)
+    assert n == 256 and t_sat == pytest.approx(0.25354) and lam == pytest.approx(5.0485, abs=1e-3)
+    cap = max_rate_within_slo(m, 1000, 200, 4000, 2.5, 0.1)
+    assert steady_state(m, cap, 1000, 200).iteration == pytest.approx(0.1, rel=1e-6)
+
+
+def test_model_params_reject_bad_values():
+    with pytest.raises(ValueError, match="alpha"):
+        ModelParams(alpha=0)
+    with pytest.raises(ValueError, match="unknown model parameter 'alpah'"):
+        ModelParams().with_overrides({"alpah": "1"})
+    with pytest.raises(ValueError, match="kv_tokens='x'"):
+        ModelParams().with_overrides({"kv_tokens": "x"})
+
+
+def test_engine_single_request_ttft_and_tpot():
+    m = ModelParams(alpha=0.02, beta=0.001, gamma=0.0001)
+    f = fleet([0.0], [1000], [11], params=m)
+    f.advance_to(T0 + 10)
+    first = f.req.first[0] - T0
+    assert first == pytest.approx(0.02 + 0.001 + 0.1)          # one step: alpha + beta*1 + gamma*1000
+    tpot = (f.req.finish[0] - f.req.first[0]) / 10
+    assert tpot == pytest.approx(0.021)                          # decode steps: alpha + beta*1
+
+
+def test_engine_max_num_seqs_queues_the_rest():
+    m = ModelParams(alpha=0.01, beta=0.0, gamma=0.0, max_num_seqs=2)
+    f = fleet([0, 0, 0], [10, 10, 10], [100, 100, 100], params=m)
+    f.advance_to(T0 + 0.5)
+    s = f.signals(T0 + 0.5, 60)
+    assert (s.running, s.waiting) == (2.0, 1.0)
+    f.advance_to(T0 + 10)
+    # the third starts when a slot frees: after 100 steps of 10 ms
+    assert f.req.first[2] - T0 == pytest.approx(1.01)
+
+
+def test_engine_kv_capacity_limits_admission():
+    m = ModelParams(alpha=0.01, beta=0.0, gamma=0.0, kv_tokens=250)
+    f = fleet([0, 0], [100, 100], [50, 50], params=m)
+    f.advance_to(T0 + 0.2)
+    s = f.signals(T0 + 0.2, 60)
+    assert (s.running, s.waiting) == (1.0, 1.0)
+    assert 0 < s.kv_cache_usage <= 1
+
+
+def test_routing_to_shortest_queue():
+    m = ModelParams(alpha=0.01, beta=0.0, gamma=0.0, max_num_seqs=1)
+    f = fleet([0, 0, 0, 0], [1] * 4, [1000] * 4, params=m, replicas=2)
+    f.advance_to(T0 + 1)
+    assert sorted(f.req.replica.tolist()) == [0, 0, 1, 1]
+
+
+def test_lifecycle_gpu_seconds_count_from_request_and_cold_start():
+    f = fleet([], [], [], replicas=0)
+    f.scale_to(2, T0 + 10)
+    assert f.status_replicas() == 2 and f.ready_replicas() == 0
+    f.advance_to(T0 + 109)
+    assert f.ready_replicas() == 0
+    f.advance_to(T0 + 111)
+    assert f.ready_replicas() == 2
+    assert f.gpu_seconds(T0 + 210) == pytest.approx(2 * 200)
+    assert f.rs.cold_starts == 2 and f.rs.scale_events == 1
+    assert f.rs.seconds_at_zero(T0 + 210) == pytest.approx(10)
+
+
+def test_lifecycle_scale_down_removes_loading_first_then_drains():
+    m = ModelParams(alpha=0.01, beta=0.0, gamma=0.0)
+    f = fleet([0.0], [10], [1000], params=m, replicas=1)   # one request busy for 10 s
+    f.scale_to(2, T0 + 1)                                   # second pod loading
+    f.scale_to(1, T0 + 2)                                   # the loading pod goes, at once
+    assert f.rs.replicas[1].phase == "gone" and f.rs.replicas[1].gone_at == T0 + 2
+    f.scale_to(0, T0 + 3)                                   # the ready pod drains its request
+    assert f.rs.replicas[0].phase == "draining"
+    f.advance_to(T0 + 20)
+    r0 = f.rs.replicas[0]
+    assert r0.phase == "gone" and r0.gone_at == pytest.approx(T0 + 10.0, abs=0.02)
+    assert math.isfinite(f.req.finish[0])
+    assert f.rs.seconds_at_zero(T0 + 20) == pytest.approx(10, abs=0.05)
+
+
+def test_gateway_holds_requests_and_times_out_at_zero():
+    f = fleet([0.0, 50.0], [10, 10], [5, 5], replicas=0, timeout=60.0)
+    f.scale_to(1, T0 + 1)         # ready at T0 + 101: the first request (arrived at 0) gave up at 60
+    f.advance_to(T0 + 200)
+    assert f.req.unserved.tolist() == [True, False]
+    assert f.req.first[1] - T0 == pytest.approx(101, abs=0.1)
+    out = f.outcome(T0 + 200, 2.5, 0.1)
+    assert out.unserved == 1 and out.ttft_ok == 0
+
+
+def test_signals_unknown_is_none_not_zero():
+    f = fleet([], [], [], replicas=0)
+    s = f.signals(T0 + 60, 60)
+    assert s.pods_reporting == 0 and s.waiting is None and s.running is None and s.ttft_p95 is None
+    assert s.cold_start.source == "simulation"
+    g = fleet([], [], [], replicas=1)
+    s = g.signals(T0 + 60, 60)
+    assert s.waiting == 0.0 and s.ttft_p95 is None and s.tpot_p95 is None and s.arrival_rate == 0.0
+
+
+def test_window_attainment():
+    t = np.array([0, 1, 2, 61, 62, 200.0])
+    ok = np.array([1, 1, 1, 1, 0, 1.0])
+    assert window_attainment(t, ok, np.ones(6), 0.0, 300.0) == pytest.approx(2 / 3)
+    assert window_attainment(np.array([]), np.array([]), np.array([]), 0, 1) is None
+
+
+def test_aggregate_signals_and_saturation():
+    m = ModelParams()
+    lam_sat, _, _ = saturation(m, 1000, 200)
+    counts = np.full(60, 3 * lam_sat * 10)        # three times what one replica serves
+    g = AggregateFleet(counts, bin_seconds=10, prompt_mean=1000, output_mean=200, prompt_pool=[1000],
+                       params=m, cold_start=FIXED, start=T0, initial_replicas=1, slo_ttft=2.5, slo_tpot=0.1)
+    s = g.signals(T0 + 120, 60)
+    assert s.waiting == pytest.approx(2 * lam_sat * 120, rel=0.01)
+    assert s.ttft_p95 > 10 and s.tpot_p95 == pytest.approx(saturation(m, 1000, 200)[1])
