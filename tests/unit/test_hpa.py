@@ -221,3 +221,30 @@ def test_rules_validation_names_field() -> None:
         ScalingRules(3601, (ScalingPolicy("Pods", 1, 15),))
     with pytest.raises(ValueError, match=r"tolerance=-0.1"):
         ScalingRules(0, (ScalingPolicy("Pods", 1, 15),), tolerance=-0.1)
+
+
+PCT10 = ScalingPolicy("Percent", 10, 60)
+
+
+@pytest.mark.parametrize(
+    "down, expected_changes",
+    [
+        # docs "Example: limit scale down rate": at most 10 % per minute (default 300 s window)
+        pytest.param(ScalingRules(300, (PCT10,)), [(300.0, 90), (360.0, 81), (420.0, 72), (480.0, 64)],
+                     id="docs-limit-scale-down-10pct-per-minute"),
+        # docs: "... no more than 5 Pods removed per minute": a Pods 5 policy and selectPolicy Min
+        pytest.param(ScalingRules(300, (ScalingPolicy("Pods", 5, 60), PCT10), "Min"),
+                     [(300.0, 95), (360.0, 90), (420.0, 85), (480.0, 80)], id="docs-min-of-5-pods-and-10pct"),
+        # docs "Example: disable scale down"
+        pytest.param(ScalingRules(300, (PCT10,), "Disabled"), [], id="docs-disable-scale-down"),
+        # docs "Example: change downscale stabilization window" to 60 s (default policy: 100 % per 15 s)
+        pytest.param(ScalingRules(60, (ScalingPolicy("Percent", 100, 15),)), [(60.0, 10)],
+                     id="docs-downscale-window-60s"),
+    ],
+)
+def test_docs_behavior_examples(down, expected_changes) -> None:
+    h = hpa(100, down=down)
+    times = [15.0 * k for k in range(0, 33)]            # 0 .. 480 s
+    counts = run(h, 100, lambda t, n: 10.0, times)
+    changes = [(t, c) for t, c, prev in zip(times, counts, [100] + counts) if c != prev]
+    assert changes == expected_changes
