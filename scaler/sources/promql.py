@@ -247,3 +247,22 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
         count -= bs[b - 1][1]
         rank -= bs[b - 1][1]
     return start + (end - start) * (rank / count)
+
+
+def latency_means_query(targets: Sequence[TargetSelector], latency_names: Mapping[str, Iterable[str]],
+                        window: float) -> str:
+    """For recordings (calibration): per-pod ``rate(_sum)`` and ``rate(_count)`` of the TTFT / ITL histograms."""
+    sel = "{" + union_matchers(targets) + "}"
+    w = duration(window)
+    terms = []
+    for key, names in latency_names.items():
+        for name in sorted(set(names)):
+            for part in ("sum", "count"):
+                terms.append(_tag(f"sum by ({_BY_POD}) (rate({name}_{part}{sel}[{w}]))", f"{key}_{part}@{name}"))
+    return " or ".join(terms)
+
+
+def deployment_replicas_query(namespace: str, deployment: str) -> str:
+    """kube-state-metrics' ``spec.replicas`` of the Deployment (absent when kube-state-metrics is not scraped)."""
+    return (f"max(kube_deployment_spec_replicas{{{matcher(vm.LABEL_NAMESPACE, '=', namespace)},"
+            f"{matcher('deployment', '=', deployment)}}})")
