@@ -33,6 +33,10 @@ Two loops act on the same count, as in a cluster:
   tolerance of ``status.replicas``). Below the threshold, or without ``fallback``, the HPA gets an
   error and keeps its count. Then :class:`~simulations.keda.hpa.HorizontalPodAutoscaler`.
 
+Pinned by ``tests/unit/test_keda.py`` (one test per row above: ``test_activation_*``,
+``test_cooldown_*``, ``test_initial_cooldown_*``, ``test_idle_*``, ``test_errors_without_fallback_*``,
+``test_partial_error_*``, ``test_fallback_*``, ``test_push_*``).
+
 When a KEDA poll and an HPA sync fall on the same instant the poll runs first. ``step`` uses the
 ``status_replicas``/``ready_replicas`` given for every event it runs, so call it at least as often
 as the faster loop (every 15 s or more often) with the fleet's current figures.
@@ -44,7 +48,7 @@ from typing import NamedTuple, Sequence
 
 from scaler.errors import SourceError
 
-from .hpa import AVERAGE_VALUE, METRIC_TYPES, HorizontalPodAutoscaler, MetricReading, to_milli
+from .hpa import AVERAGE_VALUE, METRIC_TYPES, HorizontalPodAutoscaler, HpaOutcome, MetricReading, to_milli
 from .spec import ScaledObjectSpec
 from .triggers import Trigger, TriggerRead, read_trigger
 
@@ -79,6 +83,7 @@ class KedaHpa:
         self.events: list[ScaleEvent] = []
         self.failures = [0] * len(self.triggers)   # ScaledObject.status.health[metric].numberOfFailures
         self.last_poll: tuple[bool, bool] | None = None  # (active, error) of the latest KEDA poll
+        self.last_hpa: HpaOutcome | None = None          # the latest HPA reconcile (None while at 0)
         self.hpa = HorizontalPodAutoscaler(min_replicas=spec.hpa_min_replicas, max_replicas=spec.max_replica_count,
                                            behavior=spec.behavior, start=self.start, current_replicas=self.replicas)
         self._polls_done = 0
@@ -87,6 +92,9 @@ class KedaHpa:
     # -- public -----------------------------------------------------------------------------------
     def step(self, now: float, *, status_replicas: int, ready_replicas: int) -> int:
         """Run every KEDA poll and HPA sync due at or before ``now``; return ``spec.replicas``."""
+        if status_replicas < 0 or ready_replicas < 0 or ready_replicas > status_replicas:
+            raise ValueError(f"status_replicas={status_replicas}, ready_replicas={ready_replicas}: "
+                             "need 0 <= ready_replicas <= status_replicas")
         while True:
             next_poll = self.start + self._polls_done * self.spec.polling_interval
             next_sync = self.start + self._syncs_done * self.spec.hpa_sync_period
@@ -159,8 +167,9 @@ class KedaHpa:
         readings = [self._hpa_reading(i, t, ready_replicas) for i in range(len(self.triggers))]
         out = self.hpa.reconcile(t, spec_replicas=self.replicas, status_replicas=status_replicas,
                                  ready_replicas=ready_replicas, readings=readings)
+        self.last_hpa = out
         if out.desired != self.replicas:
-            self._set(t, "hpa", out.desired, out.reason)
+            self._set(t, "hpa", out.desired, out.reason + (" (fallback)" if self.fallback_active else ""))
 
     def _hpa_reading(self, i: int, t: float, ready_replicas: int) -> MetricReading | Exception:
         trig = self.triggers[i]

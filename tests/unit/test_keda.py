@@ -199,6 +199,7 @@ def test_fallback_after_failure_threshold_lands_on_fallback_replicas() -> None:
     drive(k, T0 + 120, start=T0 + 55)
     # HPA syncs at 60, 75, 90 fail (failures 1..3 <= threshold): no change; at 105 failure 4 > 3 -> fallback 6
     assert evs(k) == [(105.0, "hpa", 2, 6)]
+    assert k.events[0].reason.endswith("(fallback)")
     assert k.fallback_active and k.failures == [5]
     trig.fail_metric = False
     drive(k, T0 + 140, start=T0 + 125)
@@ -316,6 +317,9 @@ def test_constructor_validates() -> None:
         KedaHpa(ScaledObjectSpec(), [bad], start=T0, replicas=0)
     with pytest.raises(ValueError, match="spec.idleReplicaCount=1"):
         ScaledObjectSpec(min_replica_count=1, idle_replica_count=1)
+    k = KedaHpa(ScaledObjectSpec(), [FakeTrigger()], start=T0, replicas=1)
+    with pytest.raises(ValueError, match="ready_replicas=2"):
+        k.step(T0, status_replicas=1, ready_replicas=2)
     with pytest.raises(ValueError, match="fallback.failureThreshold=-1"):
         Fallback(-1, 2)
     assert math.isclose(ScaledObjectSpec().polling_interval, 30)
