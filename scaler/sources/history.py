@@ -9,13 +9,14 @@ request rate at 1-minute steps over the last day and two hours, one subquery::
 
     sum(rate(vllm:request_success_total{namespace="ns",pod=~"dep-.*"}[1m]))[1560m:1m]
 
-Subquery steps are aligned to absolute multiples of the step, so every scaler
-replica asking within the same minute gets the same points, and the forecaster
-(:mod:`scaler.forecast`), a pure fold over minute buckets, reaches the same
-state: a restarted scaler or a second replica makes the same decision. Minutes
-without series (no pods, or no scrape) are gaps, not zeros; the forecaster
-steps over them. The answer is cached per target for ``refetch_every`` seconds
-(default 60: one bucket).
+The query is evaluated at the start of the current minute (``floor(now / 60) *
+60``), and subquery steps are aligned to absolute multiples of the step, so
+every scaler replica asking within the same minute gets exactly the same
+points, and the forecaster (:mod:`scaler.forecast`), a pure fold over minute
+buckets, reaches the same state: a restarted scaler or a second replica makes
+the same decision. Minutes without series (no pods, or no scrape) are gaps, not
+zeros; the forecaster steps over them. The answer is cached per target until the
+minute changes: one query per target per minute.
 
 :class:`KubeStateColdStartReader` fills ``Signals.cold_start`` from
 kube-state-metrics, for clusters where the scaler has no Kubernetes API access::
@@ -90,12 +91,12 @@ class DemandHistoryReader:
     name = "demand-history"
 
     def __init__(self, client_factory: ClientFactory | None = None, *, timeout: float = 5.0,
-                 lookback: float = RING * STEP, refetch_every: float = STEP):
+                 lookback: float = RING * STEP, step: float = STEP):
         self._factory = client_factory or (lambda url: _client(url, timeout))
         self._clients: dict[str, PrometheusConnect] = {}
         self._cache: dict[tuple, _Cached] = {}
         self._lock = threading.Lock()
-        self.timeout, self.lookback, self.refetch_every = timeout, lookback, refetch_every
+        self.timeout, self.lookback, self.step = timeout, lookback, step
 
     def _client_for(self, url: str) -> PrometheusConnect:
         with self._lock:
@@ -104,17 +105,18 @@ class DemandHistoryReader:
             return self._clients[url]
 
     def history(self, config: PolicyConfig, now: float) -> tuple[tuple[float, float], ...]:
-        """The points, fetched (or cached within ``refetch_every``). Raises SourceError on failure."""
+        """The points as of the start of ``now``'s minute (cached for that minute). Raises SourceError."""
         key = config.target_key
+        at = math.floor(now / self.step) * self.step
         with self._lock:
             hit = self._cache.get(key)
-        if hit is not None and 0 <= now - hit.at < self.refetch_every:
+        if hit is not None and hit.at == at:
             return hit.value
-        rows = query(self._client_for(config.prometheus_address), demand_history_query(config, lookback=self.lookback),
-                     at=now, timeout=self.timeout)
+        rows = query(self._client_for(config.prometheus_address),
+                     demand_history_query(config, lookback=self.lookback, step=self.step), at=at, timeout=self.timeout)
         points = parse_matrix(rows, source="prometheus")
         with self._lock:
-            self._cache[key] = _Cached(now, points)
+            self._cache[key] = _Cached(at, points)
         return points
 
     def enrich(self, signals: Signals, config: PolicyConfig, now: float) -> Signals:
