@@ -1,0 +1,42 @@
+"""Golden summary: the first 15 minutes of the bundled Azure 2023 conversation trace, every baseline policy.
+
+The simulation is deterministic (fixed seed), so the summary must match the
+committed ``simulate_conv_15min.json`` exactly (floats to 1e-9). When a change
+to the fleet model, the runner, KEDA/HPA emulation or ``decide()`` is intended,
+regenerate it and review the diff:
+
+    UPDATE_GOLDEN=1 python -m pytest -q tests/golden/test_golden_simulate.py
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from simulations.runner import Settings, run
+from simulations.traces import load
+
+GOLDEN = Path(__file__).with_name("simulate_conv_15min.json")
+POLICIES = ["reactive", "keda-threshold", "kpa", "oracle"]
+
+
+def summary() -> dict:
+    tr = load("azure-2023-conv").sliced(900)
+    doc = run(tr, POLICIES, Settings()).summary()
+    doc["trace"].pop("source")          # an absolute path
+    doc["settings"].pop("scaled_object")
+    return json.loads(json.dumps(doc))
+
+
+def test_golden_summary():
+    got = summary()
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    want = json.loads(GOLDEN.read_text())
+    assert set(got["policies"]) == set(want["policies"])
+    for name in want["policies"]:
+        for key, v in want["policies"][name].items():
+            g = got["policies"][name][key]
+            assert g == (pytest.approx(v, rel=1e-9) if isinstance(v, float) else v), (name, key)
+    assert got["trace"] == want["trace"]

@@ -1,0 +1,58 @@
+"""`vllm-scaler simulate` / `sweep`: the --json schema, errors, the sweep's Pareto front."""
+
+import json
+
+import pytest
+
+from scaler.cli import main
+from simulations.cli import grid_points, pareto_front
+
+KEYS = {"requests", "ttft_slo_attainment", "tpot_slo_attainment", "p95_ttft_window_attainment", "gpu_hours",
+        "gpu_hours_vs_oracle", "cold_starts", "scale_events", "seconds_at_zero", "unserved_requests"}
+
+
+def test_simulate_json_schema(tmp_path, capsys):
+    out = tmp_path / "s.json"
+    rc = main(["simulate", "--duration", "600", "--policy", "reactive", "--policy", "keda-threshold",
+               "--policy", "oracle", "--json", str(out), "--plot", str(tmp_path / "p.png")])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"trace", "settings", "policies"}
+    assert set(doc["policies"]) == {"reactive", "keda-threshold", "oracle"}
+    for p in doc["policies"].values():
+        assert set(p) == KEYS
+    assert doc["settings"]["slo_ttft"] == 2.5
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "keda-threshold" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--metadata", "queuePerReplica=abc"], "queuePerReplica"),
+    (["--trace", "nope.csv"], "nope.csv"),
+    (["--rate-scale", "0"], "--rate-scale"),
+    (["--model-param", "alpha=-1"], "alpha"),
+])
+def test_simulate_bad_input_exit_2(argv, needle, capsys):
+    assert main(["simulate", "--duration", "60"] + argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_pareto_front():
+    pts = [(1.0, 0.5), (2.0, 0.9), (1.5, 0.4), (3.0, 0.9), (2.5, 0.95)]
+    assert pareto_front(pts) == [0, 1, 4]
+
+
+def test_grid_points():
+    pts = grid_points("reactive", ["queuePerReplica=2,5", "runningPerReplica=16"])
+    assert pts == [(("queuePerReplica", "2"), ("runningPerReplica", "16")),
+                   (("queuePerReplica", "5"), ("runningPerReplica", "16"))]
+    with pytest.raises(ValueError, match="threshold"):
+        grid_points("keda-threshold", ["queuePerReplica=1"])
+
+
+def test_sweep_prints_front_and_snippet(capsys):
+    rc = main(["sweep", "--policy", "keda-threshold", "--grid", "threshold=2,8", "--duration", "600",
+               "--jobs", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "query: avg(vllm:num_requests_waiting)" in out and "threshold:" in out
