@@ -88,6 +88,8 @@ class KedaHpa:
                                            behavior=spec.behavior, start=self.start, current_replicas=self.replicas)
         self._polls_done = 0
         self._syncs_done = 0
+        # the latest poll's result per trigger (KEDA's metrics cache, read by the HPA with useCachedMetrics)
+        self._cache: list[TriggerRead | SourceError | None] = [None] * len(self.triggers)
 
     # -- public -----------------------------------------------------------------------------------
     def step(self, now: float, *, status_replicas: int, ready_replicas: int) -> int:
@@ -122,12 +124,14 @@ class KedaHpa:
     # -- KEDA's scale loop ------------------------------------------------------------------------
     def _poll(self, t: float) -> None:
         active = error = False
-        for trig in self.triggers:
+        for i, trig in enumerate(self.triggers):
             try:
                 read = read_trigger(trig, t)
-            except SourceError:
+            except SourceError as err:
+                self._cache[i] = err
                 error = True
                 continue
+            self._cache[i] = read
             active = active or read.active
         self.last_poll = (active, error)
         self._request_scale(t, active=active, error=error, why="poll")
@@ -174,7 +178,10 @@ class KedaHpa:
     def _hpa_reading(self, i: int, t: float, ready_replicas: int) -> MetricReading | Exception:
         trig = self.triggers[i]
         try:
-            read: TriggerRead = read_trigger(trig, t)
+            cached = self._cache[i] if getattr(trig, "use_cached_metrics", False) else None
+            if isinstance(cached, SourceError):
+                raise cached
+            read: TriggerRead = cached if cached is not None else read_trigger(trig, t)
         except SourceError as err:
             self.failures[i] += 1
             fb = self.spec.fallback

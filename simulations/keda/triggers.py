@@ -28,6 +28,7 @@ class Trigger(Protocol):
     """What KEDA calls. Raise :class:`scaler.errors.SourceError` on failure (never answer 0 instead)."""
 
     metric_type: str  # "AverageValue" | "Value"
+    # optional attribute ``use_cached_metrics: bool`` (default False): the HPA reads KEDA's last poll
 
     def target(self) -> float: ...
 
@@ -89,7 +90,7 @@ class ThresholdTrigger:
     """
 
     def __init__(self, value_fn: Callable[[float], float], *, threshold: float, activation_threshold: float = 0,
-                 metric_type: str = AVERAGE_VALUE):
+                 metric_type: str = AVERAGE_VALUE, use_cached_metrics: bool = False):
         if not (threshold > 0 and math.isfinite(threshold)):
             raise ValueError(f"threshold={threshold!r}: must be a finite number > 0")
         if not math.isfinite(activation_threshold):
@@ -100,6 +101,7 @@ class ThresholdTrigger:
         self.threshold = float(threshold)
         self.activation_threshold = float(activation_threshold)
         self.metric_type = metric_type
+        self.use_cached_metrics = bool(use_cached_metrics)
 
     def target(self) -> float:
         return self.threshold

@@ -323,3 +323,19 @@ def test_constructor_validates() -> None:
     with pytest.raises(ValueError, match="fallback.failureThreshold=-1"):
         Fallback(-1, 2)
     assert math.isclose(ScaledObjectSpec().polling_interval, 30)
+
+
+def test_use_cached_metrics_hpa_reads_the_last_poll() -> None:
+    demand = {"v": 3.0}
+    trig = ThresholdTrigger(lambda t: demand["v"], threshold=1, use_cached_metrics=True)
+    k = KedaHpa(ScaledObjectSpec(polling_interval=60), [trig], start=T0, replicas=3)
+    k.step(T0, status_replicas=3, ready_replicas=3)
+    demand["v"] = 9.0
+    k.step(T0 + 45, status_replicas=3, ready_replicas=3)   # syncs at 15, 30, 45 see the poll at 0: 3
+    assert k.replicas == 3
+    k.step(T0 + 60, status_replicas=3, ready_replicas=3)   # the poll at 60 refreshes the cache: 9
+    assert k.replicas == 7                                  # 9 wanted; default limit max(3 + 4, 2 x 3) = 7
+    live = KedaHpa(ScaledObjectSpec(polling_interval=60), [ThresholdTrigger(lambda t: demand["v"], threshold=1)],
+                   start=T0, replicas=3)
+    live.step(T0 + 15, status_replicas=3, ready_replicas=3)   # without the cache the sync at 15 reads 9
+    assert live.replicas == 7
