@@ -326,16 +326,24 @@ def test_constructor_validates() -> None:
 
 
 def test_use_cached_metrics_hpa_reads_the_last_poll() -> None:
-    demand = {"v": 3.0}
-    trig = ThresholdTrigger(lambda t: demand["v"], threshold=1, use_cached_metrics=True)
-    k = KedaHpa(ScaledObjectSpec(polling_interval=60), [trig], start=T0, replicas=3)
-    k.step(T0, status_replicas=3, ready_replicas=3)
+    for cached, after_45 in ((True, 3), (False, 7)):
+        demand = {"v": 3.0}
+        trig = ThresholdTrigger(lambda t: demand["v"], threshold=1, use_cached_metrics=cached)
+        k = KedaHpa(ScaledObjectSpec(polling_interval=60), [trig], start=T0, replicas=3)
+        k.step(T0, status_replicas=3, ready_replicas=3)
+        demand["v"] = 9.0
+        # syncs at 15, 30, 45: cached -> the poll at 0 (3); live -> 9, limited to max(3 + 4, 2 x 3) = 7 at 15
+        k.step(T0 + 15, status_replicas=3, ready_replicas=3)
+        assert k.replicas == after_45, cached
+    k.step(T0 + 60, status_replicas=7, ready_replicas=7)
+    assert k.replicas == 9
     demand["v"] = 9.0
-    k.step(T0 + 45, status_replicas=3, ready_replicas=3)   # syncs at 15, 30, 45 see the poll at 0: 3
-    assert k.replicas == 3
-    k.step(T0 + 60, status_replicas=3, ready_replicas=3)   # the poll at 60 refreshes the cache: 9
-    assert k.replicas == 7                                  # 9 wanted; default limit max(3 + 4, 2 x 3) = 7
-    live = KedaHpa(ScaledObjectSpec(polling_interval=60), [ThresholdTrigger(lambda t: demand["v"], threshold=1)],
-                   start=T0, replicas=3)
-    live.step(T0 + 15, status_replicas=3, ready_replicas=3)   # without the cache the sync at 15 reads 9
-    assert live.replicas == 7
+    k2 = KedaHpa(ScaledObjectSpec(polling_interval=60),
+                 [ThresholdTrigger(lambda t: demand["v"], threshold=1, use_cached_metrics=True)], start=T0, replicas=3)
+    demand["v"] = 3.0
+    k2.step(T0 + 45, status_replicas=3, ready_replicas=3)
+    demand["v"] = 9.0
+    k2.step(T0 + 59, status_replicas=3, ready_replicas=3)
+    assert k2.replicas == 3                                  # no poll since 0: still the cached 3
+    k2.step(T0 + 60, status_replicas=3, ready_replicas=3)   # the poll at 60 refreshes the cache
+    assert k2.replicas == 7
