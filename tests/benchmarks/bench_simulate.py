@@ -1,0 +1,76 @@
+"""Speed of the simulator (prints figures; no timed assertions).
+
+    python3 tests/benchmarks/bench_simulate.py [--quick]
+
+1. aggregate fidelity over the bundled 2024 week (60,481 ten-second bins), per policy (target <= 5 s each);
+2. per-request fidelity over the 2023 conversation trace (19,366 requests), per policy (target <= 10 s each);
+3. a 50-point sweep over the week (predictive, aggregate) on 2 worker processes (target <= 2 min).
+Baseline measured in the same run: the cost of reading the trace, and the fleet alone at a fixed replica count
+(no controller), so the ratio shows what the control loop adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from simulations import cli as sim_cli  # noqa: E402
+from simulations.runner import POLICIES, Settings, build_fleet, run_policy  # noqa: E402
+from simulations.traces import load  # noqa: E402
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def fleet_only(trace, s, replicas):
+    f = build_fleet(trace, s, replicas)
+    t = trace.start
+    while t < trace.start + trace.duration:
+        t += s.tick
+        f.advance_to(t)
+    return f
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="skip the sweep")
+    args = ap.parse_args()
+    tload, week = timed(lambda: load("azure-2024-week"))
+    print(f"load azure-2024-week: {tload:.2f} s ({len(week.counts):,} bins)")
+    s = Settings(fidelity="aggregate")
+    tb, _ = timed(lambda: fleet_only(week, s, 20))
+    print(f"baseline: aggregate fleet alone, 20 fixed replicas, 5 s ticks: {tb:.2f} s")
+    for p in POLICIES:
+        t, r = timed(lambda: run_policy(p, week, s))
+        extra = f"unavailable: {r.unavailable}" if r.outcome is None else f"{r.gpu_hours:.0f} GPU-h"
+        print(f"aggregate week  {p:<20} {t:6.2f} s  ({t / tb:4.1f}x baseline; target <= 5 s)  {extra}")
+    tload, conv = timed(lambda: load("azure-2023-conv"))
+    print(f"load azure-2023-conv: {tload:.2f} s ({int(conv.requests):,} requests)")
+    s = Settings(fidelity="request")
+    tb, _ = timed(lambda: fleet_only(conv, s, 3))
+    print(f"baseline: request fleet alone, 3 fixed replicas: {tb:.2f} s")
+    for p in POLICIES:
+        t, r = timed(lambda: run_policy(p, conv, s))
+        print(f"request conv    {p:<20} {t:6.2f} s  ({t / tb:4.1f}x baseline; target <= 10 s)")
+    if args.quick:
+        return
+    grid = ["targetUtilization=0.5,0.6,0.7,0.8,0.9", "reactionLag=15,45,90,150,240", "scaleToZeroAfter=300,900"]
+    argv = ["sweep", "--trace", "azure-2024-week", "--fidelity", "aggregate", "--policy", "predictive",
+            "--jobs", "2"] + [x for g in grid for x in ("--grid", g)]
+    from scaler.cli import main as cli_main
+
+    t, rc = timed(lambda: cli_main(argv))
+    print(f"sweep 50 points over the week, 2 processes: {t:.1f} s (target <= 120 s), exit {rc}; "
+          f"cores: {multiprocessing.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()
