@@ -46,8 +46,8 @@ Per tick with ``N > 0`` replicas: ``n = running / N`` (running sequences per rep
 
 * ``alpha, beta``: least squares of ``t = alpha + beta * n`` (the decode part of the fleet model's
   ``t = alpha + beta*running + gamma*prefill_tokens_in_step``);
-* ``gamma``: least squares through the origin of ``ttft_mean - 1.5 * t = gamma * P`` over ticks without a
-  queue (``waiting == 0``), from the fleet model's below-saturation TTFT ``1.5 t + gamma * p``
+* ``gamma``: least squares through the origin of ``ttft_mean - 1.5 * t = gamma * P`` over ticks whose
+  whole window saw no queue (``waiting == 0`` at every recorded tick in ``(t - window, t]``), from the fleet model's below-saturation TTFT ``1.5 t + gamma * p``
   (:mod:`simulations.fleet.model`).
 
 Quality: R^2 and RMSE of each fit and the number of ticks used. Worked example
@@ -416,6 +416,23 @@ def _lstsq(columns: Sequence[Sequence[float]], y: Sequence[float], names: Sequen
     return Fit(dict(zip(names, (float(c) for c in coef))), r2, math.sqrt(ss_res / len(yv)), len(yv))
 
 
+def _queue_free(recording: Recording) -> list[Tick]:
+    """Ticks whose whole window saw no queue: ``waiting == 0`` at the tick and at every recorded tick in
+    ``(t - window, t]`` (TTFT means over the window include queueing from anywhere in it)."""
+    w = recording.header.window
+    ticks = recording.ticks
+    out = []
+    for i, t in enumerate(ticks):
+        j, ok = i, True
+        while ok and j >= 0 and ticks[j].t > t.t - w:
+            ok = ticks[j].error is None and ticks[j].waiting == 0
+            j -= 1
+        # the window must be covered by recorded ticks (else a queue could hide before the first one)
+        if ok and j >= 0:
+            out.append(t)
+    return out
+
+
 def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
     """Fit ``alpha, beta`` (TPOT on running per replica) and ``gamma`` (TTFT on prompt tokens); see module doc.
 
@@ -427,11 +444,11 @@ def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
         raise ValueError(f"calibrate: only {len(decode)} ticks have replicas > 0, running and tpot_mean "
                          f"(need --min-ticks {min_ticks})")
     fit_tpot = _lstsq([[1.0] * len(decode), [n for n, _ in decode]], [t for _, t in decode], ("alpha", "beta"))
-    prefill = [(t.prompt_tokens_mean, t.ttft_mean - 1.5 * t.tpot_mean) for t in recording.ticks
-               if t.error is None and t.replicas and t.waiting == 0 and t.prompt_tokens_mean
-               and t.ttft_mean is not None and t.tpot_mean is not None]
+    prefill = [(t.prompt_tokens_mean, t.ttft_mean - 1.5 * t.tpot_mean) for t in _queue_free(recording)
+               if t.replicas and t.prompt_tokens_mean and t.ttft_mean is not None and t.tpot_mean is not None]
     if len(prefill) < min_ticks:
-        raise ValueError(f"calibrate: only {len(prefill)} ticks without a queue have prompt_tokens_mean, "
+        raise ValueError(f"calibrate: only {len(prefill)} ticks with no queue over their window have "
+                         "prompt_tokens_mean, "
                          f"ttft_mean and tpot_mean (need --min-ticks {min_ticks})")
     fit_ttft = _lstsq([[p for p, _ in prefill]], [y for _, y in prefill], ("gamma",))
     return {"tpot": fit_tpot, "ttft": fit_ttft}
@@ -643,7 +660,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "calibrate", help="fit the fleet model's alpha, beta, gamma to a recording",
         description="Least squares of mean TPOT on running sequences per replica (alpha, beta) and of "
-                    "TTFT - 1.5 TPOT on mean prompt tokens over ticks without a queue (gamma).")
+                    "TTFT - 1.5 TPOT on mean prompt tokens over ticks with no queue in their window (gamma).")
     p.add_argument("recording", help="a file written by `vllm-scaler record`")
     p.add_argument("--min-ticks", type=int, default=10, help="fewest usable ticks per fit (default: %(default)s)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the fitted numbers and fit quality as JSON")

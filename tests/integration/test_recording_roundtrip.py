@@ -115,3 +115,14 @@ def test_record_gives_the_demand_back(backfilled_prometheus, tmp_path, capsys):
     # the queueing phase was short with 3 replicas: needed >= 4 there
     assert any(t["short"] and t["needed"] >= PODS + 1 for t in doc["ticks"])
     assert all(t["under"] == (t["desired"] < t["needed"]) for t in doc["ticks"])
+
+    # calibrate on the same recording: the simulated pods had a constant 30 ms inter-token latency
+    cj = tmp_path / "cal.json"
+    rc = main(["calibrate", str(out), "--json", str(cj)])
+    assert rc == 0, capsys.readouterr().err
+    cal = json.loads(cj.read_text())
+    assert cal["params"]["alpha"] == pytest.approx(0.03, abs=1e-9)
+    assert cal["params"]["beta"] == pytest.approx(0.0, abs=1e-9)
+    # TTFT without a queue was 0.2 s: gamma = (0.2 - 1.5 * 0.03) / 800 tokens; within 2 %, because a brief
+    # queue between two 15 s ticks (invisible to the recording) adds a little waiting to some windows
+    assert cal["params"]["gamma"] == pytest.approx((0.2 - 0.045) / PROMPT, rel=0.02)

@@ -1,0 +1,173 @@
+"""simulations.recording: file format, replay's "needed", calibration, command-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scaler.cli import main
+from scaler.config import parse_metadata
+from simulations.recording import (Recording, RecordingError, RecordingHeader, Tick, calibrate, fitted_params,
+                                   metadata_from_scaled_object, needed_replicas, parse_time, replay,
+                                   replay_config)
+
+HEADER = RecordingHeader(prometheus="http://127.0.0.1:9090", namespace="serving", deployment="chat",
+                         model_name=None, start=1000.0, end=1150.0, step=15.0, window=60.0,
+                         metric_names={"kv": "vllm:kv_cache_usage_perc"})
+
+
+def _rec(ticks) -> Recording:
+    return Recording(HEADER, tuple(ticks))
+
+
+def test_file_round_trip_keeps_nulls_and_errors(tmp_path):
+    rec = _rec([Tick(t=1000.0, pods_reporting=2, waiting=3.0, running=10.0, ttft_p95=None, replicas=2),
+                Tick(t=1015.0, error="no_data: stale")])
+    path = tmp_path / "r.jsonl"
+    rec.save(path)
+    back = Recording.load(path)
+    assert back == rec
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["format"] == "vllm-scaler-recording"
+    assert json.loads(lines[1])["ttft_p95"] is None
+
+
+@pytest.mark.parametrize("body,message", [
+    ("", "empty file"),
+    ('{"format": "other"}\n', "not a recording"),
+    ('{"format": "vllm-scaler-recording", "version": 9}\n', "unsupported recording version 9"),
+    ('{"format": "vllm-scaler-recording", "version": 1}\n', "header lacks"),
+    ("HEADER\n{\"t\": 1, \"waiting\": -1}\n", ":2: field waiting must be null or a number >= 0, got -1"),
+    ("HEADER\n{\"t\": 5}\n{\"t\": 5}\n", ":3: t=5 is not after the previous tick"),
+    ("HEADER\n{\"t\": 5, \"wating\": 1}\n", ":2: unknown field(s) wating"),
+    ("HEADER\nnot json\n", ":2: not JSON"),
+])
+def test_bad_files_name_file_line_and_field(tmp_path, body, message):
+    head = json.dumps({"format": "vllm-scaler-recording", "version": 1, **HEADER.__dict__})
+    path = tmp_path / "bad.jsonl"
+    path.write_text(body.replace("HEADER", head))
+    with pytest.raises(RecordingError) as e:
+        Recording.load(path)
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+def _config(**md):
+    return parse_metadata({"deploymentName": "chat", **md}, scaled_object="chat", namespace="serving")
+
+
+def test_needed_worked_example():
+    cfg = _config(ttftP95="2.5")
+    tick = Tick(t=1.0, pods_reporting=2, waiting=0.0, running=20.0, ttft_p95=3.1, tpot_p95=0.05, replicas=2)
+    assert needed_replicas(tick, cfg) == (3, True)
+    ok = Tick(t=1.0, pods_reporting=2, waiting=0.0, running=20.0, ttft_p95=1.0, tpot_p95=0.05, replicas=2)
+    assert needed_replicas(ok, cfg) == (1, False)           # requests in flight: at least one replica
+    idle = Tick(t=1.0, pods_reporting=0, replicas=0)
+    assert needed_replicas(idle, cfg) == (0, False)
+    queued = Tick(t=1.0, pods_reporting=2, waiting=11.0, running=20.0, replicas=2)   # 11 > 5 * 2
+    assert needed_replicas(queued, cfg) == (3, True)
+    assert needed_replicas(Tick(t=1.0, error="no_data: x"), cfg) == (None, False)
+
+
+def test_replay_marks_ticks_where_the_policy_asks_too_few():
+    # reactive policy with runningPerReplica=32: running 20 -> 1 replica, but the TTFT SLO was missed with 2 running
+    cfg = _config(ttftP95="2.5", tpotP95="10", kvCacheTarget="1", minReplicas="0")
+    ticks = [Tick(t=1000.0 + 15 * i, pods_reporting=2, waiting=0.0, running=20.0, kv_cache_usage=0.1,
+                  ttft_p95=3.0 if i == 2 else 1.0, tpot_p95=0.05, replicas=2) for i in range(4)]
+    ticks.append(Tick(t=1060.0, error="no_data: stale"))
+    rows = replay(_rec(ticks), cfg)
+    assert [r.under for r in rows] == [False, False, False, False, False]   # latency term asks 2*3/2.5 -> 3
+    assert rows[2].short and rows[2].needed == 3 and rows[2].desired >= 3
+    assert rows[0].desired == 1 and rows[0].needed == 1
+    assert rows[4].desired is None and "no_data" in rows[4].note
+    # with a huge TTFT SLO the tick is not short; with the SLO at 2.5 but a policy capped at 2, it is under
+    capped = replay(_rec(ticks[:4]), _config(ttftP95="2.5", maxReplicas="2"))
+    assert [r.under for r in capped] == [False, False, True, False]
+
+
+def test_calibrate_recovers_known_parameters():
+    alpha, beta, gamma = 0.02, 0.0005, 0.0001
+    ticks = []
+    for i in range(30):
+        n_per = 4 + 3 * (i % 10)
+        replicas = 1 + i % 3
+        tpot = alpha + beta * n_per
+        prompt = 200 + 50 * i
+        ticks.append(Tick(t=15.0 * i, pods_reporting=replicas, replicas=replicas, waiting=0.0,
+                          running=float(n_per * replicas), tpot_mean=tpot, prompt_tokens_mean=float(prompt),
+                          ttft_mean=1.5 * tpot + gamma * prompt))
+    fits = calibrate(_rec(ticks))
+    assert fits["tpot"].coefficients["alpha"] == pytest.approx(alpha, abs=1e-9)
+    assert fits["tpot"].coefficients["beta"] == pytest.approx(beta, abs=1e-9)
+    assert fits["ttft"].coefficients["gamma"] == pytest.approx(gamma, abs=1e-9)
+    assert fits["tpot"].r2 == pytest.approx(1.0) and fits["tpot"].ticks == 30
+    params, note = fitted_params(fits, "test")
+    if note is None:   # simulations.fleet present: a real ModelParams
+        assert params.alpha == pytest.approx(alpha) and params.name == "test"
+    else:
+        assert params["alpha"] == pytest.approx(alpha)
+
+
+def test_calibrate_says_what_is_missing():
+    with pytest.raises(ValueError, match="only 0 ticks have replicas > 0, running and tpot_mean"):
+        calibrate(_rec([Tick(t=1.0, replicas=1, running=3.0)]))
+
+
+def test_scaled_object_yaml_gives_external_trigger_metadata(tmp_path):
+    path = tmp_path / "so.yaml"
+    path.write_text("""
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: chat}
+spec:
+  scaleTargetRef: {name: chat}
+  triggers:
+    - type: external
+      metadata: {scalerAddress: "vllm-scaler:9090", ttftP95: "1.0", maxReplicas: 8}
+""")
+    md, name = metadata_from_scaled_object(path)
+    assert name == "chat" and md == {"scalerAddress": "vllm-scaler:9090", "ttftP95": "1.0", "maxReplicas": "8"}
+    cfg = replay_config(_rec([]), md, name)
+    assert cfg.ttft_p95 == 1.0 and cfg.max_replicas == 8 and cfg.namespace == "serving" and cfg.window == 60
+    path.write_text("kind: ScaledObject\nspec: {triggers: [{type: prometheus, metadata: {}}]}\n")
+    with pytest.raises(ValueError, match="no trigger of type external"):
+        metadata_from_scaled_object(path)
+
+
+def test_parse_time_accepts_unix_and_iso():
+    assert parse_time("1700000000", "--start") == 1_700_000_000
+    assert parse_time("2023-11-14T22:13:20Z", "--start") == 1_700_000_000
+    with pytest.raises(ValueError, match="--end 'yesterday'"):
+        parse_time("yesterday", "--end")
+
+
+def test_cli_errors_name_the_flag(tmp_path, capsys):
+    assert main(["record", "--namespace", "Bad_NS", "--deployment", "chat", "--last", "1h",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--namespace 'Bad_NS'" in capsys.readouterr().err
+    assert main(["record", "--namespace", "ns", "--deployment", "chat", "--out", str(tmp_path / "x")]) == 2
+    assert "--start TIME or --last DURATION" in capsys.readouterr().err
+    assert main(["record", "--namespace", "ns", "--deployment", "chat", "--last", "1h", "--step", "0",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--step '0'" in capsys.readouterr().err
+    rec = tmp_path / "r.jsonl"
+    _rec([Tick(t=1.0)]).save(rec)
+    assert main(["replay", str(rec), "--metadata", "ttftP95"]) == 2
+    assert "--metadata 'ttftP95': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["replay", str(rec), "--metadata", "ttftP95=-1"]) == 2
+    assert "ttftP95='-1'" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: cannot read recording" in capsys.readouterr().err
+
+
+def test_record_reports_an_unreachable_prometheus(tmp_path, capsys):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    rc = main(["record", "--prometheus-url", f"http://127.0.0.1:{port}", "--namespace", "ns", "--deployment", "chat",
+               "--start", "1700000000", "--end", "1700000600", "--timeout", "1s", "--out", str(tmp_path / "x")])
+    assert rc == 1 and "(connection)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
