@@ -90,6 +90,19 @@ class KedaHpa:
         self._syncs_done = 0
         # the latest poll's result per trigger (KEDA's metrics cache, read by the HPA with useCachedMetrics)
         self._cache: list[TriggerRead | SourceError | None] = [None] * len(self.triggers)
+        # The HPA's target per metric, written when KEDA creates the HPA (GetMetricSpec at reconcile) and
+        # not updated until the ScaledObject changes (kedacore/keda#7793): later target() values are ignored.
+        self.hpa_targets: list[float | None] = [self._initial_target(trig) for trig in self.triggers]
+
+    @staticmethod
+    def _initial_target(trig: Trigger) -> float | None:
+        try:
+            target = float(trig.target())
+        except SourceError:
+            return None   # written at the first successful GetMetricSpec instead
+        if not target > 0:
+            raise ValueError(f"target={target!r}: Kubernetes rejects an HPA target <= 0")
+        return target
 
     # -- public -----------------------------------------------------------------------------------
     def step(self, now: float, *, status_replicas: int, ready_replicas: int) -> int:
@@ -187,26 +200,32 @@ class KedaHpa:
             fb = self.spec.fallback
             if fb is None or self.failures[i] <= fb.failure_threshold:
                 return err
-            return self._fallback_reading(trig, err, ready_replicas)
+            return self._fallback_reading(i, err, ready_replicas)
         self.failures[i] = 0
-        return MetricReading(to_milli(read.usage), to_milli(read.target), trig.metric_type)
+        if self.hpa_targets[i] is None:
+            self.hpa_targets[i] = read.target
+        return MetricReading(to_milli(read.usage), to_milli(self.hpa_targets[i]), trig.metric_type)
 
-    def _fallback_reading(self, trig: Trigger, err: SourceError, ready_replicas: int) -> MetricReading | Exception:
+    def _fallback_reading(self, i: int, err: SourceError, ready_replicas: int) -> MetricReading | Exception:
+        trig = self.triggers[i]
         fb = self.spec.fallback
         assert fb is not None
         replicas = {"static": fb.replicas, "currentReplicas": self.replicas,
                     "currentReplicasIfHigher": max(self.replicas, fb.replicas),
                     "currentReplicasIfLower": min(self.replicas, fb.replicas)}[fb.behavior]
         try:
-            target = float(trig.target())
+            target = float(trig.target())   # KEDA scales the fallback by the live metric spec's target
         except SourceError:
             return err
+        if self.hpa_targets[i] is None:
+            self.hpa_targets[i] = target
+        hpa_target = self.hpa_targets[i]
         per = float(replicas)
         if trig.metric_type != AVERAGE_VALUE:
             if ready_replicas <= 0:
                 return SourceError("fallback for a Value metric needs ready replicas > 0", source="keda-fallback")
             per /= ready_replicas
-        return MetricReading(int(target * 1000 * per), to_milli(target), trig.metric_type)
+        return MetricReading(int(target * 1000 * per), to_milli(hpa_target), trig.metric_type)
 
     def _set(self, t: float, source: str, to: int, reason: str) -> None:
         if to != self.replicas:

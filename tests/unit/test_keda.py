@@ -347,3 +347,14 @@ def test_use_cached_metrics_hpa_reads_the_last_poll() -> None:
     assert k2.replicas == 3                                  # no poll since 0: still the cached 3
     k2.step(T0 + 60, status_replicas=3, ready_replicas=3)   # the poll at 60 refreshes the cache
     assert k2.replicas == 7
+
+
+def test_hpa_target_is_frozen_when_the_hpa_is_created() -> None:
+    """KEDA writes the HPA's target from GetMetricSpec when it creates the HPA; later targets are not seen."""
+    trig = FakeTrigger(8.0, target=2.0)
+    k = KedaHpa(ScaledObjectSpec(), [trig], start=T0, replicas=4)
+    trig._target = 1.0                                   # the scaler now advertises target 1
+    k.step(T0, status_replicas=4, ready_replicas=4)
+    assert k.replicas == 4 and k.hpa_targets == [2.0]   # 8 / (2 x 4) = 1.0: no change (8 / 1 would be 8)
+    with pytest.raises(ValueError, match="target=0.0"):
+        KedaHpa(ScaledObjectSpec(), [FakeTrigger(1.0, target=0.0)], start=T0, replicas=1)
