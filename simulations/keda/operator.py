@@ -93,6 +93,7 @@ class KedaHpa:
         # The HPA's target per metric, written when KEDA creates the HPA (GetMetricSpec at reconcile) and
         # not updated until the ScaledObject changes (kedacore/keda#7793): later target() values are ignored.
         self.hpa_targets: list[float | None] = [self._initial_target(trig) for trig in self.triggers]
+        self._known_targets: list[float | None] = list(self.hpa_targets)   # the last GetMetricSpec answer
 
     @staticmethod
     def _initial_target(trig: Trigger) -> float | None:
@@ -139,7 +140,7 @@ class KedaHpa:
         active = error = False
         for i, trig in enumerate(self.triggers):
             try:
-                read = read_trigger(trig, t)
+                read = self._read(i, t)
             except SourceError as err:
                 self._cache[i] = err
                 error = True
@@ -148,6 +149,11 @@ class KedaHpa:
             active = active or read.active
         self.last_poll = (active, error)
         self._request_scale(t, active=active, error=error, why="poll")
+
+    def _read(self, i: int, t: float) -> TriggerRead:
+        read = read_trigger(self.triggers[i], t, known_target=self._known_targets[i])
+        self._known_targets[i] = read.target
+        return read
 
     def _request_scale(self, t: float, *, active: bool, error: bool, why: str) -> None:
         spec, current = self.spec, self.replicas
@@ -194,7 +200,7 @@ class KedaHpa:
             cached = self._cache[i] if getattr(trig, "use_cached_metrics", False) else None
             if isinstance(cached, SourceError):
                 raise cached
-            read: TriggerRead = cached if cached is not None else read_trigger(trig, t)
+            read: TriggerRead = cached if cached is not None else self._read(i, t)
         except SourceError as err:
             self.failures[i] += 1
             fb = self.spec.fallback
@@ -216,7 +222,9 @@ class KedaHpa:
         try:
             target = float(trig.target())   # KEDA scales the fallback by the live metric spec's target
         except SourceError:
-            return err
+            if self._known_targets[i] is None:
+                return err
+            target = self._known_targets[i]
         if self.hpa_targets[i] is None:
             self.hpa_targets[i] = target
         hpa_target = self.hpa_targets[i]

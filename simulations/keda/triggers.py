@@ -64,16 +64,25 @@ class TriggerRead:
     active: bool
 
 
-def read_trigger(trigger: Trigger, now: float) -> TriggerRead:
-    """``GetMetricSpec`` + ``GetMetrics`` + ``IsActive`` with KEDA's single retry; raises the second error."""
+def read_trigger(trigger: Trigger, now: float, *, known_target: float | None = None) -> TriggerRead:
+    """``GetMetricSpec`` + ``GetMetrics`` + ``IsActive`` with KEDA's single retry; raises the second error.
+
+    A failing ``GetMetricSpec`` falls back to the last known spec (``known_target``) when there is one
+    (``scalers_cache.go`` ``resolveMetricSpecs``, KEDA main); without one it is an error.
+    """
     try:
-        return _read_once(trigger, now)
+        return _read_once(trigger, now, known_target)
     except SourceError:
-        return _read_once(trigger, now)
+        return _read_once(trigger, now, known_target)
 
 
-def _read_once(trigger: Trigger, now: float) -> TriggerRead:
-    target = float(trigger.target())
+def _read_once(trigger: Trigger, now: float, known_target: float | None) -> TriggerRead:
+    try:
+        target = float(trigger.target())
+    except SourceError:
+        if known_target is None:
+            raise
+        target = known_target
     usage = metric_sum(trigger.metric(now))
     active = bool(trigger.is_active(now))
     return TriggerRead(usage=usage, target=target, active=active)

@@ -358,3 +358,14 @@ def test_hpa_target_is_frozen_when_the_hpa_is_created() -> None:
     assert k.replicas == 4 and k.hpa_targets == [2.0]   # 8 / (2 x 4) = 1.0: no change (8 / 1 would be 8)
     with pytest.raises(ValueError, match="target=0.0"):
         KedaHpa(ScaledObjectSpec(), [FakeTrigger(1.0, target=0.0)], start=T0, replicas=1)
+
+
+def test_failing_metric_spec_uses_the_last_known_target() -> None:
+    class SpecDown(FakeTrigger):
+        def target(self):
+            raise SourceTimeout("GetMetricSpec down", source="fake")
+
+    trig = SpecDown(6.0)
+    with pytest.raises(SourceError):                     # never known: an error
+        read_trigger(trig, T0)
+    assert read_trigger(trig, T0, known_target=2.0).target == 2.0
