@@ -240,7 +240,12 @@ def record(source, *, namespace: str, deployment: str, model_name: str | None, s
         raise ValueError(f"need step > 0, window > 0, end >= start; got step={step}, window={window}, "
                          f"start={start}, end={end}")
     sel = promql.TargetSelector(namespace, deployment, model_name)
-    names = source.names_for({namespace}, end)[namespace]
+    # Probe the names at the end, else (Deployment at zero then?) at the middle and the start of the span.
+    for at in (end, (start + end) / 2, start):
+        source.invalidate_probe(namespace)
+        names = source.names_for({namespace}, at)[namespace]
+        if source.probe_complete(namespace):
+            break
     gauges_expr, rates_expr = data_queries([sel], [names], window)
     means_expr = promql.latency_means_query([sel], {"ttft": [vm.TTFT.new], "itl": [names.itl]}, window)
     spec_expr = promql.deployment_replicas_query(namespace, deployment)

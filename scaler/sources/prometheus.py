@@ -227,6 +227,11 @@ class PrometheusSource:
                 self._probes[ns] = _Probe(names, now, complete)
         return {ns: self._probes[ns].names for ns in namespaces}
 
+    def probe_complete(self, namespace: str) -> bool:
+        """Whether the last probe of ``namespace`` found a name for every probed family."""
+        probe = self._probes.get(namespace)
+        return probe is not None and probe.complete
+
     def invalidate_probe(self, namespace: str) -> None:
         """Forget a namespace's probe (e.g. after vLLM was upgraded); the next fetch probes again."""
         self._probes.pop(namespace, None)
