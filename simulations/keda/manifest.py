@@ -218,6 +218,11 @@ def _parse(doc: Mapping[str, Any] | str) -> tuple[ScaledObjectSpec, tuple[Trigge
     if "spec" not in top:
         r.bad("spec", None, "required")
     spec = r.mapping(top.get("spec"), "spec", _SPEC_KEYS)
+    if "spec" in top:
+        ref = spec.get("scaleTargetRef")
+        if not isinstance(ref, Mapping) or not ref.get("name"):
+            r.bad("spec.scaleTargetRef.name", None if not isinstance(ref, Mapping) else ref.get("name"),
+                  "required (the Deployment KEDA scales)")
     d = ScaledObjectSpec()
     polling = r.integer(spec, "pollingInterval", "spec", int(d.polling_interval), lo=1)
     cooldown = r.integer(spec, "cooldownPeriod", "spec", int(d.cooldown_period), lo=0)

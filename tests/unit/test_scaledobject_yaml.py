@@ -138,6 +138,8 @@ def with_spec(**fields):
         pytest.param({"apiVersion": "keda.sh/v1", "kind": "ScaledObject", "spec": {}},
                      "apiVersion='keda.sh/v1'", id="api-version"),
         pytest.param("- just\n- a list\n", "<document>=", id="not-a-mapping"),
+        pytest.param(with_spec(scaleTargetRef={"kind": "Deployment"}), "spec.scaleTargetRef.name=None: required",
+                     id="scale-target-needs-a-name"),
     ],
 )
 def test_invalid_fields_are_named(doc, message) -> None:
