@@ -55,11 +55,15 @@ of the SLO.
 
 Little's law fallback
 ---------------------
-With ``R`` requests running fleet-wide at completion rate ``λ_obs``, one
-request stays ``R / λ_obs`` seconds; a replica holding ``runningPerReplica``
-(``r*``) of them serves ``r* λ_obs / R`` requests/s. Used only while nothing
-better is known (needs ``R ≥ 1`` and ``λ_obs > 0``); it makes the forecast term
-the reactive running term scaled by the forecast growth.
+With ``R`` requests running fleet-wide at rate ``λ_obs``, one request stays
+``R / λ_obs`` seconds; a replica holding ``runningPerReplica`` (``r*``) of them
+serves ``r* λ_obs / R`` requests/s. Used only while nothing better is known; it
+makes the forecast term the reactive running term scaled by the forecast
+growth. Both ``λ_obs`` and ``R`` are EWMAs (weight :data:`LITTLE_WEIGHT` per
+snapshot) kept in the :class:`CapacityLearner`, so that a bursty trace, where
+one snapshot shows ``R = 0`` and the next ``R = 40``, does not swing the
+capacity by 10x between refreshes (seen on the Azure 2023 code trace); the
+instantaneous ratio is used only before any history exists.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ if TYPE_CHECKING:  # signals.py imports config.py, which builds FleetModel from 
 INFORMATIVE_LATENCY = 0.6
 LEARN_WEIGHT = 0.1
 MIN_SAMPLES = 5
+LITTLE_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
@@ -139,11 +144,20 @@ class CapacityLearner:
     samples: int = 0
     pods: int | None = None
     pods_since: float | None = None
+    mean_rate: float | None = None      # EWMA of λ_obs while pods report (Little's law fallback)
+    mean_running: float | None = None   # EWMA of R while pods report
 
     def observe(self, signals: Signals, *, now: float, window: float, ttft_slo: float,
                 tpot_slo: float) -> "CapacityLearner":
         n = signals.pods_reporting
         nxt = self if n == self.pods else replace(self, pods=n, pods_since=now)
+        rate_now, running_now = signals.load_rate, signals.running
+        if n >= 1 and rate_now is not None and running_now is not None:
+            w = LITTLE_WEIGHT
+            nxt = replace(nxt,
+                          mean_rate=rate_now if nxt.mean_rate is None else (1 - w) * nxt.mean_rate + w * rate_now,
+                          mean_running=(running_now if nxt.mean_running is None
+                                        else (1 - w) * nxt.mean_running + w * running_now))
         if n < 1 or nxt.pods_since is None or now - nxt.pods_since < window:
             return nxt  # warming up or just changed: the window mixes replicas at different shares
         rate, t1, t2 = signals.completion_rate, signals.ttft_p95, signals.tpot_p95
@@ -164,9 +178,14 @@ class CapacityLearner:
         return self.estimate if self.samples >= MIN_SAMPLES else None
 
 
-def little_capacity(signals: Signals, running_per_replica: float) -> float | None:
-    """r* λ_obs / R (requests/s per replica), or None when it cannot be formed."""
-    rate, running = signals.load_rate, signals.running
+def little_capacity(signals: Signals, running_per_replica: float,
+                    learner: "CapacityLearner | None" = None) -> float | None:
+    """r* λ_obs / R (requests/s per replica) from the learner's EWMAs when it has them, else from this
+    snapshot; None when it cannot be formed (no load)."""
+    if learner is not None and learner.mean_rate is not None and learner.mean_running is not None:
+        rate, running = learner.mean_rate, learner.mean_running
+    else:
+        rate, running = signals.load_rate, signals.running
     if rate is None or running is None or running < 1 or rate <= 0:
         return None
     return running_per_replica * rate / running
@@ -183,7 +202,7 @@ def resolve_capacity(*, metadata: float | None, model: FleetModel | None, learne
                                        output_tokens=output_tokens), "model")
     if learned is not None and learned.usable is not None:
         return Capacity(learned.usable, "learned")
-    little = little_capacity(signals, running_per_replica)
+    little = little_capacity(signals, running_per_replica, learned)
     if little is not None and math.isfinite(little):
         return Capacity(little, "little")
     return None

@@ -71,9 +71,12 @@ symbols:
 Terms, each a replica count (a real number)::
 
     forecast = max(λ, max over τ in {0, Δ, 2Δ, ..., V} of U(τ)) / (c u)
-    backlog  = (λ + W / T1*) / c            arrivals plus the queue drained within the
-                                            TTFT budget (W / q* when c is unknown)
-    latency  = N max(T1/T1*, T2/T2*)        if that ratio > 1, else 0 (as reactive)
+    backlog  = (λ + W / (T1* + C50)) / c    arrivals plus the queue drained within the
+                                            TTFT budget counted from when a replica
+                                            requested now can serve (W / q* when c is
+                                            unknown)
+    latency  = N min(2, max(T1/T1*, T2/T2*))  if that ratio > 1 and the fleet is loaded
+                                            (W >= N, or λ >= 0.5 N c), else 0
     kv       = N K / k*                     (as reactive)
     hold     = previous desired             only while pods report but the rate is
                                             unknown: missing data never scales down
@@ -82,6 +85,21 @@ Terms, each a replica count (a real number)::
     cure: while Ns > 0 each is capped at max(Nr + Ns, previous desired), so
     they cannot cascade scale-ups during a cold start. The forecast term is not
     capped: it follows measured demand, not its symptoms.
+
+Why the backlog and latency terms differ from the reactive ones: a replica
+requested now serves only after a cold start, so a queue drained "within T1*"
+by replicas that arrive C50 later would buy capacity for a queue that is gone by
+then; with the HPA returning one pod per 120 s, that overshoot costs GPU-hours
+for most of an hour (seen on the Azure 2023 code trace: a 219-request burst
+asked for 24 replicas). Likewise TTFT under overload is queueing-dominated and
+convex in load: a P95 TTFT 20x the SLO means "short", not "short by 20x", so
+the correction at most doubles the serving replicas per cold start
+(:data:`MAX_LATENCY_CORRECTION`); the forecast and backlog terms size the rest.
+And a latency over the SLO at light load is not a shortage: on the code trace
+one 2,000-token prompt's prefill stalls the decode steps of its batch (P95 TPOT
+0.7 s with two requests running); more replicas would not change it, so the
+correction applies only when a queue forms (``W >= N``) or the arrivals reach
+half the capacity (:data:`LOADED_FRACTION`).
 
     desired  = clamp(ceil(max(terms)), minReplicas, maxReplicas)
 
@@ -113,8 +131,9 @@ Worked example (pinned by
 ``capacityPerReplica = 4``, ``u = 0.8``; a forecaster whose path peaks at
 ``U = 13.6 req/s``; observed ``λ = 10``, ``N = Nr = 3``, ``W = 5``, ``R = 40``,
 ``K = 0.5``, ``T1 = 1 s``, ``T2 = 0.05 s``:
-forecast = 13.6 / 3.2 = 4.25; backlog = (10 + 5 / 2.5) / 4 = 3.0; latency = 0;
-kv = 3 * 0.5 / 0.8 = 1.875. desired = ceil(4.25) = 5, dominant ``forecast``.
+forecast = 13.6 / 3.2 = 4.25; backlog = (10 + 5 / (2.5 + 180)) / 4 = 2.507;
+latency = 0; kv = 3 * 0.5 / 0.8 = 1.875. desired = ceil(4.25) = 5, dominant
+``forecast``.
 """
 
 from __future__ import annotations
@@ -221,13 +240,16 @@ def clamp_to_bounds(raw: float, terms: Mapping[str, float], config: PolicyConfig
 
 
 def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: float,
-             forecast_demand: float | None = None) -> tuple[bool, float | None, str]:
+             forecast_demand: float | None = None, observed_rate: float | None = None) -> tuple[bool, float | None, str]:
     """Whether the target is active, the updated ``last_demand_at``, and why.
 
     Demand is seen when W + R or the upstream demand is above
-    ``activationThreshold``, or a forecast demand (req/s, predictive) is above
+    ``activationThreshold``, or (predictive) a forecast arrival rate or an
+    observed arrival rate (req/s, e.g. from a gateway while at zero) is above
     ``forecastActivationRate``. Inactive only after ``scaleToZeroAfter``
-    seconds without any.
+    seconds without any. The first decision for a target whose pods report
+    (no state: a restarted scaler) starts the idle clock instead of declaring
+    it idle: how long it has been idle is unknown.
     """
     thr = config.activation_threshold
     seen = []
@@ -237,14 +259,16 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
         seen.append(f"upstream demand {signals.upstream_demand:g} > {thr:g}")
     if forecast_demand is not None and forecast_demand > config.forecast_activation_rate:
         seen.append(f"forecast demand {forecast_demand:.3g} req/s > {config.forecast_activation_rate:g}")
+    if observed_rate is not None and observed_rate > config.forecast_activation_rate:
+        seen.append(f"arrivals {observed_rate:.3g} req/s > {config.forecast_activation_rate:g}")
     if seen:
         return True, now, "active: " + "; ".join(seen)
     last = state.last_demand_at
     if last is not None and now - last < config.scale_to_zero_after:
         return True, last, (f"active: idle for {now - last:.0f}s < scaleToZeroAfter "
                             f"{config.scale_to_zero_after:g}s")
-    if last is None and state.active:
-        # First idle observation after a (re)start while active: start the idle clock now.
+    if last is None and (state.active or (state.active is None and signals.pods_reporting > 0)):
+        # First idle observation after a (re)start while active (or serving): start the idle clock now.
         return True, now, "active: idle clock started"
     return False, last, f"inactive: no demand above {thr:g} for {config.scale_to_zero_after:g}s"
 
@@ -265,6 +289,11 @@ def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: f
 
 
 # ---- predictive ------------------------------------------------------------------------------------------
+
+# The latency correction at most doubles the serving replicas, and applies only to a loaded fleet
+# (see the module docstring).
+MAX_LATENCY_CORRECTION = 2.0
+LOADED_FRACTION = 0.5
 
 def horizon(cold: ColdStart, config: PolicyConfig) -> float:
     """H = C90 + reactionLag (seconds)."""
@@ -356,7 +385,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     terms: dict[str, float] = {}
     if cap is not None and cap.per_replica > 0:
         terms["forecast"] = demand_rate / (cap.per_replica * config.target_utilization)
-        terms["backlog"] = ((observed or 0.0) + (signals.waiting or 0.0) / config.ttft_p95) / cap.per_replica
+        terms["backlog"] = ((observed or 0.0) + (signals.waiting or 0.0) / (config.ttft_p95 + cold.p50)) / cap.per_replica
         inputs["capacity_per_replica"] = cap.per_replica
         reasons.append(f"capacity {cap.per_replica:.3g} req/s per replica from {cap.source}")
     elif cap is not None:
@@ -370,7 +399,15 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
         reasons.append("capacity unknown: forecast term is the running term R/runningPerReplica, "
                        "backlog is W/queuePerReplica")
     ratio = latency_ratio(signals, config)
-    terms["latency"] = n * ratio if ratio is not None and ratio > 1.0 else 0.0
+    loaded = (signals.waiting or 0.0) >= max(1, n) or (
+        cap is not None and cap.per_replica > 0 and (observed or 0.0) >= LOADED_FRACTION * n * cap.per_replica)
+    if ratio is not None and ratio > 1.0 and (loaded or cap is None):
+        terms["latency"] = n * min(ratio, MAX_LATENCY_CORRECTION)
+    else:
+        terms["latency"] = 0.0
+        if ratio is not None and ratio > 1.0:
+            reasons.append(f"latency {ratio:.3g}x the SLO at light load (no queue, rate under "
+                           f"{LOADED_FRACTION:g} of capacity): not a shortage, no correction")
     terms["kv"] = n * (signals.kv_cache_usage or 0.0) / config.kv_cache_target
     if signals.pods_reporting > 0 and signals.load_rate is None and state.desired is not None:
         terms["hold"] = float(state.desired)
@@ -389,7 +426,8 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
 
     raw = max(terms.values())
     desired, dominant = clamp_to_bounds(raw, terms, config)
-    active, last_demand_at, why_active = activity(signals, state, config, now, forecast_demand=wake_demand)
+    active, last_demand_at, why_active = activity(signals, state, config, now, forecast_demand=wake_demand,
+                                                  observed_rate=signals.arrival_rate)
     reasons.insert(0, f"desired={desired} driven by {dominant}: " + ", ".join(f"{k}={v:.3g}" for k, v in terms.items()))
     reasons.insert(1, why_active)
     reasons.append(f"horizon {h:.0f}s = cold start P90 {cold.p90:.0f}s (P50 {cold.p50:.0f}s, from {cold.source}, "

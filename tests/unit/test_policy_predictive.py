@@ -42,7 +42,7 @@ def test_predictive_worked_example() -> None:
     c = cfg(coldStart=180, reactionLag=45, capacityPerReplica=4, targetUtilization=0.8)
     s = sig(arrival_rate=10.0, waiting=5, running=40, kv_cache_usage=0.5, ttft_p95=1.0, tpot_p95=0.05)
     d = decide(s, with_forecaster(flat(13.6)), c, NOW)
-    assert d.terms == pytest.approx({"forecast": 4.25, "backlog": 3.0, "latency": 0.0, "kv": 1.875})
+    assert d.terms == pytest.approx({"forecast": 4.25, "backlog": (10 + 5 / 182.5) / 4, "latency": 0.0, "kv": 1.875})
     assert (d.desired, d.dominant, d.active) == (5, "forecast", True)
     assert d.inputs["horizon_s"] == 225 and d.inputs["cold_start_p90_s"] == 180
     assert d.inputs["forecast_peak_upper"] == pytest.approx(13.6)
@@ -55,13 +55,17 @@ def test_predictive_worked_example() -> None:
     [
         pytest.param(dict(arrival_rate=10.0, running=20), {"capacityPerReplica": 2}, 7, "forecast",
                      id="observed-rate-over-capacity"),
-        pytest.param(dict(arrival_rate=2.0, waiting=100, running=20), {"capacityPerReplica": 4, "maxReplicas": 20},
-                     11, "backlog",
+        pytest.param(dict(arrival_rate=1.0, waiting=1000, running=20),
+                     {"capacityPerReplica": 1, "maxReplicas": 40, "coldStart": 30}, 32, "backlog",
                      id="backlog-drained-within-ttft-budget"),
-        pytest.param(dict(arrival_rate=2.0, running=20, ttft_p95=5.0), {"capacityPerReplica": 4}, 6, "latency",
-                     id="ttft-over-slo-correction"),
-        pytest.param(dict(arrival_rate=2.0, running=20, tpot_p95=0.15), {"capacityPerReplica": 4}, 5, "latency",
-                     id="tpot-over-slo-correction"),
+        pytest.param(dict(arrival_rate=2.0, waiting=3, running=20, ttft_p95=5.0), {"capacityPerReplica": 4}, 6,
+                     "latency", id="ttft-over-slo-correction"),
+        pytest.param(dict(arrival_rate=2.0, waiting=3, running=20, ttft_p95=50.0), {"capacityPerReplica": 4}, 6,
+                     "latency", id="latency-correction-at-most-doubles"),
+        pytest.param(dict(arrival_rate=6.0, running=20, tpot_p95=0.15), {"capacityPerReplica": 4}, 5, "latency",
+                     id="tpot-over-slo-correction-at-half-capacity"),
+        pytest.param(dict(arrival_rate=2.0, running=2, tpot_p95=0.7), {"capacityPerReplica": 4}, 1, "forecast",
+                     id="latency-over-slo-at-light-load-is-not-a-shortage"),
         pytest.param(dict(arrival_rate=2.0, running=20, kv_cache_usage=0.96), {"capacityPerReplica": 4}, 4, "kv",
                      id="kv-pressure"),
         pytest.param(dict(arrival_rate=10.0, running=64), {}, 3, "forecast", id="little-law-fallback"),
@@ -86,17 +90,17 @@ def test_predictive_table(signals, md, desired, dominant) -> None:
 
 def test_replicas_on_the_way_stop_cascading_scale_ups() -> None:
     c = cfg(capacityPerReplica=4, coldStart=180)
-    # Two Ready, four asked for 60 s ago (two loading); TTFT is 3x the SLO while they load.
-    state = PolicyState(desired=4, active=True, last_demand_at=NOW - 60, extra={"raised_at": NOW - 60})
-    d = decide(sig(pods_reporting=2, arrival_rate=4.0, running=60, ttft_p95=7.5), state, c, NOW)
-    assert d.desired == 4 and d.inputs["starting_replicas"] == 2
+    # Three Ready, five asked for 60 s ago (two loading); TTFT is 3x the SLO while they load.
+    state = PolicyState(desired=5, active=True, last_demand_at=NOW - 60, extra={"raised_at": NOW - 60})
+    d = decide(sig(pods_reporting=3, arrival_rate=4.0, waiting=3, running=60, ttft_p95=7.5), state, c, NOW)
+    assert d.desired == 5 and d.inputs["starting_replicas"] == 2
     assert any("on the way" in r for r in d.reasons)
     # Known from Kubernetes: nothing is starting (they failed): the correction applies in full.
-    d2 = decide(sig(pods_reporting=2, arrival_rate=4.0, running=60, ttft_p95=7.5, ready_replicas=2,
+    d2 = decide(sig(pods_reporting=3, arrival_rate=4.0, waiting=3, running=60, ttft_p95=7.5, ready_replicas=3,
                     starting_replicas=0), state, c, NOW)
     assert d2.desired == 6 and d2.dominant == "latency"
     # After one horizon without them arriving, the inference stops counting them.
-    d3 = decide(sig(pods_reporting=2, arrival_rate=4.0, running=60, ttft_p95=7.5), state, c, NOW + 300)
+    d3 = decide(sig(pods_reporting=3, arrival_rate=4.0, waiting=3, running=60, ttft_p95=7.5), state, c, NOW + 300)
     assert d3.desired == 6
 
 
