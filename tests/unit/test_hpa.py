@@ -248,3 +248,21 @@ def test_docs_behavior_examples(down, expected_changes) -> None:
     counts = run(h, 100, lambda t, n: 10.0, times)
     changes = [(t, c) for t, c, prev in zip(times, counts, [100] + counts) if c != prev]
     assert changes == expected_changes
+
+
+@pytest.mark.parametrize(
+    "metric_type, usage, target, spec, status, ready, expected",
+    [
+        # the External-metric cases of kubernetes/kubernetes pkg/controller/podautoscaler/replica_calculator_test.go
+        pytest.param("Value", 8600, 4400, 1, 1, 1, 2, id="k8s-ScaleUpCMExternal"),
+        pytest.param("Value", 8600, 4400, 3, 3, 1, 2, id="k8s-ScaleUpCMExternalIgnoresUnreadyPods"),
+        pytest.param("AverageValue", 8600, 2150, 3, 3, 3, 4, id="k8s-ScaleUpPerPodCMExternal"),
+        pytest.param("Value", 8600, 14334, 5, 5, 5, 3, id="k8s-ScaleDownCMExternal"),
+        pytest.param("AverageValue", 8600, 2867, 5, 5, 5, 3, id="k8s-ScaleDownPerPodCMExternal"),
+        pytest.param("Value", 8600, 8888, 3, 3, 3, 3, id="k8s-ToleranceCMExternal"),
+        pytest.param("AverageValue", 8600, 2900, 3, 3, 3, 3, id="k8s-TolerancePerPodCMExternal"),
+    ],
+)
+def test_kubernetes_replica_calculator_cases(metric_type, usage, target, spec, status, ready, expected) -> None:
+    reading = MetricReading(usage, target, metric_type)
+    assert proposal(reading, spec_replicas=spec, status_replicas=status, ready_pods=ready, tol=T) == expected
