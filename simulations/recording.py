@@ -408,7 +408,10 @@ class Fit:
     ticks: int
 
 
-def _lstsq(columns: Sequence[Sequence[float]], y: Sequence[float], names: Sequence[str]) -> Fit:
+def _lstsq(columns: Sequence[Sequence[float]], y: Sequence[float], names: Sequence[str], *,
+           intercept: bool) -> Fit:
+    """Least squares; R^2 is centred with an intercept, uncentred (about 0) through the origin, and None
+    when the observed values do not vary (nothing to explain)."""
     import numpy as np
 
     X = np.column_stack([np.asarray(c, dtype=float) for c in columns])
@@ -416,8 +419,8 @@ def _lstsq(columns: Sequence[Sequence[float]], y: Sequence[float], names: Sequen
     coef, *_ = np.linalg.lstsq(X, yv, rcond=None)
     resid = yv - X @ coef
     ss_res = float(resid @ resid)
-    ss_tot = float(((yv - yv.mean()) ** 2).sum())
-    r2 = None if ss_tot <= 0 else 1.0 - ss_res / ss_tot
+    ss_tot = float(((yv - yv.mean()) ** 2).sum()) if intercept else float(yv @ yv)
+    r2 = None if ss_tot <= 1e-18 * max(1.0, float(yv @ yv)) else 1.0 - ss_res / ss_tot
     return Fit(dict(zip(names, (float(c) for c in coef))), r2, math.sqrt(ss_res / len(yv)), len(yv))
 
 
@@ -448,14 +451,15 @@ def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
     if len(decode) < min_ticks:
         raise ValueError(f"calibrate: only {len(decode)} ticks have replicas > 0, running and tpot_mean "
                          f"(need --min-ticks {min_ticks})")
-    fit_tpot = _lstsq([[1.0] * len(decode), [n for n, _ in decode]], [t for _, t in decode], ("alpha", "beta"))
+    fit_tpot = _lstsq([[1.0] * len(decode), [n for n, _ in decode]], [t for _, t in decode], ("alpha", "beta"),
+                      intercept=True)
     prefill = [(t.prompt_tokens_mean, t.ttft_mean - 1.5 * t.tpot_mean) for t in _queue_free(recording)
                if t.replicas and t.prompt_tokens_mean and t.ttft_mean is not None and t.tpot_mean is not None]
     if len(prefill) < min_ticks:
         raise ValueError(f"calibrate: only {len(prefill)} ticks with no queue over their window have "
                          "prompt_tokens_mean, "
                          f"ttft_mean and tpot_mean (need --min-ticks {min_ticks})")
-    fit_ttft = _lstsq([[p for p, _ in prefill]], [y for _, y in prefill], ("gamma",))
+    fit_ttft = _lstsq([[p for p, _ in prefill]], [y for _, y in prefill], ("gamma",), intercept=False)
     return {"tpot": fit_tpot, "ttft": fit_ttft}
 
 
