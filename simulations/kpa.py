@@ -141,12 +141,31 @@ class KnativeKpa:
         return (self._integral(now) - self._integral(lo)) / (now - lo)
 
     def desired(self, now: float, ready_pods: int) -> int:
-        """The pod count the KPA asks for at ``now`` given ``ready_pods`` ready pods."""
+        """The pod count the KPA asks for at ``now`` given ``ready_pods`` ready pods.
+
+        Window averages -> :meth:`scale` (``autoscaler.go``) -> ``max_scale`` / ``min_scale`` -> the
+        scale-to-zero grace period (``kpa/scaler.go``).
+        """
         if not self._t:
             # ErrNoData: no decision; keep what runs (never read as zero demand)
             return self._last if self._last is not None else max(int(ready_pods), self.min_scale)
         stable = self.window_average(now, self.stable_window)
         panic = self.window_average(now, self.panic_window)
+        want = min(self.scale(now, stable, panic, ready_pods), self.max_scale)
+        if want == 0 and self.min_scale == 0:
+            if self._zero_since is None:
+                self._zero_since = now
+            if now - self._zero_since < self.grace:
+                return self._last if self._last else max(int(ready_pods), 0)   # grace: keep the pods
+            self._last = 0
+            return 0
+        self._zero_since = None
+        want = max(want, self.min_scale)
+        self._last = want
+        return want
+
+    def scale(self, now: float, stable: float, panic: float, ready_pods: int) -> int:
+        """``autoscaler.go`` ``Scale`` on observed stable and panic concurrency (see the module docstring)."""
         ready = max(1.0, float(ready_pods))
         max_up = math.ceil(self.max_up_rate * ready)
         max_down = math.floor(ready / self.max_down_rate)
@@ -167,17 +186,6 @@ class KnativeKpa:
                 self.max_panic_pods = want
             else:
                 want = self.max_panic_pods
-        want = min(want, self.max_scale)
-        if want == 0 and self.min_scale == 0:
-            if self._zero_since is None:
-                self._zero_since = now
-            if now - self._zero_since < self.grace:
-                return self._last if self._last else max(int(ready_pods), 0)   # grace: keep the pods
-            self._last = 0
-            return 0
-        self._zero_since = None
-        want = max(want, self.min_scale)
-        self._last = want
         return want
 
     @property

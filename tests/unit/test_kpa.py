@@ -126,3 +126,28 @@ def test_long_runs_trim_history_without_changing_averages() -> None:
     assert len(kpa._t) < 12_000                                   # history was trimmed
     assert kpa.window_average(11_999.0, 60) == pytest.approx(sum(values[-60:]) / 60)
     assert kpa.window_average(11_999.0, 6) == pytest.approx(sum(values[-6:]) / 6)
+
+
+def kpa_steps(target, steps):
+    """Knative's autoscaler_test.go style: (seconds, stable, panic, ready) -> scale results."""
+    kpa = KnativeKpa(target_concurrency=target, max_scale=10_000)
+    return [kpa.scale(float(t), stable, panic, ready) for t, stable, panic, ready in steps]
+
+
+@pytest.mark.parametrize(
+    "target, steps, expected",
+    [
+        # knative/serving pkg/autoscaler/scaling/autoscaler_test.go cases (fake metric client: stable/panic given)
+        pytest.param(10, [(0, 100, 100, 8), (1, 50, 50, 8)], [10, 5], id="knative-StableModeDecrease"),
+        pytest.param(10, [(0, 1, 0, 1), (1, 0, 0, 1)], [1, 0], id="knative-StableModeNoTrafficScaleToZero"),
+        pytest.param(10, [(0, 50, 100, 1)], [10], id="knative-PanicModeDoublePodCount"),
+        pytest.param(1, [(0, 6, 6, 1), (1, 36, 36, 6), (2, 216, 216, 36), (3, 1296, 1296, 216),
+                         (4, 1296, 1296, 1296)], [6, 36, 216, 1296, 1296],
+                     id="knative-PanicModeExponentialTrackAndStabilize"),
+        # in panic the count never drops; 61 s after the last over-threshold instant it may halve
+        pytest.param(10, [(0, 100, 100, 1), (30, 10, 10, 10), (60, 10, 10, 10), (61, 10, 10, 10)], [10, 10, 10, 5],
+                     id="panic-then-unpanic-scale-down"),
+    ],
+)
+def test_knative_autoscaler_cases(target, steps, expected) -> None:
+    assert kpa_steps(target, steps) == expected
