@@ -64,7 +64,7 @@ class Settings:
     max_replicas: int = 50
     initial_replicas: int = 1
     request_timeout: float = 60.0
-    tick: float = 5.0
+    tick: float = 15.0
     bin_seconds: float = 10.0
     keda_threshold: float = 5.0
     keda_activation: float = 2.0

@@ -84,6 +84,7 @@ class ReplicaSet:
         self.rng = rng
         self.deployment = deployment
         self.replicas: list[Replica] = []
+        self.live: list[Replica] = []   # not gone: what the queries scan (the full list only grows)
         self.cold_starts = 0
         self.scale_events = 0
         self._zero_since: float | None = None
@@ -91,6 +92,7 @@ class ReplicaSet:
         self.on_ready: Callable[[Replica], None] = lambda r: None
         self.on_drain: Callable[[Replica, float], bool] = lambda r, now: True
         self._pending: list[Replica] = []  # loading, sorted by ready_at
+        self._gone_seconds = 0.0
         for _ in range(initial):
             r = self._new(start, warm=warm)
             if warm:
@@ -101,24 +103,24 @@ class ReplicaSet:
     # -- queries ---------------------------------------------------------------------------------
     def active(self) -> list[Replica]:
         """Pods counted in the Deployment's ``status.replicas``: loading and ready (not draining)."""
-        return [r for r in self.replicas if r.phase in (LOADING, READY)]
+        return [r for r in self.live if r.phase in (LOADING, READY)]
 
     def ready(self) -> list[Replica]:
-        return [r for r in self.replicas if r.phase == READY]
+        return [r for r in self.live if r.phase == READY]
 
     def count(self, phase: str) -> int:
-        return sum(1 for r in self.replicas if r.phase == phase)
+        n = 0
+        for r in self.live:
+            if r.phase == phase:
+                n += 1
+        return n
 
     def next_ready_at(self) -> float:
         return self._pending[0].ready_at if self._pending else math.inf
 
     def gpu_seconds(self, now: float) -> float:
-        total = 0.0
-        for r in self.replicas:
-            end = r.gone_at if r.gone_at is not None else now
-            if end > r.requested_at:
-                total += min(end, now) - r.requested_at
-        return total
+        """Sum over pods of (gone or now) - requested; pods gone after ``now`` are not expected here."""
+        return self._gone_seconds + sum(max(0.0, now - r.requested_at) for r in self.live)
 
     def seconds_at_zero(self, now: float) -> float:
         extra = (now - self._zero_since) if self._zero_since is not None else 0.0
@@ -130,6 +132,7 @@ class ReplicaSet:
         delay = 0.0 if warm else self.cold_start.draw(self.rng)
         r = Replica(idx, f"{self.deployment}-{idx}", now, now + delay)
         self.replicas.append(r)
+        self.live.append(r)
         if not warm:
             self.cold_starts += 1
             self._pending.append(r)
@@ -178,8 +181,10 @@ class ReplicaSet:
     def _gone(self, r: Replica, at: float) -> None:
         r.phase = GONE
         r.gone_at = at
+        self._gone_seconds += at - r.requested_at
+        self.live.remove(r)
 
     def _check_zero(self, now: float) -> None:
-        if self._zero_since is None and all(r.phase == GONE for r in self.replicas):
+        if self._zero_since is None and not self.live:
             last = max((r.gone_at or now) for r in self.replicas) if self.replicas else now
             self._zero_since = last
