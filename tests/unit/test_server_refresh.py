@@ -98,10 +98,11 @@ def test_policy_state_is_carried_between_refreshes() -> None:
     source.set("ml", "llama", BUSY)
     refresher.refresh_due(T0)
     assert t.current(T0).active
-    source.set("ml", "llama", IDLE)
+    at_zero = Signals(observed_at=T0, pods_reporting=0)  # no pods, no demand
+    source.set("ml", "llama", at_zero)
     refresher.refresh_due(T0 + 100)
     assert t.current(T0 + 100).active
-    assert expected(IDLE, md, now=T0 + 100).active is False  # what a stateless call would have said
+    assert expected(at_zero, md, now=T0 + 100).active is False  # what a stateless call would have said
     refresher.refresh_due(T0 + 305)
     assert t.current(T0 + 305).active is False
 
