@@ -163,6 +163,35 @@ def scale_down_limit(current: int, up_events: Sequence[tuple[float, int]], down_
     return max(limits) if rules.select_policy == "Min" else min(limits)
 
 
+def convert_with_behavior_rate(*, current: int, desired: int, min_replicas: int, max_replicas: int,
+                               up_events: Sequence[tuple[float, int]], down_events: Sequence[tuple[float, int]],
+                               behavior: HpaBehavior, now: float) -> tuple[int, str]:
+    """``convertDesiredReplicasWithBehaviorRate``: rate limits, then min/max; returns (replicas, condition).
+
+    The condition is Kubernetes' ``ScalingLimited`` reason: ``DesiredWithinRange``, ``ScaleUpLimit``,
+    ``TooManyReplicas``, ``ScaleDownLimit`` or ``TooFewReplicas``. A limit on the wrong side of the
+    current count (many recent events) holds the current count. Pinned by
+    ``test_hpa.py::test_kubernetes_scaling_with_rules`` (Kubernetes' ``TestScalingWithRules`` table).
+    """
+    if desired > current:
+        limit = max(scale_up_limit(current, up_events, down_events, behavior.scale_up, now), current)
+        if max_replicas > limit:
+            ceiling, condition = limit, "ScaleUpLimit"
+        else:
+            ceiling, condition = max_replicas, "TooManyReplicas"
+        if desired > ceiling:
+            return ceiling, condition
+    elif desired < current:
+        limit = min(scale_down_limit(current, up_events, down_events, behavior.scale_down, now), current)
+        if min_replicas < limit:
+            floor, condition = limit, "ScaleDownLimit"
+        else:
+            floor, condition = min_replicas, "TooFewReplicas"
+        if desired < floor:
+            return floor, condition
+    return desired, "DesiredWithinRange"
+
+
 @dataclass(frozen=True)
 class HpaOutcome:
     """One reconcile: the count the HPA writes (``desired == current`` means no change) and why."""
@@ -235,18 +264,12 @@ class HorizontalPodAutoscaler:
         why = f"metrics ask {desired}"
         if stabilized != desired:
             why += f", stabilized to {stabilized}"
-        up, down = self.behavior.scale_up, self.behavior.scale_down
-        if stabilized > current:
-            limit = max(scale_up_limit(current, self.up_events, self.down_events, up, now), current)
-            ceiling = min(self.max_replicas, limit)
-            if stabilized > ceiling:
-                return ceiling, why + (", scale-up rate limit" if limit < self.max_replicas else ", maxReplicas")
-        elif stabilized < current:
-            limit = min(scale_down_limit(current, self.up_events, self.down_events, down, now), current)
-            floor = max(self.min_replicas, limit)
-            if stabilized < floor:
-                return floor, why + (", scale-down rate limit" if limit > self.min_replicas else ", minReplicas")
-        return stabilized, why
+        out, condition = convert_with_behavior_rate(
+            current=current, desired=stabilized, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
+            up_events=self.up_events, down_events=self.down_events, behavior=self.behavior, now=now)
+        if out != stabilized:
+            why += f", {condition}"
+        return out, why
 
     def _stabilize(self, now: float, current: int, desired: int) -> int:
         up_cut = now - self.behavior.scale_up.stabilization_window_seconds

@@ -266,3 +266,125 @@ def test_docs_behavior_examples(down, expected_changes) -> None:
 def test_kubernetes_replica_calculator_cases(metric_type, usage, target, spec, status, ready, expected) -> None:
     reading = MetricReading(usage, target, metric_type)
     assert proposal(reading, spec_replicas=spec, status_replicas=status, ready_pods=ready, tol=T) == expected
+
+
+def rules(pods, pods_period, percent, percent_period, window):
+    """Kubernetes' generateScalingRules (horizontal_test.go): Pods and/or Percent policies, selectPolicy Max."""
+    policies = []
+    if pods:
+        policies.append(ScalingPolicy("Pods", pods, pods_period))
+    if percent:
+        policies.append(ScalingPolicy("Percent", percent, percent_period))
+    return ScalingRules(window, tuple(policies), "Max")
+
+
+def uniform(changes, period, now=1000.0):
+    """Kubernetes' generateEventsUniformDistribution: events at the centres of equal segments of the period."""
+    seg = period / len(changes)
+    return [(now - (period - seg * (i + 1) + seg / 2), c) for i, c in enumerate(changes)]
+
+
+# (name, up events, down events, min, max, up rules, down rules, current, desired, expected, condition)
+K8S_SCALING_WITH_RULES = [
+    ("prenormalized desired replicas within range", [], [], 3, 8, None, None, 5, 7, 7, "DesiredWithinRange"),
+    ("prenormalized desired replicas < minReplicas", [], [], 2, 8, None, None, 3, 1, 2, "TooFewReplicas"),
+    ("prenormalized desired replicas within range when minReplicas is 0", [], [], 0, 10, None, None, 1, 0, 0,
+     "DesiredWithinRange"),
+    ("maxReplicas is the limit because maxReplicas < scaleUpLimit", [], [], 1, 10, None, None, 20, 1000, 10,
+     "TooManyReplicas"),
+    ("desired replica count is more than the maximum replica count", [], [], 100, 150, None, None, 100, 1000, 150,
+     "TooManyReplicas"),
+    ("scaleUpLimit is the limit because scaleUpLimit < maxReplicas with user policies", [], [], 1, 2000,
+     rules(0, 0, 1, 60, 0), None, 3, 1000, 4, "ScaleUpLimit"),
+    ("scaleUp with default behavior", [], [], 1, 1000, None, None, 10, 50, 20, "ScaleUpLimit"),
+    ("scaleUp with pods policy larger than percent policy", [], [], 1, 1000, rules(100, 60, 100, 60, 0), None,
+     10, 500, 110, "ScaleUpLimit"),
+    ("scaleUp with percent policy larger than pods policy", [], [], 1, 1000, rules(2, 60, 100, 60, 0), None,
+     10, 500, 20, "ScaleUpLimit"),
+    ("scaleUp with spec MaxReplicas limitation with large pod policy", [], [], 1, 1000, rules(100, 60, 0, 0, 0),
+     None, 10, 50, 50, "DesiredWithinRange"),
+    ("scaleUp with pod policy limitation", [], [], 1, 1000, rules(30, 60, 0, 0, 0), None, 10, 50, 40,
+     "ScaleUpLimit"),
+    ("scaleUp with percent policy limitation", [], [], 1, 1000, rules(0, 0, 200, 60, 0), None, 10, 50, 30,
+     "ScaleUpLimit"),
+    ("scaleDown with percent policy larger than pod policy", [], [], 1, 1000, None, rules(20, 60, 1, 60, 300),
+     100, 2, 80, "ScaleDownLimit"),
+    ("scaleDown with pod policy larger than percent policy", [], [], 1, 1000, None, rules(2, 60, 1, 60, 300),
+     100, 2, 98, "ScaleDownLimit"),
+    ("scaleDown with spec MinReplicas limitation with large pod policy", [], [], 1, 1000, None,
+     rules(100, 60, 0, 0, 300), 10, 0, 1, "TooFewReplicas"),
+    ("scaleDown with spec MinReplicas limitation with large percent policy", [], [], 5, 1000, None,
+     rules(0, 0, 100, 60, 300), 10, 2, 5, "TooFewReplicas"),
+    ("scaleDown with pod policy limitation", [], [], 1, 1000, None, rules(5, 60, 0, 0, 300), 10, 2, 5,
+     "ScaleDownLimit"),
+    ("scaleDown with percent policy limitation", [], [], 1, 1000, None, rules(0, 0, 50, 60, 300), 10, 5, 5,
+     "DesiredWithinRange"),
+    ("scaleUp with spec MaxReplicas limitation with large pod policy and events", uniform([1, 5, 9], 120), [],
+     1, 200, rules(300, 60, 0, 0, 0), None, 100, 500, 200, "TooManyReplicas"),
+    ("scaleUp with spec MaxReplicas limitation with large percent policy and events", uniform([1, 5, 9], 120), [],
+     1, 200, rules(0, 0, 10000, 60, 0), None, 100, 500, 200, "TooManyReplicas"),
+    ("scaleUp with currentReplicas limitation with rate.PeriodSeconds with a lot of recent scale up events",
+     uniform([1, 5, 9], 120), [], 1, 1000, rules(5, 120, 0, 0, 0), None, 100, 500, 100, "ScaleUpLimit"),
+    ("scaleUp with pod policy and previous scale up events", uniform([1, 5, 9], 120), [], 1, 1000,
+     rules(150, 120, 0, 0, 0), None, 100, 500, 235, "ScaleUpLimit"),
+    ("scaleUp with percent policy and previous scale up events", uniform([1, 5, 9], 120), [], 1, 1000,
+     rules(0, 0, 200, 120, 0), None, 100, 500, 255, "ScaleUpLimit"),
+    ("scaleUp with percent policy and previous scale up and down events", uniform([4], 120), uniform([2], 120),
+     1, 1000, rules(0, 0, 300, 300, 0), None, 6, 24, 16, "ScaleUpLimit"),
+    ("scaleDown with default policy and previous events", [], uniform([1, 5, 9], 120), 1, 1000, None, None,
+     10, 5, 5, "DesiredWithinRange"),
+    ("scaleDown with spec MinReplicas=nil limitation with large pod policy and previous events", [],
+     uniform([1, 5, 9], 120), 1, 1000, None, rules(115, 120, 0, 0, 300), 100, 0, 1, "TooFewReplicas"),
+    ("scaleDown with spec MinReplicas limitation with large pod policy and previous events", [],
+     uniform([1, 5, 9], 120), 5, 1000, None, rules(130, 120, 0, 0, 300), 100, 0, 5, "TooFewReplicas"),
+    ("scaleDown with spec MinReplicas limitation with large percent policy and previous events", [],
+     uniform([1, 5, 9], 120), 5, 1000, None, rules(0, 0, 100, 120, 300), 100, 2, 5, "TooFewReplicas"),
+    ("scaleDown with pod policy limitation and previous events", [], uniform([1, 5, 9], 120), 1, 1000, None,
+     rules(5, 120, 0, 0, 300), 100, 2, 100, "ScaleDownLimit"),
+    ("scaleDown with percent policy limitation and previous events", [], uniform([2, 4, 6], 120), 1, 1000, None,
+     rules(0, 0, 50, 120, 300), 100, 0, 56, "ScaleDownLimit"),
+    ("scaleDown with percent policy and previous scale up and down events", uniform([2], 120), uniform([4], 120),
+     1, 1000, None, rules(0, 0, 50, 180, 0), 10, 1, 6, "ScaleDownLimit"),
+    ("scaleDown with previous events preventing further scale down", [], uniform([10, 10, 10], 120), 1, 1000,
+     None, rules(0, 0, 10, 120, 300), 100, 0, 100, "ScaleDownLimit"),
+    ("scaleDown with with previous events still allowing more scale down", [], uniform([10, 10, 10], 120), 1,
+     1000, None, rules(0, 0, 1000, 120, 300), 10, 5, 5, "DesiredWithinRange"),
+    ("check 'outdated' flag for events for one behavior for up", uniform([8, 12, 9, 11], 120), [], 1, 1000,
+     rules(1000, 60, 0, 0, 0), None, 100, 200, 200, "DesiredWithinRange"),
+    ("check that events were not marked 'outdated' for two different policies in the behavior for up",
+     uniform([8, 12, 9, 11], 120), [], 1, 1000, rules(1000, 120, 100, 60, 0), None, 100, 200, 200,
+     "DesiredWithinRange"),
+    ("check 'outdated' flag for events for one behavior for down", [], uniform([8, 12, 9, 11], 120), 1, 1000,
+     None, rules(1000, 60, 0, 0, 300), 100, 5, 5, "DesiredWithinRange"),
+]
+
+
+@pytest.mark.parametrize("case", K8S_SCALING_WITH_RULES, ids=[c[0] for c in K8S_SCALING_WITH_RULES])
+def test_kubernetes_scaling_with_rules(case) -> None:
+    """Kubernetes' TestScalingWithRules table (horizontal_test.go), through convert_with_behavior_rate."""
+    from simulations.keda.hpa import convert_with_behavior_rate
+
+    _, up_events, down_events, lo, hi, up, down, current, desired, expected, condition = case
+    behavior = HpaBehavior(up or default_scale_up(), down or default_scale_down())
+    got = convert_with_behavior_rate(current=current, desired=desired, min_replicas=lo, max_replicas=hi,
+                                     up_events=up_events, down_events=down_events, behavior=behavior, now=1000.0)
+    assert got == (expected, condition)
+
+
+@pytest.mark.parametrize(
+    "prev, up_rules, expected_changes",
+    [
+        # Kubernetes' TestStoreScaleEvents (horizontal_test.go): (seconds ago, change) before a +5 event
+        pytest.param([(58, 7)], rules(10, 60, 100, 60, 0), [7, 5], id="one-actual-entry-kept"),
+        pytest.param([(61, 7)], rules(10, 60, 100, 60, 0), [5], id="one-outdated-entry-replaced"),
+        pytest.param([(61, 7), (59, 6)], rules(10, 60, 0, 0, 0), [5, 6], id="two-entries-one-replaced"),
+        pytest.param([(29, 8), (59, 6), (61, 7), (61, 9)], rules(10, 60, 100, 30, 0), [8, 6, 7, 5],
+                     id="different-periods-last-outdated-replaced"),
+        pytest.param([(58, 7), (59, 6)], rules(10, 120, 100, 30, 0), [7, 6, 5], id="two-entries-both-actual"),
+    ],
+)
+def test_kubernetes_store_scale_events(prev, up_rules, expected_changes) -> None:
+    h = hpa(10, up=up_rules)
+    h.up_events = [(1000.0 - ago, change) for ago, change in prev]
+    h._store_event(1000.0, 10, 15)
+    assert [c for _, c in h.up_events] == expected_changes
