@@ -388,3 +388,10 @@ def test_kubernetes_store_scale_events(prev, up_rules, expected_changes) -> None
     h.up_events = [(1000.0 - ago, change) for ago, change in prev]
     h._store_event(1000.0, 10, 15)
     assert [c for _, c in h.up_events] == expected_changes
+
+
+def test_kubernetes_calculate_limits_with_min_select_policy() -> None:
+    """Kubernetes' TestCalculateScaleUpLimitWithScalingRules / TestCalculateScaleDownLimitWithBehaviors."""
+    both = (ScalingPolicy("Pods", 2, 60), ScalingPolicy("Percent", 50, 60))
+    assert scale_up_limit(1, [], [], ScalingRules(300, both, "Min"), now=0.0) == 2
+    assert scale_down_limit(5, [], [], ScalingRules(300, both, "Min"), now=0.0) == 3
