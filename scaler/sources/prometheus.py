@@ -31,16 +31,18 @@ Signals field               how
                             departures + change in the number in system. Pods absent one window ago count 0.
 ==========================  =====================================================================
 
-Worked example of the arrival estimate (pinned by
+Worked example of the arrival estimate (pinned by ``tests/unit/test_promql.py::test_arrival_worked_example``;
+every field is also checked against a real Prometheus by
 ``tests/integration/test_prometheus_source.py::test_signals_match_generated_series``): w = 60 s, 90
-requests finished (1.5 req/s), D went from 10 to 40: arrival = 1.5 + 30 / 60 = 2.0 req/s.
+requests finished (1.5 req/s, aborts included), D went from 10 to 40: arrival = 1.5 + 30 / 60 = 2.0 req/s.
 
 Outcomes per target, all distinct:
 
 * no ``up`` and no vLLM series for the pods -> ``Signals(pods_reporting=0)`` with ``None`` gauges
   (the Deployment is at zero replicas; vLLM exports nothing there);
-* ``up`` series for the pods (scraped, or scrape failing) or stale vLLM samples (newest older than
-  ``window``) but no fresh vLLM series -> :class:`~scaler.errors.NoDataError`;
+* ``up`` series for the pods or stale vLLM samples (newest older than ``window``) but no fresh vLLM
+  series -> :class:`~scaler.errors.NoDataError`; its subclass :class:`ScrapeFailingError` (``.pods``)
+  when every such pod has ``up == 0`` (typically loading the model after a scale-up from zero);
 * timeout -> :class:`~scaler.errors.SourceTimeout`; refused/reset/closed connection ->
   :class:`~scaler.errors.SourceConnectionError`; non-200 -> :class:`~scaler.errors.SourceHTTPError`
   (``status`` kept). These three are raised for the whole call (every target shares the queries).
@@ -131,6 +133,18 @@ def query_range(client: PrometheusConnect, expr: str, *, start: float, end: floa
     return rows
 
 
+class ScrapeFailingError(NoDataError):
+    """Every matching pod is a scrape target whose scrape fails (``up == 0``) and none exports vLLM series.
+
+    Usually pods still loading the model (vLLM serves ``/metrics`` only once up), e.g. right after a scale
+    from zero; also a broken endpoint. ``pods`` lists them, so a caller can tell this from other no-data.
+    """
+
+    def __init__(self, message: str, *, pods: tuple[str, ...]):
+        self.pods = pods
+        super().__init__(message, source=SOURCE)
+
+
 @dataclass(frozen=True)
 class MetricNames:
     """The names one namespace exports for the probed families (new name first when both exist)."""
@@ -183,6 +197,7 @@ class _PodSeries:
     buckets: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     success: dict[str, float] = field(default_factory=dict)      # finished_reason -> rate
     tokens: dict[str, float] = field(default_factory=dict)       # prompt_sum, prompt_count, ...
+    series: dict[str, int] = field(default_factory=dict)         # term -> number of series summed
 
 
 class PrometheusSource:
@@ -286,7 +301,7 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
     wanted = {"waiting": vm.WAITING.new, "running": vm.RUNNING.new, "kv": names.kv, "up": vm.UP,
               "ttft": vm.TTFT.new, "itl": names.itl}
     pods: dict[str, _PodSeries] = defaultdict(_PodSeries)
-    up_pods: dict[str, float] = {}
+    up_value: dict[str, float] = {}   # pod -> up (1 scraped, 0 scrape failing)
     for r in gauge_rows:
         labels = r["metric"]
         term, _, metric = labels.get(TERM_LABEL, "").partition("@")
@@ -298,13 +313,14 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
         value = float(r["value"][1])
         pod = labels[vm.LABEL_POD]
         if base == "up":
-            if term == "up_ts":
-                up_pods[pod] = value
+            if term == "up":
+                up_value[pod] = max(value, up_value.get(pod, -math.inf))
             continue
         if term.endswith("_ts"):
             pods[pod].ts[base] = max(value, pods[pod].ts.get(base, -math.inf))
         else:
             pods[pod].gauges[term] = pods[pod].gauges.get(term, 0.0) + value
+            pods[pod].series[term] = pods[pod].series.get(term, 0) + 1   # V1: one series per engine
     for r in rate_rows:
         labels = r["metric"]
         term, _, metric = labels.get(TERM_LABEL, "").partition("@")
@@ -333,9 +349,13 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
             raise NoDataError(
                 f"{sel.namespace}/{sel.deployment}: newest vLLM samples are {min(stale.values()):.0f} s old, "
                 f"older than the window ({window:g} s) for pods {sorted(stale)}", source=SOURCE)
-        if up_pods:
+        if up_value and all(v == 0 for v in up_value.values()):
+            raise ScrapeFailingError(
+                f"{sel.namespace}/{sel.deployment}: pods {sorted(up_value)} do not answer scrapes (up=0): "
+                "starting (model loading) or broken", pods=tuple(sorted(up_value)))
+        if up_value:
             raise NoDataError(
-                f"{sel.namespace}/{sel.deployment}: pods {sorted(up_pods)} are scrape targets (up) but export "
+                f"{sel.namespace}/{sel.deployment}: pods {sorted(up_value)} are scrape targets (up) but export "
                 f"no {vm.WAITING.new} series" + (f" for model_name={sel.model_name!r}" if sel.model_name else ""),
                 source=SOURCE)
         return Signals(observed_at=now, pods_reporting=0, metric_names=metric_names)
@@ -343,7 +363,9 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
     live = [pods[p] for p in fresh]
     waiting = sum(s.gauges.get("waiting", 0.0) for s in live)
     running = sum(s.gauges.get("running", 0.0) for s in live)
-    kvs = [s.gauges["kv"] for s in live if "kv" in s.gauges and now - s.ts.get("kv", -math.inf) <= window]
+    # KV usage is a fraction per engine: average over series (not a per-pod sum of engines).
+    kv_live = [s for s in live if "kv" in s.gauges and now - s.ts.get("kv", -math.inf) <= window]
+    kv_series = sum(s.series["kv"] for s in kv_live)
     # Rates from every matching pod (also pods that left during the window: their requests counted).
     every = list(pods.values())
 
@@ -374,7 +396,7 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
         arrival = max(0.0, finished_all + (waiting + running - prev) / window)
     return Signals(
         observed_at=now, pods_reporting=len(fresh), waiting=waiting, running=running,
-        kv_cache_usage=(sum(kvs) / len(kvs)) if kvs else None,
+        kv_cache_usage=(sum(s.gauges["kv"] for s in kv_live) / kv_series) if kv_series else None,
         ttft_p95=quantile("ttft"), tpot_p95=quantile("itl"),
         completion_rate=completion, arrival_rate=arrival,
         prompt_tokens_mean=ratio("prompt_sum", "prompt_count"),

@@ -116,3 +116,79 @@ def test_histogram_quantile_edge_cases(buckets, q, expected):
         assert math.isnan(got)
     else:
         assert got == pytest.approx(expected)
+
+
+# --- client-side aggregation (scaler.sources.prometheus.build_signals) on rows shaped as Prometheus answers ---
+from scaler.errors import NoDataError  # noqa: E402
+from scaler.sources.prometheus import MetricNames, ScrapeFailingError, build_signals  # noqa: E402
+
+NOW = 1_700_000_000.0
+
+
+def _row(term, metric, value, pod, ns="team-a", **labels):
+    return {"metric": {"scaler_term": f"{term}@{metric}", "namespace": ns, "pod": pod, **labels},
+            "value": [NOW, str(value)]}
+
+
+def _gauges(pod, *, waiting=1, running=2, kv=(0.5,), age=0.0):
+    rows = []
+    for i, k in enumerate(kv):   # one series per V1 engine
+        e = {"engine": str(i)}
+        rows += [_row("waiting", vm.WAITING.new, waiting, pod, **e), _row("waiting_ts", vm.WAITING.new, NOW - age, pod, **e),
+                 _row("running", vm.RUNNING.new, running, pod, **e), _row("running_ts", vm.RUNNING.new, NOW - age, pod, **e),
+                 _row("kv", vm.KV_CACHE.new, k, pod, **e), _row("kv_ts", vm.KV_CACHE.new, NOW - age, pod, **e)]
+    return rows
+
+
+SEL = TargetSelector("team-a", "llama")
+
+
+def test_kv_usage_is_a_mean_over_engines_not_a_sum_per_pod():
+    rows = _gauges("llama-a", kv=(0.9, 0.7)) + _gauges("llama-b", kv=(0.2,))
+    sig = build_signals(SEL, MetricNames(), rows, [], 60, NOW)
+    assert sig.pods_reporting == 2
+    assert sig.waiting == 3 and sig.running == 6            # queues of every engine add up
+    assert sig.kv_cache_usage == pytest.approx((0.9 + 0.7 + 0.2) / 3)
+
+
+def test_up_without_vllm_series_is_no_data_and_up_zero_is_scrape_failing():
+    up1 = [_row("up", "up", 1, "llama-a"), _row("up_ts", "up", NOW, "llama-a")]
+    with pytest.raises(NoDataError) as e:
+        build_signals(SEL, MetricNames(), up1, [], 60, NOW)
+    assert not isinstance(e.value, ScrapeFailingError) and "llama-a" in str(e.value)
+    up0 = [_row("up", "up", 0, "llama-a"), _row("up_ts", "up", NOW, "llama-a")]
+    with pytest.raises(ScrapeFailingError) as e:
+        build_signals(SEL, MetricNames(), up0, [], 60, NOW)
+    assert e.value.pods == ("llama-a",) and e.value.kind == "no_data"
+
+
+def test_no_series_at_all_is_zero_pods_not_an_error():
+    sig = build_signals(SEL, MetricNames(), [_row("up", "up", 1, "other-a")], [], 60, NOW)
+    assert sig.pods_reporting == 0 and sig.waiting is None and sig.kv_cache_usage is None
+
+
+def test_stale_gauges_are_no_data():
+    with pytest.raises(NoDataError, match="older than the window"):
+        build_signals(SEL, MetricNames(), _gauges("llama-a", age=61), [], 60, NOW)
+    assert build_signals(SEL, MetricNames(), _gauges("llama-a", age=60), [], 60, NOW).pods_reporting == 1
+
+
+def test_series_of_other_namespaces_and_old_names_are_ignored():
+    rows = _gauges("llama-a") + [_row("waiting", vm.WAITING.new, 50, "llama-x", ns="team-b"),
+                                 _row("waiting_ts", vm.WAITING.new, NOW, "llama-x", ns="team-b"),
+                                 _row("kv", vm.KV_CACHE.old, 0.99, "llama-a", engine="0"),
+                                 _row("kv_ts", vm.KV_CACHE.old, NOW, "llama-a", engine="0")]
+    sig = build_signals(SEL, MetricNames(), rows, [], 60, NOW)   # probe chose the new KV name
+    assert sig.waiting == 1 and sig.kv_cache_usage == pytest.approx(0.5)
+
+
+def test_arrival_worked_example():
+    """w = 60 s, 1.5 req/s finished (1.2 stop + 0.3 abort: aborts arrived too), D from 10 to 40 -> 2.0 req/s."""
+    rows = _gauges("llama-a", waiting=15, running=25) + [
+        _row("waiting_prev", vm.WAITING.new, 4, "llama-a", engine="0"),
+        _row("running_prev", vm.RUNNING.new, 6, "llama-a", engine="0")]
+    rates = [_row("success", vm.REQUEST_SUCCESS.new, 1.2, "llama-a", finished_reason="stop"),
+             _row("success", vm.REQUEST_SUCCESS.new, 0.3, "llama-a", finished_reason="abort")]
+    sig = build_signals(SEL, MetricNames(), rows, rates, 60, NOW)
+    assert sig.completion_rate == pytest.approx(1.2)          # aborts are not completions
+    assert sig.arrival_rate == pytest.approx(1.5 + 30 / 60)   # but they did arrive
