@@ -369,3 +369,27 @@ def test_failing_metric_spec_uses_the_last_known_target() -> None:
     with pytest.raises(SourceError):                     # never known: an error
         read_trigger(trig, T0)
     assert read_trigger(trig, T0, known_target=2.0).target == 2.0
+
+
+@pytest.mark.parametrize(
+    "spec_kw, replicas, active, error, expected",
+    [
+        # kedacore/keda pkg/scaling/executor/scale_scaledobjects_test.go (KEDA main), RequestScale alone
+        pytest.param({}, 10, False, False, 0, id="keda-TestScaleToMinReplicasWhenNotActive"),
+        pytest.param({"min_replica_count": 5}, 1, False, False, 5,
+                     id="keda-TestScaleToMinReplicasFromLowerInitialReplicaCount"),
+        pytest.param({}, 0, True, False, 1, id="keda-TestScaleFromMinReplicasWhenActive"),
+        pytest.param({"min_replica_count": 5, "idle_replica_count": 0}, 10, False, False, 0,
+                     id="keda-TestScaleToIdleReplicasWhenNotActive"),
+        pytest.param({"min_replica_count": 5, "idle_replica_count": 0}, 0, True, False, 5,
+                     id="keda-TestScaleFromIdleToMinReplicasWhenActive"),
+        pytest.param({}, 3, False, True, 3, id="keda-TriggerError-no-fallback"),
+        pytest.param({"fallback": Fallback(3, 5)}, 2, False, True, 2, id="keda-error-with-fallback-left-to-hpa"),
+        pytest.param({"fallback": Fallback(3, 0)}, 2, False, True, 0, id="keda-fallback-replicas-0-scales-in"),
+        pytest.param({}, 3, True, True, 3, id="keda-PartialTriggerError"),
+    ],
+)
+def test_request_scale_cases(spec_kw, replicas, active, error, expected) -> None:
+    k = KedaHpa(ScaledObjectSpec(**spec_kw), [FakeTrigger()], start=T0, replicas=replicas)
+    k._request_scale(T0 + 1, active=active, error=error, why="test")   # never active: initial cooldown 0 passed
+    assert k.replicas == expected
