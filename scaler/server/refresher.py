@@ -205,8 +205,10 @@ class Refresher:
                         return
             except Exception:  # never let the loop die; the next pass retries
                 log.exception("refresh loop pass failed")
-            targets = self.store.targets()
-            wait = min((t.next_due for t in targets), default=now + 1.0) - now
+            with self._in_flight_lock:
+                busy = set(self._in_flight)  # their completion wakes the loop
+            wait = min((t.next_due for t in self.store.targets() if t.config.prometheus_address not in busy),
+                       default=now + 1.0) - now
             self._wake.wait(timeout=min(max(wait, 0.01), 1.0))
 
     def _refresh_in_worker(self, address: str, targets: list[Target]) -> None:
@@ -228,7 +230,14 @@ class Refresher:
             return source
 
     def _refresh_address(self, address: str, targets: list[Target], now: float) -> None:
-        source = self.source_for(address)
+        try:
+            source = self.source_for(address)
+        except Exception as exc:  # e.g. a credential file gone: fail these targets, visibly
+            log.exception("cannot create the source for %s", redact(address))
+            err = InternalSourceError(f"cannot create the source: {type(exc).__name__}: {exc}", source="factory")
+            for t in targets:
+                self.apply(t, err, now, source_name="factory")
+            return
         for batch in _batches(targets):
             configs = [t.config for t in batch.values()]
             started = self._perf()

@@ -93,6 +93,10 @@ def test_bad_metadata_is_invalid_argument_naming_every_key(scaler) -> None:
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         for key in ("minReplicas='5'", "ttftP95='-1'", "colour='blue'"):
             assert key in exc.value.details()
+    for stream in (stub.StreamIsActive(r), stub.StreamMetricSpec(r)):
+        with pytest.raises(grpc.RpcError) as exc:
+            next(stream)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "colour='blue'" in exc.value.details()
 
 
 def test_unknown_metric_name_is_invalid_argument_but_keda_prefix_is_accepted(scaler) -> None:

@@ -195,6 +195,18 @@ def test_a_source_bug_fails_its_targets_safely() -> None:
         t.current(T0)
 
 
+def test_a_failing_source_factory_is_an_error_not_a_cold_cache_forever() -> None:
+    def factory(address):
+        raise ValueError("--prometheus-bearer-token-file='/t': cannot read")
+
+    clock, source, store, refresher = setup(factory=factory)
+    t = store.resolve("llama", "ml", {}, T0)
+    refresher.refresh_due(T0)
+    with pytest.raises(Unavailable, match="cannot create the source") as exc:
+        t.current(T0)
+    assert not exc.value.cold
+
+
 def test_idle_targets_stop_being_refreshed() -> None:
     clock, source, store, refresher = setup(idle_eviction=600)
     source.set("ml", "llama", BUSY)
