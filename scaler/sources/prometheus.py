@@ -112,7 +112,8 @@ def _timeout_param(timeout: float) -> str:
 def query(client: PrometheusConnect, expr: str, *, at: float, timeout: float) -> list[dict[str, Any]]:
     """One instant query at ``at`` (unix seconds), with request errors mapped to typed :class:`SourceError`\\ s."""
     with typed_errors(client, timeout):
-        rows = client.custom_query(expr, params={"time": f"{at:.3f}", "timeout": _timeout_param(timeout)})
+        rows = client.custom_query(expr, params={"time": f"{at:.3f}", "timeout": _timeout_param(timeout)},
+                                   timeout=timeout)
     if not isinstance(rows, list):
         raise SourceUnavailable(f"malformed answer from {client.url}: result is {type(rows).__name__}",
                                 source=SOURCE)
@@ -126,7 +127,7 @@ def query_range(client: PrometheusConnect, expr: str, *, start: float, end: floa
         rows = client.custom_query_range(
             expr, start_time=datetime.fromtimestamp(start, tz=timezone.utc),
             end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=promql.duration(step),
-            params={"timeout": _timeout_param(timeout)})
+            params={"timeout": _timeout_param(timeout)}, timeout=timeout)
     if not isinstance(rows, list):
         raise SourceUnavailable(f"malformed answer from {client.url}: result is {type(rows).__name__}",
                                 source=SOURCE)

@@ -259,3 +259,42 @@ def test_scraped_simulated_pods_are_read_live(prometheus_required):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not workdir.exists()
+
+
+def test_prometheus_server_start_failure_is_reported_with_its_log(prometheus_required):
+    from scaler.testing.promserver import PrometheusServer
+
+    server = PrometheusServer(extra_args=["--no-such-flag"])
+    with pytest.raises(RuntimeError, match="did not become ready") as e:
+        server.start(timeout=10)
+    assert "no-such-flag" in str(e.value)   # the log tail says why
+    assert server._proc is None and server._workdir is None
+
+
+def test_given_client_timeout_applies_even_if_the_client_has_none():
+    """A PrometheusConnect built elsewhere (auth, CA) without a timeout still gets the source's timeout."""
+    import http.server
+    import threading
+    import time
+
+    from scaler.errors import SourceTimeout
+
+    class Hang(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            time.sleep(3)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hang)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = PrometheusConnect(f"http://127.0.0.1:{srv.server_address[1]}", method="POST")
+        t0 = time.monotonic()
+        with pytest.raises(SourceTimeout):
+            PrometheusSource(client, timeout=0.3).fetch([cfg("llama-7f9c")], T_END)
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        srv.shutdown()
+        srv.server_close()
