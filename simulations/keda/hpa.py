@@ -132,7 +132,11 @@ def _change_in_period(events: Sequence[tuple[float, int]], period: float, now: f
 
 def scale_up_limit(current: int, up_events: Sequence[tuple[float, int]], down_events: Sequence[tuple[float, int]],
                    rules: ScalingRules, now: float) -> int:
-    """``calculateScaleUpLimitWithScalingRules``: the most replicas the scale-up policies allow now."""
+    """``calculateScaleUpLimitWithScalingRules``: the most replicas the scale-up policies allow now.
+
+    Example: 10 replicas, Kubernetes' defaults (4 pods or 100 % per 15 s, ``Max``) -> max(14, 20) = 20.
+    Pinned by ``test_hpa.py::test_scale_up_limit`` and ``::test_kubernetes_scaling_with_rules``.
+    """
     if rules.select_policy == "Disabled":
         return current
     limits = []
@@ -148,7 +152,11 @@ def scale_up_limit(current: int, up_events: Sequence[tuple[float, int]], down_ev
 
 def scale_down_limit(current: int, up_events: Sequence[tuple[float, int]], down_events: Sequence[tuple[float, int]],
                      rules: ScalingRules, now: float) -> int:
-    """``calculateScaleDownLimitWithBehaviors``: the fewest replicas the scale-down policies allow now."""
+    """``calculateScaleDownLimitWithBehaviors``: the fewest replicas the scale-down policies allow now.
+
+    Example (Kubernetes docs): 72 replicas, Pods 4 and Percent 10 per 60 s, ``Max`` -> min(68, int(64.8)) = 64.
+    Pinned by ``test_hpa.py::test_scale_down_limit`` and ``::test_docs_scale_down_policies_80_to_10``.
+    """
     if rules.select_policy == "Disabled":
         return current
     limits = []
@@ -272,6 +280,8 @@ class HorizontalPodAutoscaler:
         return out, why
 
     def _stabilize(self, now: float, current: int, desired: int) -> int:
+        """``stabilizeRecommendationWithBehaviors`` (``test_docs_stabilization_window_takes_highest_recommendation``,
+        ``test_scale_up_stabilization_window_takes_lowest``)."""
         up_cut = now - self.behavior.scale_up.stabilization_window_seconds
         down_cut = now - self.behavior.scale_down.stabilization_window_seconds
         up_rec = down_rec = desired
