@@ -239,6 +239,7 @@ def record(source, *, namespace: str, deployment: str, model_name: str | None, s
     if step <= 0 or window <= 0 or end < start:
         raise ValueError(f"need step > 0, window > 0, end >= start; got step={step}, window={window}, "
                          f"start={start}, end={end}")
+    start, end = float(math.floor(start)), float(math.floor(end))   # the range-query API takes whole seconds
     sel = promql.TargetSelector(namespace, deployment, model_name)
     # Probe the names at the end, else (Deployment at zero then?) at the middle and the start of the span.
     for at in (end, (start + end) / 2, start):
