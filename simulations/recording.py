@@ -128,6 +128,11 @@ class Recording:
     header: RecordingHeader
     ticks: tuple[Tick, ...]
 
+    def demand(self) -> list[tuple[float, float | None, float | None, float | None]]:
+        """The recorded demand for closed-loop simulation: ``(t, arrival req/s, prompt mean, output mean)``
+        per tick, oldest first; ``None`` where the tick had no data (a gap, not zero demand)."""
+        return [(t.t, t.arrival_rate, t.prompt_tokens_mean, t.output_tokens_mean) for t in self.ticks]
+
     def write(self, out: TextIO) -> None:
         out.write(json.dumps({"format": FORMAT, "version": VERSION, **asdict(self.header)}, sort_keys=False) + "\n")
         for tick in self.ticks:

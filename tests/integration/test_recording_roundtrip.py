@@ -101,6 +101,9 @@ def test_record_gives_the_demand_back(backfilled_prometheus, tmp_path, capsys):
         assert abs(tick.arrival_rate - known) <= 1 / WINDOW + 1e-9, (tick.t, tick.arrival_rate, known)
         worst = max(worst, abs(tick.arrival_rate - known))
         assert tick.prompt_tokens_mean in (None, pytest.approx(PROMPT))
+    demand_rows = rec.demand()
+    assert [r[0] for r in demand_rows] == [t.t for t in rec.ticks]
+    assert [r[1] for r in demand_rows] == [t.arrival_rate for t in rec.ticks]
     print(f"round trip: {len(rec.ticks)} ticks, worst |arrival - known demand| = {worst:.4f} req/s")
     # the queue built during the 6 req/s phase is visible, and TTFT grew with it
     peak = max(rec.ticks, key=lambda t: t.waiting or 0)
