@@ -298,3 +298,15 @@ def test_given_client_timeout_applies_even_if_the_client_has_none():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_regex_like_model_names_stay_literal_in_a_real_prometheus(backfilled_prometheus):
+    """modelName ".*" (a legal label value) must match nothing here, alone (`=`) or in a union (`=~`, escaped)."""
+    server = backfilled_prometheus(frames_gen(ALL, "v1"))
+    src = PrometheusSource(server.url, timeout=5)
+    wild, real = cfg("llama-7f9c", modelName=".*"), cfg("llama-7f9c", modelName="meta/llama")
+    alone = src.fetch([wild], T_END)[wild.target_key]
+    assert isinstance(alone, NoDataError)   # the pods are scrape targets (up) but none has model_name ".*"
+    both = src.fetch([wild, real], T_END)
+    assert isinstance(both[wild.target_key], NoDataError)
+    check(both[real.target_key], expected(LLAMA))
