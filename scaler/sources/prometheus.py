@@ -265,7 +265,9 @@ class PrometheusSource:
         """Signals (or the per-target :class:`NoDataError`) for ``targets`` at ``now``.
 
         Raises :class:`SourceUnavailable` subclasses when Prometheus can not be asked.
-        Targets with different windows are fetched in separate query groups.
+        Targets with different windows are fetched in separate query groups. Every target is read from
+        this source's Prometheus (``PolicyConfig.prometheus_address`` is the caller's business: the server
+        keeps one source per address).
         """
         out: dict[tuple, Signals | SourceError] = {}
         by_window: dict[float, list[PolicyConfig]] = defaultdict(list)

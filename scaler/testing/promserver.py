@@ -28,6 +28,7 @@ the temporary directory it created (never a ``tsdb_dir`` it was given).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -88,9 +89,7 @@ def free_port() -> int:
 
 
 def _yaml_str(s: str) -> str:
-    # JSON strings are valid YAML flow scalars
-    import json
-
+    """A YAML scalar for any string: JSON strings are valid YAML flow scalars."""
     return json.dumps(s)
 
 
