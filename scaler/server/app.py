@@ -115,11 +115,20 @@ class ScalerServer:
             asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout)
             if self.settings.metrics_port is not None:
                 host = self.settings.metrics_host or self.settings.host
-                self._metrics_http = _metrics_http_server(host, self.settings.metrics_port, self.metrics.registry)
+                try:
+                    self._metrics_http = _metrics_http_server(host, self.settings.metrics_port,
+                                                              self.metrics.registry)
+                except OSError as exc:
+                    raise OSError(f"--metrics-port: cannot listen on {host}:{self.settings.metrics_port}: "
+                                  f"{exc.strerror or exc}") from None
                 self.metrics_port = self._metrics_http.server_address[1]
             if self._background_refresh:
                 self.refresher.start()
         except BaseException:
+            try:  # release whatever did start (a bound gRPC port) before reporting the failure
+                asyncio.run_coroutine_threadsafe(self._stop(0), self._loop).result(5)
+            except Exception:
+                pass
             self._halt_loop()
             raise
         log.info("serving", extra={"fields": {
@@ -145,21 +154,23 @@ class ScalerServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server)
         bind = f"{self.settings.host}:{self.settings.port}"
-        if self.settings.tls is not None:
-            self.port = self._server.add_secure_port(bind, self.settings.tls.server_credentials())
-        else:
-            self.port = self._server.add_insecure_port(bind)
-        if not self.port:
-            raise OSError(f"cannot listen on {bind}")
+        try:
+            if self.settings.tls is not None:
+                self.port = self._server.add_secure_port(bind, self.settings.tls.server_credentials())
+            else:
+                self.port = self._server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            raise OSError(f"--grpc-port: cannot listen on {bind}: {exc}") from None
         await self._server.start()
         if self.settings.health_port is not None:
             # Plaintext, health only: the kubelet's gRPC probe cannot speak TLS.
             self._health_server = grpc.aio.server(options=options)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
             bind_health = f"{self.settings.host}:{self.settings.health_port}"
-            self.health_port = self._health_server.add_insecure_port(bind_health)
-            if not self.health_port:
-                raise OSError(f"cannot listen on {bind_health}")
+            try:
+                self.health_port = self._health_server.add_insecure_port(bind_health)
+            except RuntimeError as exc:
+                raise OSError(f"--health-port: cannot listen on {bind_health}: {exc}") from None
             await self._health_server.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)

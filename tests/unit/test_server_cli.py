@@ -101,3 +101,19 @@ def test_bad_setting_exits_2_naming_it() -> None:
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          timeout=30)
     assert out.returncode == 2 and "--tls-key" in out.stderr
+
+
+def test_port_in_use_exits_1_naming_the_flag() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flag in ("--grpc-port", "--metrics-port"):
+            other = "--metrics-port" if flag == "--grpc-port" else "--grpc-port"
+            out = subprocess.run([sys.executable, "-m", "scaler", "serve", "--host", "127.0.0.1", flag, str(port),
+                                  other, "0"], capture_output=True, text=True, cwd=ROOT,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=30)
+            assert out.returncode == 1, out.stderr
+            assert f"{flag}: cannot listen on 127.0.0.1:{port}" in out.stderr
