@@ -56,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,7 +89,7 @@ class Timing:
     hpa_sync_period: float = 1.0     # the HPA's sync: 15 s
     cooldown_period: int = 4         # cooldownPeriod: 600 s
     initial_cooldown: int = 10       # initialCooldownPeriod: (unset in the example)
-    scale_down_window: int = 3       # scaleDown.stabilizationWindowSeconds: 300 s
+    scale_down_window: int = 6       # scaleDown.stabilizationWindowSeconds: 300 s
     cold_start: float = 2.0          # pod created -> Ready: 180 s
     tick: float = 0.1                # how often the demo advances the fleet and the emulator
 
@@ -579,6 +580,7 @@ class DemoResult:
     first_arrival: float
     counterfactual_peak_waiting: int               # same arrivals, one fixed replica
     source_errors: float                           # vllm_scaler_source_errors_total at the end
+    router_peak_after_zero: float | None           # what Prometheus saw of the router queue (trickle phase)
     scaler_exit: int | None
     requests: int
     ttft_ok: float                                  # fraction of requests with TTFT within the SLO
@@ -702,6 +704,8 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
             metrics = scaler.metrics_text()
         except OSError:
             metrics = ""
+        router_peak = _query_scalar(prom.url, f"max_over_time(sum({ROUTER_METRIC}{{namespace=\"{NAMESPACE}\"}})"
+                                              f"[{max(1, int(t - phases[-3].end + 2))}s:500ms])")
         source_errors = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                             if line.startswith("vllm_scaler_source_errors_total"))
         counterfactual = _counterfactual_peak_waiting(arr, prompt, output, model, fleet.start, start + t)
@@ -712,6 +716,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
             calls=list(trig.calls), pushes=list(push.received), outage=OUTAGE,
             first_arrival=float(arr[0] - start) if len(arr) else math.nan,
             counterfactual_peak_waiting=counterfactual, source_errors=source_errors, scaler_exit=None,
+            router_peak_after_zero=router_peak,
             requests=len(arr), ttft_ok=float(out.ttft_ok) / max(1.0, float(out.requests)), slo_ttft=slo_ttft, gpu_seconds=fleet.gpu_seconds(start + t))
     finally:
         for fn in reversed(cleanup):
@@ -721,6 +726,17 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
                 print(f"demo cleanup: {exc!r}", file=sys.stderr)
     result.scaler_exit = scaler_exit[0]
     return result
+
+
+def _query_scalar(prom_url: str, promql: str) -> float | None:
+    """One instant query straight to Prometheus (not through the gate): a scalar, or None."""
+    url = f"{prom_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            data = json.loads(r.read())
+        return float(data["data"]["result"][0]["value"][1])
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
 
 
 def _counterfactual_peak_waiting(arr, prompt, output, model, fleet_start: float, end: float) -> int:
@@ -744,11 +760,14 @@ def check(result: DemoResult) -> list[Check]:
     ticks = result.ticks
 
     wake = next((e for e in ev if e[2] == 0 and e[3] >= 1), None)
+    trickle_start = next(p for p in traffic_phases() if p.name == "trickle").start
+    actives = [c[2] for c in result.calls if c[0] >= trickle_start and c[1] == "IsActive"]
     checks.append(Check(
         "woke_through_stream_is_active",
         wake is not None and "StreamIsActive" in wake[4],
-        f"first 0->N: {wake}; first arrival at t={result.first_arrival:.1f}s; "
-        f"stream messages: {[(round(t, 1), r) for t, r in result.pushes[:6]]}"))
+        f"first 0->N: {wake}; trickle from t={trickle_start:.0f}s; Prometheus saw up to "
+        f"{result.router_peak_after_zero} requests waiting at the router; IsActive answers since: "
+        f"{actives[:8]}; StreamIsActive messages: {[(round(t, 1), r) for t, r in result.pushes[:6]]}"))
 
     peak_replicas = max((k.replicas for k in ticks), default=0)
     peak_waiting = max((k.waiting + k.router for k in ticks if k.phase in ("ramp-up", "plateau")), default=0)
