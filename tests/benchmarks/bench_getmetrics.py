@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"{kind} server did not start")
             ports[kind], cached = parent.recv()
             print(f"{kind}: 127.0.0.1:{ports[kind]}, {cached} targets cached", flush=True)
-        print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, grpcio {grpc.__version__}; "
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, Python "
+              f"{sys.version.split()[0]}, grpcio {grpc.__version__}; "
               f"{args.duration:g} s per server and rate in {args.rounds} alternating slices, open loop, one channel", flush=True)
         print(HEADER, flush=True)
         runs = asyncio.run(_client(ports, rates, args.duration, args.rounds))
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.join(5)
 
     base = {r.server: r for r in runs if r.rate == rates[0]}
-    print()
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     if "scaler" in base and "do-nothing" in base:
         s, d = base["scaler"], base["do-nothing"]
         ratio = s.p99 / d.p99
