@@ -34,6 +34,7 @@ layer 2 has the run minute 5: 120 + 60 = 180 s; total 600 GPU-seconds.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -52,8 +53,23 @@ class OraclePlan:
     infeasible_minutes: int      # minutes where even an idle replica misses the SLO (capacity at 99 % saturation)
 
     def desired(self, now: float) -> int:
-        """Replicas the plan holds at ``now`` (requested, loading or ready)."""
-        return sum(1 for a, b in self.hold if a <= now < b)
+        """Replicas the plan holds at ``now`` (requested, loading or ready): a step function, by bisection."""
+        steps = self.__dict__.get("_steps")
+        if steps is None:
+            ev = sorted([(a, 1) for a, _ in self.hold] + [(b, -1) for _, b in self.hold])
+            times, level, cur = [], [], 0
+            for t, d in ev:
+                cur += d
+                if times and times[-1] == t:
+                    level[-1] = cur
+                else:
+                    times.append(t)
+                    level.append(cur)
+            steps = (times, level)
+            object.__setattr__(self, "_steps", steps)
+        times, level = steps
+        i = bisect.bisect_right(times, now) - 1
+        return level[i] if i >= 0 else 0
 
 
 def layered_bound(c: np.ndarray, minute: float, cold: float, initial: int = 0,

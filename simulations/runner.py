@@ -219,10 +219,12 @@ class Controller:
 
 
 class KedaController(Controller):
-    def __init__(self, fleet: FleetBase, spec, triggers, start: float, initial: int, tick: float):
+    def __init__(self, fleet: FleetBase, spec, triggers, start: float, initial: int, tick: float,
+                 cache: _SignalCache | None = None):
         from .keda import KedaHpa
 
         self.fleet = fleet
+        self.cache = cache
         self.keda = KedaHpa(spec, triggers, start=start, replicas=initial)
         self.tick = tick
 
@@ -277,7 +279,7 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
         cache = _SignalCache(fleet, config.window, upstream=config.activation_query is not None,
                              history=3600.0 if name == "predictive" else 0.0)
         trig = DecideTrigger(config, cache)
-        ctrl: Controller = KedaController(fleet, spec, [trig], start, initial, s.tick)
+        ctrl: Controller = KedaController(fleet, spec, [trig], start, initial, s.tick, cache)
     elif name.startswith("keda-threshold"):
         from .keda import ThresholdTrigger
 
@@ -291,7 +293,7 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
             return (sig.waiting or 0.0) / sig.pods_reporting if sig.pods_reporting else 0.0
 
         trig = ThresholdTrigger(avg_waiting, threshold=s.keda_threshold, activation_threshold=s.keda_activation)
-        ctrl = KedaController(fleet, spec, [trig], start, initial, s.tick)
+        ctrl = KedaController(fleet, spec, [trig], start, initial, s.tick, cache)
     elif name == "kpa":
         ctrl = KpaController(fleet, s, min(s.tick, 2.0))
     else:
@@ -310,7 +312,11 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
             ctrl.step(t)
             k += 1
             if t >= next_tl - 1e-9:
-                sig = fleet.signals(t, s.timeline_step)
+                cache = getattr(ctrl, "cache", None)
+                if cache is not None and cache.window == s.timeline_step and not cache.history:
+                    sig = cache(t)          # the signals KEDA just read at this instant
+                else:
+                    sig = fleet.signals(t, s.timeline_step)
                 tl.t.append(t)
                 tl.arrival_rate.append(sig.arrival_rate or 0.0)
                 tl.spec.append(fleet.spec_replicas())

@@ -42,19 +42,26 @@ from scaler.signals import Signals
 
 from .base import FleetBase, FleetOutcome, window_attainment
 from .lifecycle import ColdStartModel, Replica, ReplicaSet
-from .model import ModelParams, saturation, steady_state
+from .model import ModelParams, saturation
 
 
 def _weighted_quantile(pairs: list[tuple[float, float]], q: float) -> float | None:
-    tot = sum(w for _, w in pairs)
+    if not pairs:
+        return None
+    if len(pairs) == 1:
+        return pairs[0][0]
+    tot = 0.0
+    for _, w in pairs:
+        tot += w
     if tot <= 1e-12:
         return None
-    acc = 0.0
-    for v, w in sorted(pairs):
+    pairs.sort()
+    acc, goal = 0.0, q * tot - 1e-12
+    for v, w in pairs:
         acc += w
-        if acc >= q * tot - 1e-12:
+        if acc >= goal:
             return v
-    return sorted(pairs)[-1][0]
+    return pairs[-1][0]
 
 
 class AggregateFleet(FleetBase):
@@ -78,6 +85,12 @@ class AggregateFleet(FleetBase):
         self.pool = pool.tolist()
         self.prompt_p95 = float(np.percentile(pool, 95))
         self.params = params
+        # per-bin constants of the steady state (simulations.fleet.model), precomputed for speed
+        sat = [saturation(params, p_, l_) for p_, l_ in zip(self.P, self.L)]
+        self._lam_sat = [x[0] for x in sat]
+        self._t_sat = [x[1] for x in sat]
+        self._nmax = [float(x[2]) for x in sat]
+        self._cost = [params.beta * max(1.0, l_) + params.gamma * p_ for p_, l_ in zip(self.P, self.L)]
         self.slo_ttft, self.slo_tpot = slo_ttft, slo_tpot
         self.start = start
         self.now = start
@@ -152,6 +165,9 @@ class AggregateFleet(FleetBase):
         P = self.P[b] if b is not None else 0.0
         L = self.L[b] if b is not None else 1.0
         R = self.rs.count("ready")
+        if R > 0 and b is None:
+            b = len(self.rate) - 1 if t0 >= self.start else 0
+            a = 0.0
         rec = len(self.s_t)
         arrivals = a * dt
         self.s_t.append(t0)
@@ -175,18 +191,19 @@ class AggregateFleet(FleetBase):
             self.s_t_iter.append(0.0)
             self._state = (0.0, 0.0, P)
             return
-        lam_sat, t_sat, nmax = saturation(self.params, P, L)
+        lam_sat, t_sat, nmax = self._lam_sat[b], self._t_sat[b], self._nmax[b]
         cap = R * lam_sat
         if self.backlog_total <= 1e-9 and a < cap:
-            ss = steady_state(self.params, a / R, P, L)
-            t = ss.iteration
+            per = a / R
+            t = self.params.alpha / (1.0 - per * self._cost[b])
+            running = per * max(1.0, L) * t
             base = 1.5 * t
             self.s_ttft_ok[rec] = arrivals * self._share_ttft_ok(base)
             self.s_tpot_ok[rec] = arrivals if t <= self.slo_tpot else 0.0
             self.s_served.append(arrivals)
             self.s_base.append(base)
             self.s_t_iter.append(t)
-            self._state = (ss.running, t, P)
+            self._state = (running, t, P)
             self.backlog.clear()
             self.backlog_total = 0.0
             return
@@ -233,23 +250,30 @@ class AggregateFleet(FleetBase):
     def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
         self.advance_to(now)
         lo_t = now - window
-        i = max(0, bisect.bisect_right(self.s_t, lo_t) - 1)
-        arrivals = served = 0.0
+        s_t, s_dt, s_arr, s_served = self.s_t, self.s_dt, self.s_arr, self.s_served
+        s_base, s_iter, s_p, s_l = self.s_base, self.s_t_iter, self.s_p, self.s_l
+        i = bisect.bisect_right(s_t, lo_t) - 1
+        if i < 0:
+            i = 0
+        arrivals = served = psum = lsum = 0.0
         ttft_pairs, tpot_pairs = [], []
-        psum = lsum = 0.0
-        for k in range(i, len(self.s_t)):
-            s, d = self.s_t[k], self.s_dt[k]
-            f = 1.0 if s >= lo_t else max(0.0, (s + d - lo_t) / d) if d > 0 else 0.0
-            if f <= 0:
-                continue
-            arrivals += self.s_arr[k] * f
-            sv = self.s_served[k] * f
+        for k in range(i, len(s_t)):
+            st = s_t[k]
+            if st >= lo_t:
+                f = 1.0
+            else:
+                d = s_dt[k]
+                f = (st + d - lo_t) / d if d > 0 else 0.0
+                if f <= 0:
+                    continue
+            arrivals += s_arr[k] * f
+            sv = s_served[k] * f
             if sv > 0:
                 served += sv
-                ttft_pairs.append((self.s_base[k], sv))
-                tpot_pairs.append((self.s_t_iter[k], sv))
-                psum += self.s_p[k] * sv
-                lsum += self.s_l[k] * sv
+                ttft_pairs.append((s_base[k], sv))
+                tpot_pairs.append((s_iter[k], sv))
+                psum += s_p[k] * sv
+                lsum += s_l[k] * sv
         base95 = _weighted_quantile(ttft_pairs, 0.95)
         ttft95 = base95 + self.params.gamma * self.prompt_p95 if base95 is not None else None
         n_ready = self.rs.count("ready")

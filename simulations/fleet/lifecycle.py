@@ -85,6 +85,7 @@ class ReplicaSet:
         self.deployment = deployment
         self.replicas: list[Replica] = []
         self.live: list[Replica] = []   # not gone: what the queries scan (the full list only grows)
+        self._n = {LOADING: 0, READY: 0, DRAINING: 0, GONE: 0}
         self.cold_starts = 0
         self.scale_events = 0
         self._zero_since: float | None = None
@@ -96,7 +97,7 @@ class ReplicaSet:
         for _ in range(initial):
             r = self._new(start, warm=warm)
             if warm:
-                r.phase = READY
+                self._phase(r, READY)
         if initial == 0:
             self._zero_since = start
 
@@ -109,11 +110,12 @@ class ReplicaSet:
         return [r for r in self.live if r.phase == READY]
 
     def count(self, phase: str) -> int:
-        n = 0
-        for r in self.live:
-            if r.phase == phase:
-                n += 1
-        return n
+        return self._n[phase]
+
+    def _phase(self, r: Replica, phase: str) -> None:
+        self._n[r.phase] -= 1
+        self._n[phase] += 1
+        r.phase = phase
 
     def next_ready_at(self) -> float:
         return self._pending[0].ready_at if self._pending else math.inf
@@ -133,6 +135,7 @@ class ReplicaSet:
         r = Replica(idx, f"{self.deployment}-{idx}", now, now + delay)
         self.replicas.append(r)
         self.live.append(r)
+        self._n[LOADING] += 1
         if not warm:
             self.cold_starts += 1
             self._pending.append(r)
@@ -146,7 +149,7 @@ class ReplicaSet:
         """Loading pods whose cold start has elapsed become ready (in ready_at order)."""
         while self._pending and self._pending[0].ready_at <= now:
             r = self._pending.pop(0)
-            r.phase = READY
+            self._phase(r, READY)
             self.on_ready(r)
 
     def scale_to(self, n: int, now: float) -> None:
@@ -168,7 +171,7 @@ class ReplicaSet:
                 self._pending.remove(r)
                 self._gone(r, now)
             else:
-                r.phase = DRAINING
+                self._phase(r, DRAINING)
                 r.drain_started_at = now
                 if self.on_drain(r, now):
                     self._gone(r, now)
@@ -179,7 +182,7 @@ class ReplicaSet:
         self._check_zero(at)
 
     def _gone(self, r: Replica, at: float) -> None:
-        r.phase = GONE
+        self._phase(r, GONE)
         r.gone_at = at
         self._gone_seconds += at - r.requested_at
         self.live.remove(r)
