@@ -118,7 +118,7 @@ def test_cold_cache_waits_a_bounded_time_then_unavailable(scaler) -> None:
         stub.GetMetrics(metrics_req(ref()), timeout=DEADLINE)
     took = time.monotonic() - started
     assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "first refresh" in exc.value.details()
-    assert 0.4 < took < 1.4
+    assert 0.45 < took < 2.0  # the 0.5 s bound plus RPC overhead, well inside the 3 s deadline
     # Once the slow refresh lands, answers come from the cache.
     deadline = time.monotonic() + 5
     while True:
