@@ -108,3 +108,14 @@ def test_precedence_metadata_model_learned_little() -> None:
     assert resolve_capacity(metadata=None, model=M, learned=learned, **kw).source == "learned"
     kw.update(signals=sig(0, running=None))
     assert resolve_capacity(metadata=None, model=None, learned=CapacityLearner(), **kw) is None
+
+
+def test_little_fallback_uses_the_learners_running_means() -> None:
+    # A bursty fleet: R swings 0 <-> 40 between snapshots; the EWMAs keep the estimate steady.
+    learner = CapacityLearner()
+    for i in range(200):
+        learner = learner.observe(sig(i * 5.0, running=40.0 if i % 2 else 0.0, completion_rate=10.0),
+                                  now=i * 5.0, window=60, **SLO)
+    steady = little_capacity(sig(0, running=0.0), 32, learner)
+    assert steady == pytest.approx(32 * 10 / 20, rel=0.1)
+    assert little_capacity(sig(0, running=0.0), 32, None) is None  # the snapshot alone has no load
