@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -106,12 +107,10 @@ class Refresher:
                  clock: Callable[[], float], perf: Callable[[], float] | None = None,
                  enrichers: Sequence[SignalEnricher] = (), workers: int = 4, idle_eviction: float = 600.0,
                  observer: RefreshObserver | None = None):
-        import time as _time
-
         self.store = store
         self._source_factory = source_factory
         self._clock = clock
-        self._perf = perf or _time.perf_counter
+        self._perf = perf or time.perf_counter
         self.enrichers = tuple(enrichers)
         self.idle_eviction = idle_eviction
         self._observer = observer or RefreshObserver()
