@@ -273,6 +273,14 @@ class PodExporter:
         with self.lock:
             return self.texts[slot]
 
+    def text_of_replica(self, index: int) -> str:
+        """The exposition of fleet replica ``index`` (empty when it is not running vLLM)."""
+        with self.lock:
+            try:
+                return self.texts[self.slots.index(index)]
+            except ValueError:
+                return ""
+
 
 class MetricsPort:
     """One HTTP server on 127.0.0.1 answering GET /metrics with ``body()`` (a pod slot, or the router)."""
@@ -834,6 +842,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write the per-tick timeline and events as JSON to this file")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep Prometheus' TSDB and the scaler's log here (default: a temporary directory)")
+    cluster = parser.add_argument_group(
+        "in a cluster (tests/e2e/test_kind.py)",
+        "--role loadgen runs the traffic and the fleet model for a real Deployment, following its Ready pods "
+        "through the Kubernetes API; --role pod is a simulated vLLM container that serves /health (after "
+        "--startup-delay) and its share of the loadgen's metrics on /metrics.")
+    cluster.add_argument("--role", choices=("loop", "loadgen", "pod"), default="loop",
+                         help="loop: the whole loop on loopback (default); loadgen or pod: see above")
+    cluster.add_argument("--port", type=int, default=8000, help="HTTP port of the loadgen or pod (default: 8000)")
+    cluster.add_argument("--loadgen-url", default="http://vllm-loadgen:8000",
+                         help="pod: where the loadgen serves /pods/<name>/metrics (default: http://vllm-loadgen:8000)")
+    cluster.add_argument("--startup-delay", type=float, default=10.0,
+                         help="pod: seconds before /health answers 200, the simulated model load (default: 10)")
+    cluster.add_argument("--namespace", default="llm", help="loadgen: namespace of the Deployment (default: llm)")
+    cluster.add_argument("--deployment", default=DEPLOYMENT, help=f"loadgen: the Deployment (default: {DEPLOYMENT})")
+    cluster.add_argument("--time-scale", type=float, default=10.0,
+                         help="loadgen: stretch the story's phases by this factor, for the HPA's 15 s sync "
+                              "(default: 10)")
     parser.set_defaults(func=_main)
 
 
@@ -841,6 +866,13 @@ def _main(args: argparse.Namespace) -> int:
     if args.peak <= 0 or not math.isfinite(args.peak):
         print(f"vllm-scaler demo: --peak={args.peak}: must be a positive number of requests/s", file=sys.stderr)
         return 2
+    if args.role == "pod":
+        return serve_pod(args.port, args.loadgen_url, args.startup_delay)
+    if args.role == "loadgen":
+        if not (args.time_scale > 0 and math.isfinite(args.time_scale)):
+            print(f"vllm-scaler demo: --time-scale={args.time_scale}: must be a positive number", file=sys.stderr)
+            return 2
+        return serve_loadgen(args.port, args.namespace, args.deployment, args.time_scale, args.peak, args.seed)
     try:
         result = run(policy=args.policy, peak=args.peak, seed=args.seed, workdir=args.workdir,
                      progress=lambda s: print(s, flush=True))
@@ -857,3 +889,125 @@ def _main(args: argparse.Namespace) -> int:
             "ticks": [dataclasses.asdict(k) for k in result.ticks], "events": result.events,
             "pushes": result.pushes, "checks": [dataclasses.asdict(c) for c in checks]}, default=str, indent=1))
     return 0 if all(c.ok for c in checks) else 1
+
+
+# ------------------------------------------------------------------------------------------ in a cluster
+def cluster_phases(peak: float, scale: float) -> tuple[Phase, ...]:
+    """The kind story, 0 -> 1 -> N -> 0, in seconds: the loop's phases from zero, stretched by ``scale``."""
+    base = (Phase("idle", 0, 3, 0, 0), Phase("trickle", 3, 9, 1, 1), Phase("ramp-up", 9, 18, 1, peak),
+            Phase("plateau", 18, 30, peak, peak), Phase("ramp-down", 30, 34, peak, 0),
+            Phase("idle-after", 34, 100, 0, 0))
+    return tuple(Phase(p.name, p.start * scale, p.end * scale, p.rate_from, p.rate_to) for p in base)
+
+
+def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak: float, seed: int) -> int:
+    """The traffic and the fleet model for a real Deployment (see ``--role loadgen``). Runs until SIGTERM.
+
+    Each Ready pod of the Deployment (label ``app.kubernetes.io/name=<deployment>``) is one fleet replica
+    (the fleet's own cold start is 0: the pod's readiness already took it). GET /metrics: the router queue
+    (requests held while no pod is Ready), for the trigger's ``activationQuery``; GET /pods/<name>/metrics:
+    that pod's vLLM metrics, fetched by the pod itself (``--role pod``).
+    """
+    from kubernetes import client, config
+
+    from simulations.fleet import ColdStartModel, RequestFleet
+
+    config.load_incluster_config()
+    api = client.CoreV1Api()
+    start = time.time() + 5
+    arr, prompt, output = arrivals(cluster_phases(peak, scale), start, seed)
+    fleet = RequestFleet(arr, prompt, output, params=demo_model(), cold_start=ColdStartModel(median=0.0, sigma=0.0),
+                         start=time.time(), initial_replicas=0, seed=seed, request_timeout=30.0 * scale,
+                         deployment=deployment)
+    exporter = PodExporter(fleet, 64)
+    names: dict[str, int] = {}     # Ready pod name -> fleet replica index
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                body = (f"# TYPE {ROUTER_METRIC} gauge\n"
+                        f'{ROUTER_METRIC}{{deployment="{deployment}"}} {len(fleet.gateway)}\n')
+            elif path.startswith("/pods/") and path.endswith("/metrics"):
+                with lock:
+                    idx = names.get(path[len("/pods/"):-len("/metrics")])
+                body = "" if idx is None else exporter.text_of_replica(idx)
+            else:
+                self.send_error(404)
+                return
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    print(f"loadgen: {len(arr)} requests from {time.strftime('%H:%M:%S', time.localtime(start))}, "
+          f"following {namespace}/{deployment}", flush=True)
+    applied = 0
+    while not stop.wait(0.5):
+        now = time.time()
+        pods = api.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={deployment}").items
+        ready = sorted(p.metadata.name for p in pods if p.metadata.deletion_timestamp is None and any(
+            c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])))
+        fleet.advance_to(now)
+        if len(ready) != applied:
+            fleet.scale_to(len(ready), now)
+            applied = len(ready)
+            fleet.advance_to(now)
+        exporter.update(now)
+        with lock:
+            for name in [n for n in names if n not in ready]:
+                del names[name]
+            free = [r.index for r in fleet.rs.ready() if r.index not in names.values()]
+            for name in [n for n in ready if n not in names]:
+                if free:
+                    names[name] = free.pop(0)
+    server.shutdown()
+    return 0
+
+
+def serve_pod(port: int, loadgen_url: str, startup_delay: float) -> int:
+    """A simulated vLLM container (``--role pod``): /health after ``startup_delay``, /metrics from the loadgen."""
+    pod = os.environ.get("POD_NAME", socket.gethostname())
+    ready_at = time.monotonic() + startup_delay
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?")[0]
+            if path == "/health":
+                code, body = (200, b"") if time.monotonic() >= ready_at else (503, b"loading model\n")
+            elif path == "/metrics":
+                try:
+                    with urllib.request.urlopen(f"{loadgen_url}/pods/{pod}/metrics", timeout=2) as r:
+                        code, body = 200, r.read()
+                except OSError as exc:
+                    code, body = 503, f"loadgen unreachable: {exc}\n".encode()
+            else:
+                code, body = 404, b""
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    stop.wait()
+    server.shutdown()
+    return 0

@@ -404,3 +404,36 @@ def test_probes_ask_for_services_the_server_reports() -> None:
         _, _, container = _scaler(directory)
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["grpc"].get("service", "") in ("", SERVICE_NAME), (directory, probe)
+
+
+# --------------------------------------------------------------- tests/e2e/manifests (kind; never run here)
+E2E = REPO / "tests" / "e2e" / "manifests"
+
+
+def test_e2e_manifests_render_and_validate() -> None:
+    kv = _kubernetes_validate()
+    kinds = crd_schema.load_kinds()
+    objects = render(E2E)
+    for obj in objects:
+        if obj["apiVersion"] in BUILTIN_GROUPS:
+            kv.validate(obj, K8S_VERSION, strict=True)
+        else:
+            assert crd_schema.validate(obj, kinds) == [], obj["metadata"]["name"]
+    images = {c["image"] for o in objects if o["kind"] == "Deployment"
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    assert "vllm-scaler:e2e" in images and not any(i.startswith("ghcr.io/example") for i in images)
+
+
+def test_e2e_scaled_object_parses_with_the_server_settings_it_runs_with() -> None:
+    objects = render(E2E)
+    so = find(objects, "ScaledObject")
+    config = find(objects, "ConfigMap", "vllm-scaler-config")["data"]
+    allow = config["VLLM_SCALER_ALLOW_ACTIVATION_QUERY"] == "true"
+    (trigger,) = so["spec"]["triggers"]
+    cfg = parse_metadata(trigger["metadata"], scaled_object=so["metadata"]["name"],
+                         namespace=so["metadata"]["namespace"],
+                         defaults=ServerDefaults(prometheus_url=config["VLLM_SCALER_PROMETHEUS_URL"],
+                                                 allow_activation_query=allow))
+    assert cfg.activation_query and cfg.max_replicas == so["spec"]["maxReplicaCount"]
+    sim = find(objects, "Deployment", "llama-3-8b")
+    assert sim["spec"]["replicas"] == 0 and so["spec"]["minReplicaCount"] == 0

@@ -90,3 +90,65 @@ def test_the_emulator_called_as_keda_does(demo) -> None:
     values = [c[2] for c in result.calls if c[1] == "GetMetrics" and not isinstance(c[2], str)]
     assert values and all(v == int(v) and 0 <= v <= 8 for v in values)
     assert result.pushes and result.pushes[0][1] in (True, False)   # the stream sent the current state at once
+
+
+def test_pod_role_serves_health_after_the_startup_delay_and_the_loadgen_share() -> None:
+    """`vllm-scaler demo --role pod` (the kind e2e's simulated vLLM container), against a stand-in loadgen."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    share = b'vllm:num_requests_waiting{pod="sim-0"} 3\n'
+
+    class Loadgen(BaseHTTPRequestHandler):   # serves /pods/<name>/metrics like --role loadgen
+        def do_GET(self) -> None:  # noqa: N802
+            body = share if self.path == "/pods/sim-0/metrics" else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    loadgen = ThreadingHTTPServer(("127.0.0.1", 0), Loadgen)
+    threading.Thread(target=loadgen.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "scaler", "demo", "--role", "pod", "--port", str(port),
+                             "--startup-delay", "1.5", "--loadgen-url", f"http://127.0.0.1:{loadgen.server_port}"],
+                            env={**os.environ, "POD_NAME": "sim-0"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                first = get("/health")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the pod role did not start listening"
+                time.sleep(0.05)
+        assert first[0] == 503                                  # still "loading the model"
+        time.sleep(1.6)
+        assert get("/health")[0] == 200
+        assert get("/metrics") == (200, share)
+    finally:
+        proc.terminate()
+        exit_code = proc.wait(timeout=10)
+        loadgen.shutdown()
+        loadgen.server_close()
+    assert exit_code == 0, "SIGTERM should stop the pod role cleanly"
