@@ -72,13 +72,13 @@ class FleetBase:
     fidelity = "?"
 
     def status_replicas(self) -> int:
-        return len(self.rs.active())
+        return self.rs.count("loading") + self.rs.count("ready")
 
     def ready_replicas(self) -> int:
         return self.rs.count("ready")
 
     def spec_replicas(self) -> int:
-        return len(self.rs.active())
+        return self.rs.count("loading") + self.rs.count("ready")
 
     def gpu_seconds(self, now: float) -> float:
         return self.rs.gpu_seconds(now)

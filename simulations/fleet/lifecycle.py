@@ -57,7 +57,7 @@ class ColdStartModel:
         return ColdStart(p50=self.median, p90=self.median * math.exp(_Z90 * self.sigma), source="simulation")
 
 
-@dataclass
+@dataclass(eq=False)
 class Replica:
     """One pod. ``gone_at`` is None while it holds a GPU."""
 
@@ -156,6 +156,8 @@ class ReplicaSet:
         """Set the Deployment's replica count (``spec.replicas``) at ``now``."""
         if n < 0:
             raise ValueError(f"replica count must be >= 0, got {n}")
+        if n == self._n[LOADING] + self._n[READY]:
+            return
         active = self.active()
         if n == len(active):
             return
