@@ -26,7 +26,9 @@ from simulations.traces import load  # noqa: E402
 
 def timed(fn):
     t = time.perf_counter()
+    c = time.process_time()
     out = fn()
+    timed.cpu = time.process_time() - c
     return time.perf_counter() - t, out
 
 
@@ -51,7 +53,8 @@ def main() -> None:
     for p in POLICIES:
         t, r = timed(lambda: run_policy(p, week, s))
         extra = f"unavailable: {r.unavailable}" if r.outcome is None else f"{r.gpu_hours:.0f} GPU-h"
-        print(f"aggregate week  {p:<20} {t:6.2f} s  ({t / tb:4.1f}x baseline; target <= 5 s)  {extra}")
+        print(f"aggregate week  {p:<20} {t:6.2f} s wall {timed.cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
+              f"target <= 5 s)  {extra}")
     tload, conv = timed(lambda: load("azure-2023-conv"))
     print(f"load azure-2023-conv: {tload:.2f} s ({int(conv.requests):,} requests)")
     s = Settings(fidelity="request")
@@ -59,17 +62,23 @@ def main() -> None:
     print(f"baseline: request fleet alone, 3 fixed replicas: {tb:.2f} s")
     for p in POLICIES:
         t, r = timed(lambda: run_policy(p, conv, s))
-        print(f"request conv    {p:<20} {t:6.2f} s  ({t / tb:4.1f}x baseline; target <= 10 s)")
+        print(f"request conv    {p:<20} {t:6.2f} s wall {timed.cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
+              f"target <= 10 s)")
     if args.quick:
         return
-    grid = ["targetUtilization=0.5,0.6,0.7,0.8,0.9", "reactionLag=15,45,90,150,240", "scaleToZeroAfter=300,900"]
-    argv = ["sweep", "--trace", "azure-2024-week", "--fidelity", "aggregate", "--policy", "predictive",
-            "--jobs", "2"] + [x for g in grid for x in ("--grid", g)]
     from scaler.cli import main as cli_main
 
-    t, rc = timed(lambda: cli_main(argv))
-    print(f"sweep 50 points over the week, 2 processes: {t:.1f} s (target <= 120 s), exit {rc}; "
-          f"cores: {multiprocessing.cpu_count()}")
+    sweeps = [
+        ("reactive", ["queuePerReplica=1,2,5,10,20", "runningPerReplica=8,16,32,64,128", "kvCacheTarget=0.7,0.9"]),
+        ("predictive", ["targetUtilization=0.5,0.6,0.7,0.8,0.9", "reactionLag=15,45,90,150,240",
+                        "scaleToZeroAfter=300,900"]),
+    ]
+    for policy, grid in sweeps:
+        argv = ["sweep", "--trace", "azure-2024-week", "--fidelity", "aggregate", "--policy", policy,
+                "--jobs", "2"] + [x for g in grid for x in ("--grid", g)]
+        t, rc = timed(lambda: cli_main(argv))
+        print(f"sweep {policy}: 50 points over the week, 2 processes: {t:.1f} s wall (target <= 120 s), exit {rc}; "
+              f"cores: {multiprocessing.cpu_count()}")
 
 
 if __name__ == "__main__":
