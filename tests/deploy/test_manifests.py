@@ -437,3 +437,9 @@ def test_e2e_scaled_object_parses_with_the_server_settings_it_runs_with() -> Non
     assert cfg.activation_query and cfg.max_replicas == so["spec"]["maxReplicaCount"]
     sim = find(objects, "Deployment", "llama-3-8b")
     assert sim["spec"]["replicas"] == 0 and so["spec"]["minReplicaCount"] == 0
+
+
+def test_docs_describe_every_kustomization() -> None:
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    for directory in IDS + [str(p.relative_to(DEPLOY)) for p in components()]:
+        assert f"deploy/{directory}" in docs, f"docs/deploy.md does not mention deploy/{directory}"
