@@ -77,6 +77,13 @@ def register(subparsers) -> None:
                      help=f"policy to run, repeatable (default: {' '.join(DEFAULT_POLICIES)})")
     sim.add_argument("--json", default=None, metavar="OUT", help="write the summary as JSON")
     sim.add_argument("--plot", default=None, metavar="OUT.png", help="plot demand, replicas and P95 TTFT")
+    sim.add_argument("--openmetrics", default=None, metavar="OUT",
+                     help="write the first policy's pods as vLLM metrics in OpenMetrics (for `promtool tsdb "
+                          "create-blocks-from openmetrics`), one frame per --scrape-interval")
+    sim.add_argument("--scrape-interval", type=float, default=15.0, metavar="S",
+                     help="OpenMetrics frame interval, seconds (default 15)")
+    sim.add_argument("--metric-names", choices=("v1", "v0"), default="v1",
+                     help="vLLM metric names in the OpenMetrics export (default v1)")
     sim.set_defaults(func=cmd_simulate)
 
     sw = subparsers.add_parser(
@@ -136,7 +143,20 @@ def cmd_simulate(args) -> int:
     except (TraceError, ConfigError, ValueError, OSError) as exc:
         return _fail(str(exc))
     bar = report.ProgressBar(True if args.progress else None)
-    result = run(tr, policies, s, progress=bar)
+    if args.openmetrics:
+        if not args.scrape_interval > 0:
+            return _fail(f"--scrape-interval must be > 0, got {args.scrape_interval!r}")
+        from .exposition import write_openmetrics
+        from .fleet.metrics import pod_metrics
+
+        frames: list = []
+        scrape = (args.scrape_interval,
+                  lambda fleet, t: frames.append((t, pod_metrics(fleet, t, names=args.metric_names))))
+        result = run(tr, policies, s, progress=bar, scrape=scrape)
+        with open(args.openmetrics, "w") as fh:
+            write_openmetrics(frames, fh, names=args.metric_names)
+    else:
+        result = run(tr, policies, s, progress=bar)
     print(report.table(result))
     if args.json:
         with open(args.json, "w") as fh:

@@ -258,8 +258,13 @@ class OracleController(Controller):
 
 # --------------------------------------------------------------------------------------------------
 def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[float], None] | None = None,
-               oracle: OraclePlan | None = None) -> PolicyResult:
-    """Simulate one policy over the whole trace."""
+               oracle: OraclePlan | None = None,
+               scrape: tuple[float, Callable[[FleetBase, float], None]] | None = None) -> PolicyResult:
+    """Simulate one policy over the whole trace.
+
+    ``scrape = (interval, fn)`` calls ``fn(fleet, t)`` every ``interval`` seconds of virtual time (the
+    OpenMetrics export uses it to snapshot every pod like a Prometheus scrape).
+    """
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
     start, end = trace.start, trace.start + trace.duration
@@ -302,12 +307,17 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
     result = PolicyResult(name)
     tl = result.timeline
     next_tl = start + s.timeline_step
+    next_scrape = start + scrape[0] if scrape else math.inf
     t = start
     steps = max(1, int((end - start) / ctrl.tick))
     k = 0
     try:
         while t < end - 1e-9:
             t = min(t + ctrl.tick, end)
+            while next_scrape <= t:
+                fleet.advance_to(next_scrape)
+                scrape[1](fleet, next_scrape)
+                next_scrape += scrape[0]
             fleet.advance_to(t)
             ctrl.step(t)
             k += 1
@@ -375,8 +385,11 @@ class RunResult:
 
 
 def run(trace: Trace, policies: Sequence[str], s: Settings, *,
-        progress: Callable[[str, float], None] | None = None) -> RunResult:
-    """Every policy on the same trace and settings; the oracle's plan is computed once."""
+        progress: Callable[[str, float], None] | None = None,
+        scrape: tuple[float, Callable[[FleetBase, float], None]] | None = None) -> RunResult:
+    """Every policy on the same trace and settings; the oracle's plan is computed once.
+
+    ``scrape`` applies to the first policy only (see :func:`run_policy`)."""
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise ValueError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES)})")
@@ -385,7 +398,8 @@ def run(trace: Trace, policies: Sequence[str], s: Settings, *,
     results: dict[str, PolicyResult] = {}
     for name in policies:
         cb = (lambda f, _n=name: progress(_n, f)) if progress else None
-        results[name] = run_policy(name, trace, s, progress=cb, oracle=plan)
+        results[name] = run_policy(name, trace, s, progress=cb, oracle=plan,
+                                   scrape=scrape if name == policies[0] else None)
     return RunResult(trace, s, results, plan)
 
 

@@ -44,3 +44,21 @@ def test_each_pod_serves_metrics_that_parse_back():
         idx = fleet.rs.replicas[0].index
         assert np.sum((fleet.req.replica == idx) & np.isfinite(fleet.req.finish)) >= done
     assert srv.targets() == []
+
+
+def test_simulate_openmetrics_export_loads_with_promtool(tmp_path):
+    import pytest
+
+    from scaler.cli import main
+    from scaler.testing.promserver import load_openmetrics, prometheus_available
+
+    why = prometheus_available()
+    if why:
+        pytest.skip(why)
+    om = tmp_path / "fleet.om"
+    assert main(["simulate", "--duration", "300", "--policy", "reactive", "--openmetrics", str(om)]) == 0
+    text = om.read_text()
+    assert text.rstrip().endswith("# EOF")
+    assert 'vllm:num_requests_running{' in text and 'pod="vllm-0"' in text
+    load_openmetrics(str(om), tmp_path / "tsdb")          # promtool tsdb create-blocks-from openmetrics
+    assert any((tmp_path / "tsdb").iterdir())
