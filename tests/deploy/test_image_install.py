@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -127,10 +128,10 @@ def test_dockerfile_install_steps_work_in_a_clean_venv(tmp_path: Path) -> None:
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
     # Let the fresh environment see the dependencies installed where the tests run (no download).
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    env_site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    parent = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    (Path(site) / "_test_parent_env.pth").write_text("\n".join(sorted(parent)) + "\n")
+    parent = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
+    (Path(env_site) / "_test_parent_env.pth").write_text("\n".join(sorted(parent)) + "\n")
     argv = shlex.split(install)
     assert Path(argv[0]).name == "pip"
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
