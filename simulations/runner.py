@@ -282,7 +282,7 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
         config = policy_config(name, s)
         spec, _ = _load_scaled_object(s.scaled_object or SCENARIOS / "scaler-external.yaml", s.max_replicas)
         cache = _SignalCache(fleet, config.window, upstream=config.activation_query is not None,
-                             history=3600.0 if name == "predictive" else 0.0)
+                             history=600.0 if name == "predictive" else 0.0)
         trig = DecideTrigger(config, cache)
         ctrl: Controller = KedaController(fleet, spec, [trig], start, initial, s.tick, cache)
     elif name.startswith("keda-threshold"):
