@@ -11,16 +11,25 @@ it. The server's side:
   chain to this CA (mutual TLS); KEDA then needs ``tlsClientCert`` and
   ``tlsClientKey``.
 
-Certificates are read at start; rotate them by restarting the pod (a rolling
-restart is harmless: KEDA reconnects and any replica can answer).
+Rotation without restart: the files are checked (modification time and size)
+whenever a client connects, and a changed set is loaded for new connections
+(cert-manager renewing the Secret, the kubelet swapping the mounted files).
+A set that does not load (e.g. caught half-written) is logged and the previous
+one kept; connections already open keep their session.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+log = logging.getLogger("scaler.server.tls")
 
 
 class TlsConfigError(ValueError):
@@ -38,10 +47,61 @@ class TlsFiles:
         return self.client_ca is not None
 
     def server_credentials(self) -> grpc.ServerCredentials:
+        """Credentials that load the files now (errors name the flag) and reload them when they change."""
+        reloader = _Reloader(self)
+        return grpc.dynamic_ssl_server_credentials(reloader.initial, reloader.fetch,
+                                                   require_client_authentication=self.mutual)
+
+    def _load(self) -> grpc.ServerCertificateConfiguration:
         cert = _read_pem("--tls-cert", self.cert, "CERTIFICATE")
         key = _read_pem("--tls-key", self.key, "PRIVATE KEY")
         ca = _read_pem("--tls-client-ca", self.client_ca, "CERTIFICATE") if self.client_ca else None
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+        try:  # the stdlib checks that the key belongs to the certificate (gRPC would fail every handshake)
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsConfigError(f"--tls-cert={str(self.cert)!r} / --tls-key={str(self.key)!r}: not a matching "
+                                 f"certificate and private key ({exc})") from None
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def _stamp(self) -> tuple:
+        out = []
+        for path in (self.cert, self.key, self.client_ca):
+            if path is None:
+                continue
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+
+class _Reloader:
+    """gRPC asks ``fetch`` for a new configuration on each handshake; it answers only when the files changed."""
+
+    def __init__(self, files: TlsFiles):
+        self._files = files
+        self._stamp = files._stamp()
+        self._bad_stamp: tuple | None = None
+        self.initial = files._load()
+        self._lock = threading.Lock()
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        stamp = self._files._stamp()
+        if stamp == self._stamp or stamp == self._bad_stamp:
+            return None
+        with self._lock:
+            if stamp == self._stamp or stamp == self._bad_stamp:
+                return None
+            try:
+                config = self._files._load()
+            except TlsConfigError as exc:
+                self._bad_stamp = stamp  # logged once per change, not per connection
+                log.warning("TLS files changed but do not load; keeping the previous ones: %s", exc)
+                return None
+            self._stamp = stamp
+            log.info("TLS certificate files reloaded", extra={"fields": {"cert": str(self._files.cert)}})
+            return config
 
 
 def tls_files(cert: str | None, key: str | None, client_ca: str | None) -> TlsFiles | None:

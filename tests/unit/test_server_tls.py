@@ -153,6 +153,34 @@ def test_tls_flag_combinations_name_the_missing_flag(cert, key, ca, flag) -> Non
 def test_unreadable_or_non_pem_files_name_flag_and_path(pki, tmp_path) -> None:
     with pytest.raises(TlsConfigError, match=r"--tls-cert='.*missing.crt': cannot read"):
         TlsFiles(tmp_path / "missing.crt", pki / "tls.key").server_credentials()
+    with pytest.raises(TlsConfigError, match=r"not a matching certificate and private key"):
+        TlsFiles(pki / "tls.crt", pki / "client.key").server_credentials()
     (tmp_path / "junk.key").write_text("not a key")
     with pytest.raises(TlsConfigError, match=r"--tls-key='.*junk.key': not a PEM file holding a PRIVATE KEY"):
         TlsFiles(pki / "tls.crt", tmp_path / "junk.key").server_credentials()
+
+
+def test_rotated_certificate_files_are_served_to_new_connections_without_restart(pki, tmp_path) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("tls.crt", "tls.key"):
+        (live / name).write_bytes((pki / name).read_bytes())
+    server = serve(TlsFiles(live / "tls.crt", live / "tls.key"))
+    try:
+        old_ca = (pki / "ca.crt").read_bytes()
+        assert call(server.address, grpc.ssl_channel_credentials(root_certificates=old_ca)) == EXPECTED
+        # cert-manager renews with a new CA: the files change in place.
+        new_ca = make_ca("renewed-ca")
+        key, cert = issue(new_ca, "vllm-scaler", server=True)
+        (live / "tls.key").write_bytes(key)
+        (live / "tls.crt").write_bytes(cert)
+        new_ca_pem = new_ca[1].public_bytes(serialization.Encoding.PEM)
+        assert call(server.address, grpc.ssl_channel_credentials(root_certificates=new_ca_pem)) == EXPECTED
+        with pytest.raises(grpc.RpcError):
+            call(server.address, grpc.ssl_channel_credentials(root_certificates=old_ca))
+        # A broken write (half-written, or a key of another certificate) is not loaded: the current pair serves.
+        for bad in (b"half-written", (pki / "client.key").read_bytes()):
+            (live / "tls.key").write_bytes(bad)
+            assert call(server.address, grpc.ssl_channel_credentials(root_certificates=new_ca_pem)) == EXPECTED
+    finally:
+        server.stop(grace=0.5)
