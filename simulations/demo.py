@@ -761,6 +761,10 @@ def _counterfactual_peak_waiting(arr, prompt, output, model, fleet_start: float,
 
 
 # --------------------------------------------------------------------------------------------- checks
+def _event(e: tuple[float, str, int, int, str] | None) -> str:
+    return "none" if e is None else f"t={e[0]:.1f}s {e[1]} {e[2]} -> {e[3]} ({e[4]})"
+
+
 def check(result: DemoResult) -> list[Check]:
     """The story's claims, each as a named pass/fail with the figures behind it."""
     checks: list[Check] = []
@@ -773,7 +777,7 @@ def check(result: DemoResult) -> list[Check]:
     checks.append(Check(
         "woke_through_stream_is_active",
         wake is not None and "StreamIsActive" in wake[4],
-        f"first 0->N: {wake}; trickle from t={trickle_start:.0f}s; Prometheus saw up to "
+        f"first 0->N: {_event(wake)}; trickle from t={trickle_start:.0f}s; Prometheus saw up to "
         f"{result.router_peak_after_zero} requests waiting at the router; IsActive answers since: "
         f"{actives[:8]}; StreamIsActive messages: {[(round(t, 1), r) for t, r in result.pushes[:6]]}"))
 
@@ -799,7 +803,7 @@ def check(result: DemoResult) -> list[Check]:
     checks.append(Check(
         "scaled_to_zero",
         to_zero is not None and at_trickle is not None and at_trickle.replicas == 0,
-        f"to zero: {to_zero}; replicas when the trickle starts (t={trickle:.0f}s): "
+        f"to zero: {_event(to_zero)}; replicas when the trickle starts (t={trickle:.0f}s): "
         f"{None if at_trickle is None else at_trickle.replicas}"))
 
     lo, hi = result.outage
