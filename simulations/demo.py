@@ -969,15 +969,28 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
             applied = len(ready)
             fleet.advance_to(now)
         exporter.update(now)
+        mapping = assign_pods(names, ready, [r.index for r in fleet.rs.ready()])
         with lock:
-            for name in [n for n in names if n not in ready]:
-                del names[name]
-            free = [r.index for r in fleet.rs.ready() if r.index not in names.values()]
-            for name in [n for n in ready if n not in names]:
-                if free:
-                    names[name] = free.pop(0)
+            names = mapping
     server.shutdown()
     return 0
+
+
+def assign_pods(current: dict[str, int], ready_pods: Sequence[str], ready_replicas: Sequence[int]) -> dict[str, int]:
+    """Which fleet replica each Ready pod reports as: keep existing pairs, pair new pods with free replicas.
+
+    A pair is dropped when its pod is no longer Ready or its replica no longer ready (drained); a pod with
+    no free replica yet (the fleet scales on the next tick) reports nothing until one is free.
+    Tests: ``tests/integration/test_demo_loop.py::test_assign_pods_*``.
+    """
+    ready, replicas = set(ready_pods), list(ready_replicas)
+    kept = {name: idx for name, idx in current.items() if name in ready and idx in replicas}
+    free = [idx for idx in replicas if idx not in kept.values()]
+    for name in sorted(ready - set(kept)):
+        if not free:
+            break
+        kept[name] = free.pop(0)
+    return kept
 
 
 def serve_pod(port: int, loadgen_url: str, startup_delay: float) -> int:

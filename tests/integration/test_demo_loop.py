@@ -71,6 +71,19 @@ def test_scales_to_zero(demo) -> None:
     _assert(checks, "scaled_to_zero")
 
 
+def _source_reads_activation_query() -> bool:
+    # The wake-up at zero replicas needs the trigger's `activationQuery` read into Signals.upstream_demand
+    # (vLLM exports nothing at zero). Until a source evaluates it, this claim is an expected failure, strict:
+    # the day a source does, the marker stops applying and the test must pass.
+    import scaler.sources
+
+    root = Path(scaler.sources.__file__).parent
+    return any("activation_query" in f.read_text() for f in root.glob("*.py"))
+
+
+@pytest.mark.xfail(not _source_reads_activation_query(), strict=True,
+                   reason="no signal source evaluates the trigger's activationQuery yet (scaler/sources/): "
+                          "at zero replicas the scaler cannot see the router's queue, so it never turns active")
 def test_wakes_from_zero_through_stream_is_active(demo) -> None:
     _, _, checks, _ = demo
     _assert(checks, "woke_through_stream_is_active")
@@ -152,3 +165,29 @@ def test_pod_role_serves_health_after_the_startup_delay_and_the_loadgen_share() 
         loadgen.shutdown()
         loadgen.server_close()
     assert exit_code == 0, "SIGTERM should stop the pod role cleanly"
+
+
+@pytest.mark.parametrize(("current", "ready", "replicas", "expected"), [
+    pytest.param({}, ["a"], [0], {"a": 0}, id="first-pod"),
+    pytest.param({"a": 0}, ["a", "b"], [0, 1], {"a": 0, "b": 1}, id="keeps-pairs-adds-new"),
+    pytest.param({"a": 0, "b": 1}, ["b"], [1], {"b": 1}, id="pod-gone"),
+    pytest.param({"a": 0, "b": 1}, ["a", "b"], [0], {"a": 0}, id="replica-drained-first"),
+    pytest.param({"a": 0}, ["a", "b"], [0], {"a": 0}, id="no-free-replica-yet"),
+    pytest.param({}, [], [], {}, id="zero"),
+])
+def test_assign_pods(current, ready, replicas, expected) -> None:
+    from simulations.demo import assign_pods
+
+    assert assign_pods(current, ready, replicas) == expected
+
+
+def test_cluster_story_goes_zero_one_n_zero() -> None:
+    """The kind loadgen's phases: starts idle (0 replicas), trickle (wake to 1), ramp (N), ends idle (0)."""
+    from simulations.demo import cluster_phases
+
+    phases = cluster_phases(12.0, 10.0)
+    assert [p.name for p in phases] == ["idle", "trickle", "ramp-up", "plateau", "ramp-down", "idle-after"]
+    assert phases[0].rate(0) == 0 and phases[1].rate(phases[1].start) == 1 and phases[3].rate_to == 12.0
+    assert phases[-1].rate_from == phases[-1].rate_to == 0
+    assert all(a.end == b.start for a, b in zip(phases, phases[1:]))
+    assert phases[2].end == 180.0                         # stretched 10x for the HPA's 15 s sync
