@@ -25,6 +25,7 @@ from .tls import TlsConfigError, tls_files
 log = logging.getLogger("scaler.server")
 
 ENV_PREFIX = "VLLM_SCALER_"
+COLD_START_SOURCES = ("auto", "kubernetes", "kube-state-metrics", "none")
 
 
 def _port(text: str) -> int:
@@ -143,6 +144,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--tls-client-ca", _path, "", "CA bundle (PEM) for client certificates. When set, clients MUST "
                                          "present a certificate it signed (mutual TLS; KEDA: tlsClientCert, "
                                          "tlsClientKey).", "FILE"),
+    Setting("--cold-start-source", _choice(COLD_START_SOURCES), "auto",
+            "Where the predictive policy's measured cold start (pod created -> Ready) and the Deployment's "
+            "ready/starting replicas come from: `kubernetes` (the API: get deployments, list pods), "
+            "`kube-state-metrics` (through Prometheus), `none`, or `auto` (the Kubernetes API when running in a "
+            "cluster or with a kubeconfig, else none).", "|".join(COLD_START_SOURCES)),
+    Setting("--demand-history", _bool, "true",
+            "Load each predictive target's recent demand from Prometheus (one range subquery per target per "
+            "minute) so forecasts start warm and every replica agrees after a restart.", "BOOL"),
     Setting("--idle-eviction", _positive_seconds, "10m",
             "Stop refreshing a target not asked about (and with no open stream) for this long.", "DURATION"),
     Setting("--cold-wait", _seconds, "0.8s",
@@ -218,6 +227,58 @@ def build_settings(values: Mapping[str, Any]):
         max_concurrent_rpcs=values["max_concurrent_rpcs"], refresh_workers=values["refresh_workers"])
 
 
+def build_enrichers(values: Mapping[str, Any], factory: PrometheusSourceFactory,
+                    environ: Mapping[str, str] | None = None) -> list:
+    """The enrichers ``--cold-start-source`` and ``--demand-history`` ask for, in the order they run."""
+    environ = os.environ if environ is None else environ
+    timeout = values["prometheus_timeout"]
+    enrichers: list = []
+    choice = values["cold_start_source"]
+    if choice in ("auto", "kubernetes"):
+        api = _kubernetes_api_client(environ, required=choice == "kubernetes")
+        if api is not None:
+            from ..sources.kubernetes import KubernetesColdStartReader
+
+            enrichers.append(KubernetesColdStartReader(api, timeout=timeout))
+        else:
+            log.info("cold start not measured: no Kubernetes API access (--cold-start-source auto); the policy "
+                     "uses the coldStart metadata key or its default")
+    elif choice == "kube-state-metrics":
+        from ..sources.history import KubeStateColdStartReader
+
+        enrichers.append(KubeStateColdStartReader(factory.client, timeout=timeout))
+    if values["demand_history"]:
+        from ..sources.history import DemandHistoryReader
+
+        enrichers.append(DemandHistoryReader(factory.client, timeout=timeout))
+    return enrichers
+
+
+def _kubernetes_api_client(environ: Mapping[str, str], *, required: bool):
+    """In-cluster service account, else the kubeconfig; None (or, when required, ValueError) without either."""
+    from kubernetes import client, config
+
+    problems = []
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            config.load_incluster_config()
+            return client.ApiClient()
+        except config.ConfigException as exc:
+            problems.append(f"in-cluster: {exc}")
+    kubeconfig = environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if any(os.path.isfile(p) for p in kubeconfig.split(os.pathsep) if p):
+        try:
+            config.load_kube_config(config_file=kubeconfig)
+            return client.ApiClient()
+        except (config.ConfigException, OSError, ValueError) as exc:
+            problems.append(f"kubeconfig {kubeconfig}: {exc}")
+    else:
+        problems.append(f"no kubeconfig at {kubeconfig}")
+    if required:
+        raise ValueError("--cold-start-source='kubernetes': no Kubernetes API access (" + "; ".join(problems) + ")")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         values = resolve(args)
@@ -228,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
                                           timeout=settings.prometheus_timeout,
                                           bearer_token_file=values["prometheus_bearer_token_file"],
                                           ca_file=values["prometheus_ca_file"])
+        enrichers = build_enrichers(values, factory)
     except (ValueError, TlsConfigError) as exc:
         print(f"vllm-scaler serve: {exc}", file=sys.stderr)
         return 2
@@ -243,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = ScalerServer(settings, source_factory=factory)
+    server = ScalerServer(settings, source_factory=factory, enrichers=enrichers)
     try:
         server.start()
     except OSError as exc:

@@ -60,7 +60,11 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 class PrometheusSourceFactory:
-    """Callable ``address -> PrometheusSource`` with the server's connection settings."""
+    """Callable ``address -> PrometheusSource`` with the server's connection settings.
+
+    :meth:`client` gives the same connection to the enrichers that read Prometheus (demand history,
+    kube-state-metrics cold start), so they use the same token and CA.
+    """
 
     def __init__(self, *, default_url: str, timeout: float, bearer_token_file: str | None = None,
                  ca_file: str | None = None):
@@ -71,16 +75,19 @@ class PrometheusSourceFactory:
             raise ValueError(f"--prometheus-ca-file={ca_file!r}: no such file")
         self.ca_file = ca_file
 
-    def __call__(self, address: str):
+    def client(self, address: str):
+        """A ``PrometheusConnect`` for ``address`` with the server's CA, and its token when it is the server's own."""
         from prometheus_api_client import PrometheusConnect
-
-        from ..sources.prometheus import PrometheusSource
 
         session = requests.Session()
         session.verify = self.ca_file or True
         same_origin = _origin(address) == _origin(self.default_url)
-        client = PrometheusConnect(
+        return PrometheusConnect(
             url=address, session=session, timeout=self.timeout, method="POST",
             retry=Retry(total=0, connect=0, read=0, status=0, redirect=0, raise_on_status=False),
             auth=self.auth if same_origin else None)
-        return PrometheusSource(client, timeout=self.timeout)
+
+    def __call__(self, address: str):
+        from ..sources.prometheus import PrometheusSource
+
+        return PrometheusSource(self.client(address), timeout=self.timeout)

@@ -117,3 +117,33 @@ def test_port_in_use_exits_1_naming_the_flag() -> None:
                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=30)
             assert out.returncode == 1, out.stderr
             assert f"{flag}: cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+def test_enrichers_follow_cold_start_source_and_demand_history(tmp_path) -> None:
+    from scaler.server.cli import build_enrichers
+    from scaler.server.prometheus import PrometheusSourceFactory
+
+    factory = PrometheusSourceFactory(default_url="http://127.0.0.1:9", timeout=1.0)
+    no_cluster = {"KUBECONFIG": str(tmp_path / "absent")}
+
+    def names(argv, environ=no_cluster):
+        values = resolve(parse(argv), environ={})
+        return [e.name for e in build_enrichers(values, factory, environ=environ)]
+
+    assert names([]) == ["demand-history"]  # auto without Kubernetes access: no cold-start reader
+    assert names(["--cold-start-source", "none", "--demand-history", "false"]) == []
+    assert names(["--cold-start-source", "kube-state-metrics"]) == ["cold-start-kube-state-metrics",
+                                                                     "demand-history"]
+    with pytest.raises(ValueError, match=r"--cold-start-source='kubernetes': no Kubernetes API access"):
+        names(["--cold-start-source", "kubernetes"])
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+        "clusters: [{name: t, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "contexts: [{name: t, context: {cluster: t, user: t}}]\nusers: [{name: t, user: {token: x}}]\n")
+    assert names(["--cold-start-source", "kubernetes"], {"KUBECONFIG": str(kubeconfig)}) == [
+        "cold-start-kubernetes", "demand-history"]
+    # The Prometheus readers share the server's connection settings (token, CA) through factory.client.
+    readers = build_enrichers(resolve(parse(["--cold-start-source", "kube-state-metrics"]), environ={}), factory,
+                              environ=no_cluster)
+    assert all(r._factory == factory.client for r in readers)
