@@ -244,3 +244,29 @@ def test_stream_is_active_sees_a_wake_up_from_live_series(prometheus_required) -
                 reader.stream.cancel()
         finally:
             server.stop(grace=1.0)
+
+
+def test_predictive_target_is_served_with_demand_history_from_prometheus(backfilled_prometheus) -> None:
+    """The enricher hook end to end: the demand-history reader runs against the real Prometheus before decide()."""
+    from scaler.sources.history import DemandHistoryReader
+
+    prom = backfilled_prometheus(frames())
+    factory = PrometheusSourceFactory(default_url=prom.url, timeout=2.0)
+    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=None, cold_wait=2.5,
+                              defaults=ServerDefaults(prometheus_url=prom.url))
+    server = ScalerServer(settings, source_factory=factory, clock=lambda: T_END,
+                          enrichers=[DemandHistoryReader(factory.client, timeout=2.0)]).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.ExternalScalerStub(channel)
+            r = ref("llama", policy="predictive")
+            stub.GetMetricSpec(r, timeout=DEADLINE)
+            value = stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=r, metricName=METRIC_NAME),
+                                    timeout=DEADLINE).metricValues[0].metricValue
+        (target,) = server.store.targets()
+        assert target.error_counts == {}
+        history = target.good.signals.demand_history
+        assert history and all(rate > 0 for _, rate in history)  # the loaded fleet finishes requests every minute
+        assert value == target.good.decision.desired >= 1
+    finally:
+        server.stop(grace=1.0)
