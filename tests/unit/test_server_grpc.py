@@ -274,3 +274,22 @@ def test_graceful_shutdown_health_not_serving_streams_closed_inflight_finished()
     end = reader.next(3)
     assert end is StreamReader.END or isinstance(end, grpc.RpcError)
     channel.close()
+
+
+def test_max_concurrent_rpcs_bounds_work_open_streams_included() -> None:
+    source = ScriptedSource({("ml", "llama"): BUSY})
+    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=None, max_concurrent_rpcs=1,
+                              defaults=ServerDefaults(prometheus_url="http://127.0.0.1:9"))
+    server = ScalerServer(settings, source_factory=lambda address: source).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.ExternalScalerStub(channel)
+            assert stub.GetMetricSpec(ref(), timeout=DEADLINE).metricSpecs
+            stream = stub.StreamMetricSpec(ref())
+            assert StreamReader(stream).next(3) is not None  # the stream holds the only slot
+            with pytest.raises(grpc.RpcError) as exc:
+                stub.GetMetricSpec(ref(), timeout=DEADLINE)
+            assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            stream.cancel()
+    finally:
+        server.stop(grace=0.5)
