@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per (server, rate) step (default 5)")
     ap.add_argument("--rounds", type=int, default=5,
                     help="slices per step, alternating between the two servers (default 5)")
-    ap.add_argument("--rates", default="200,400,800,1600,3200,6400",
-                    help="comma-separated calls/s; the first is the headline rate (default 200,...,6400)")
+    ap.add_argument("--rates", default="200,300,400,600,800,1200,1600,2400,3200",
+                    help="comma-separated calls/s, rising; the first is the headline rate (default 200,300,...,3200)")
     args = ap.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
 
