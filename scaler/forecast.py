@@ -55,6 +55,14 @@ see. A textbook additive Holt-Winters season was tried first: with a fast level
 index keeps only a transient, so it predicted a returning ramp at a fraction of
 its size; yesterday's observed change does not have that problem.
 
+Waking from zero uses one more seasonal read: yesterday's peak rate over
+``[now - J, now + H + J]`` (:meth:`DemandForecaster.yesterday_peak`, ``J`` =
+``wake_jitter`` = 30 buckets). A Deployment at zero has a level of 0 and so does
+yesterday's *change* when yesterday the traffic was already flowing at this
+hour; what predicts the return is that traffic was there yesterday around this
+time. The jitter covers day-to-day drift of the return time (ServeGen client 12
+returns at 02:40-03:00 on consecutive days).
+
 A gap of ``g`` missing buckets advances the level by the trend (``ℓ += g b``);
 a gap longer than :data:`MAX_GAP` buckets also zeroes the trend, so an outage
 of the data does not extrapolate a ramp for hours. Mean prompt and output token
@@ -111,12 +119,15 @@ class ForecastParams:
     season_window: int = 3
     z: float = Z_P90
     token_weight: float = 0.1
+    wake_jitter: int = 30
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "residual_weight", "token_weight"):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise ValueError(f"ForecastParams.{name} must be in (0, 1], got {v!r}")
+        if not 0 <= self.wake_jitter <= 60:
+            raise ValueError(f"ForecastParams.wake_jitter must be 0..60 buckets, got {self.wake_jitter!r}")
         if not 0 <= self.season_window <= 30 or self.z < 0:
             raise ValueError("ForecastParams.season_window and z must be >= 0")
 
@@ -255,6 +266,21 @@ class DemandForecaster:
         if then is None or later is None:
             return 0.0
         return later - then
+
+    def yesterday_peak(self, now: float, horizon: float) -> float | None:
+        """Wake-up signal: the largest rate folded one day before ``[now - J, now + horizon + J]`` (J =
+        ``wake_jitter`` buckets); None when none of those buckets was folded (less than a day of history)."""
+        if not self.season:
+            return None
+        j = self.params.wake_jitter
+        lo = bucket_of(now) - SEASON - j
+        hi = bucket_of(now + horizon) - SEASON + j
+        best = None
+        for i in range(lo, hi + 1):
+            if self.season_at[i % RING] == i:
+                v = self.season[i % RING]
+                best = v if best is None or v > best else best
+        return best
 
     @property
     def has_season(self) -> bool:

@@ -110,9 +110,11 @@ count drops to ``N - 1`` only when ``N - 1`` replicas at utilisation ``u`` cover
 the upper forecast bound over the horizon and the break-even time.
 
 Activity: as reactive, plus "forecast demand": active while the largest point
-forecast ``F(τ)`` over ``[now, now + H]`` exceeds ``forecastActivationRate``
-(requests/s), so a Deployment at zero wakes one horizon ahead of a ramp the
-daily season predicts; inactive only after ``scaleToZeroAfter`` with no demand
+forecast ``F(τ)`` over ``[now, now + H]``, or yesterday's peak rate over
+``[now - 30 min, now + H + 30 min]`` (:meth:`~scaler.forecast.DemandForecaster.yesterday_peak`),
+exceeds ``forecastActivationRate`` (requests/s), so a Deployment at zero wakes
+one horizon ahead of traffic the daily season predicts; plus observed arrivals
+(a gateway's rate while at zero) above the same rate; inactive only after ``scaleToZeroAfter`` with no demand
 signal and no forecast demand. ``Ns`` is ``Signals.starting_replicas`` when the
 source knows it, else the previous desired count minus ``Nr`` for one horizon
 after it was raised.
@@ -367,6 +369,10 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
         path = fc.path(now, window)
         forecast_peak = max(p.upper for p in path)
         wake_demand = max(p.rate for p in path if p.at <= now + h + 1e-9)
+        yesterday = fc.yesterday_peak(now, h)
+        if yesterday is not None:
+            inputs["yesterday_peak_rate"] = yesterday
+            wake_demand = max(wake_demand, yesterday)
         at_h = fc.at(now + h)
         inputs.update(forecast_rate=at_h.rate, forecast_upper=at_h.upper, forecast_peak_upper=forecast_peak)
         reasons.append(f"forecast at now+{h:.0f}s: {at_h.rate:.3g} req/s (upper {at_h.upper:.3g}); peak upper "

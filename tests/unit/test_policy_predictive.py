@@ -234,3 +234,27 @@ def test_predictive_decide_is_pure() -> None:
     before = dict(st.extra)
     assert decide(s, st, c, NOW) == decide(s, st, c, NOW)
     assert dict(st.extra) == before
+
+
+def test_wakes_when_yesterday_traffic_was_already_flowing_at_this_hour() -> None:
+    # Yesterday traffic came back 20 minutes *before* this hour; today it is late: the level is 0 and
+    # yesterday's change over the next minutes is 0, but yesterday's rate around now says it is due.
+    fc = DemandForecaster()
+    last = int(NOW // STEP) - 1
+    for k in range(last - SEASON - 60, last + 1):
+        m = k % SEASON
+        yesterday = k < last - SEASON + 30
+        fc = fc.fold(k, 3.0 if (yesterday and NOON - 20 <= m < NOON + 600) else 0.0)
+    assert fc.at(NOW + 60).rate == pytest.approx(0.0, abs=1e-6)
+    idle = PolicyState(desired=0, active=False, last_demand_at=NOW - 20 * 3600, extra={"forecast": fc})
+    d = decide(sig(pods_reporting=0), idle, cfg(capacityPerReplica=4), NOW)
+    assert d.active and d.inputs["yesterday_peak_rate"] == pytest.approx(3.0)
+    # At 04:00, nothing around this hour yesterday: stays asleep.
+    night = NOW - 8 * 3600
+    fc_night = DemandForecaster()
+    for k in range(int(night // STEP) - SEASON - 60, int(night // STEP)):
+        m = k % SEASON
+        fc_night = fc_night.fold(k, 3.0 if NOON - 20 <= m < NOON + 600 else 0.0)
+    d2 = decide(sig(pods_reporting=0, observed_at=night), replace(idle, extra={"forecast": fc_night}),
+                cfg(capacityPerReplica=4), night)
+    assert not d2.active
