@@ -430,6 +430,8 @@ class ScalerProcess:
                "VLLM_SCALER_METRICS_PORT": str(self.metrics_port), "VLLM_SCALER_PROMETHEUS_URL": prometheus_url,
                "VLLM_SCALER_PROMETHEUS_TIMEOUT": "1s", "VLLM_SCALER_ALLOW_ACTIVATION_QUERY": "true",
                "VLLM_SCALER_LOG_FORMAT": "text", "VLLM_SCALER_GRACE_PERIOD": "1s",
+               # No Kubernetes here: the cold start is the trigger's coldStart key (the simulated one).
+               "VLLM_SCALER_COLD_START_SOURCE": "none",
                "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.log_path = log_path
         self._log = open(log_path, "ab")
