@@ -3,7 +3,8 @@
 Nothing in the loop is mocked; every process and thread below is started and stopped here::
 
     traffic ramp -> RequestFleet (simulations.fleet: simulated vLLM pods, continuous batching)
-                      | each pod's vLLM metrics (simulations.exposition) on HTTP /metrics, one port per pod slot;
+                      | each pod's vLLM metrics (simulations.fleet.metrics.pod_metrics, rendered by
+                      | simulations.exposition) on HTTP /metrics, one port per pod slot;
                       | the router's queue (requests held while no replica is ready) on one more port
                       v
                     Prometheus (Debian's `prometheus`, temporary config and TSDB: scaler.testing.promserver)
@@ -202,84 +203,46 @@ def scaled_object(timing: Timing, policy: str = "reactive") -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------- simulated pods
 class PodExporter:
-    """Cumulative vLLM metrics per simulated pod, from the fleet's request table (what each pod would export).
+    """Each simulated pod's vLLM exposition, in a fixed set of slots (one scrape port each).
 
-    Each :meth:`update` folds the requests whose first token (TTFT) or last token (E2E, ITL, tokens,
-    success) fell in ``(last update, now]`` into the histograms of the pod that served them, and copies the
-    pods' current gauges (waiting, running, KV usage). A pod keeps its slot (port) from Ready until gone.
+    The metrics themselves come from :func:`simulations.fleet.metrics.pod_metrics` (cumulative histograms
+    rebuilt from the requests each pod served, current gauges). What this adds is the slot: Prometheus'
+    scrape targets are fixed when it starts, so a pod takes a free slot when vLLM starts in it (Ready) and
+    frees it when it is gone; an empty slot serves an empty body, so the gone pod's series turn stale at the
+    next scrape, as when Kubernetes' service discovery drops a deleted pod.
     """
 
     def __init__(self, fleet, slots: int):
-        from simulations.exposition import PodMetrics
-
-        self._new = PodMetrics.new
         self.fleet = fleet
-        self.slots: list[int | None] = [None] * slots         # replica index per slot
-        self.pods: dict[int, Any] = {}                          # replica index -> PodMetrics
-        self.last = -math.inf
-        self.lo = 0                                             # requests before this are fully accounted
+        self.slots: list[str | None] = [None] * slots      # pod name per slot
         self.lock = threading.Lock()
         self.texts: list[str] = [""] * slots
+        self.by_pod: dict[str, str] = {}
 
     def update(self, now: float) -> None:
         from simulations.exposition import render_text
+        from simulations.fleet.metrics import pod_metrics
 
-        fleet, req = self.fleet, self.fleet.req
-        states = {r.index: (r, w, run, kv) for r, w, run, kv in fleet.pod_states()}
-        for i, idx in enumerate(self.slots):            # free the slots of pods that are gone
-            if idx is not None and idx not in states:
+        pods = {pm.pod: pm for pm in pod_metrics(self.fleet, now, namespace=NAMESPACE, model_name=MODEL)}
+        for i, name in enumerate(self.slots):
+            if name is not None and name not in pods:
                 self.slots[i] = None
-                self.pods.pop(idx, None)
-        for idx, (replica, _w, _r, _kv) in states.items():
-            if idx not in self.pods:
-                free = self.slots.index(None)           # IndexError: more pods than slots (maxReplicas)
-                self.slots[free] = idx
-                self.pods[idx] = self._new(replica.name, NAMESPACE, MODEL)
-        hi = int(np.searchsorted(req.arrival, now, side="right"))
-        sl = slice(self.lo, hi)
-        first, fin, rep = req.first[sl], req.finish[sl], req.replica[sl]
-        arr, prompt, output = req.arrival[sl], req.prompt[sl], req.output[sl]
-        new_first = np.flatnonzero((first > self.last) & (first <= now))
-        new_done = np.flatnonzero((fin > self.last) & (fin <= now))
-        for j in new_first:
-            pm = self.pods.get(int(rep[j]))
-            if pm is not None:
-                pm.ttft.observe(float(first[j] - arr[j]))
-        for j in new_done:
-            pm = self.pods.get(int(rep[j]))
-            if pm is None:
-                continue
-            o, p = int(output[j]), int(prompt[j])
-            pm.e2e.observe(float(fin[j] - arr[j]))
-            if o > 1:
-                pm.itl.observe(float(fin[j] - first[j]) / (o - 1), n=o - 1)
-            pm.request_prompt_tokens.observe(p)
-            pm.request_generation_tokens.observe(o)
-            pm.prompt_tokens_total += p
-            pm.generation_tokens_total += o
-            pm.request_success_total["stop"] = pm.request_success_total.get("stop", 0.0) + 1
-        done = np.isfinite(fin) & (fin <= now) | req.unserved[sl]
-        while self.lo < hi and done[self.lo - sl.start]:
-            self.lo += 1
-        self.last = now
-        for idx, (_replica, w, run, kv) in states.items():
-            pm = self.pods[idx]
-            pm.waiting, pm.running, pm.kv_cache_usage = int(w), int(run), float(kv)
-        texts = [render_text([self.pods[idx]]) if idx is not None else "" for idx in self.slots]
+        for name in pods:
+            if name not in self.slots:
+                self.slots[self.slots.index(None)] = name    # ValueError: more pods than slots (maxReplicas)
+        by_pod = {name: render_text([pm]) for name, pm in pods.items()}
+        texts = [by_pod[name] if name is not None else "" for name in self.slots]
         with self.lock:
-            self.texts = texts
+            self.texts, self.by_pod = texts, by_pod
 
     def text(self, slot: int) -> str:
         with self.lock:
             return self.texts[slot]
 
-    def text_of_replica(self, index: int) -> str:
-        """The exposition of fleet replica ``index`` (empty when it is not running vLLM)."""
+    def text_of_pod(self, name: str) -> str:
+        """The exposition of simulated pod ``name`` (empty when vLLM does not run in it)."""
         with self.lock:
-            try:
-                return self.texts[self.slots.index(index)]
-            except ValueError:
-                return ""
+            return self.by_pod.get(name, "")
 
 
 class MetricsPort:
@@ -926,7 +889,7 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
                          start=time.time(), initial_replicas=0, seed=seed, request_timeout=30.0 * scale,
                          deployment=deployment)
     exporter = PodExporter(fleet, 64)
-    names: dict[str, int] = {}     # Ready pod name -> fleet replica index
+    names: dict[str, str] = {}     # Ready Kubernetes pod -> the simulated pod (fleet replica) it reports as
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -938,8 +901,8 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
                         f'{ROUTER_METRIC}{{deployment="{deployment}"}} {len(fleet.gateway)}\n')
             elif path.startswith("/pods/") and path.endswith("/metrics"):
                 with lock:
-                    idx = names.get(path[len("/pods/"):-len("/metrics")])
-                body = "" if idx is None else exporter.text_of_replica(idx)
+                    sim = names.get(path[len("/pods/"):-len("/metrics")])
+                body = "" if sim is None else exporter.text_of_pod(sim)
             else:
                 self.send_error(404)
                 return
@@ -971,23 +934,23 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
             applied = len(ready)
             fleet.advance_to(now)
         exporter.update(now)
-        mapping = assign_pods(names, ready, [r.index for r in fleet.rs.ready()])
+        mapping = assign_pods(names, ready, [r.name for r in fleet.rs.ready()])
         with lock:
             names = mapping
     server.shutdown()
     return 0
 
 
-def assign_pods(current: dict[str, int], ready_pods: Sequence[str], ready_replicas: Sequence[int]) -> dict[str, int]:
-    """Which fleet replica each Ready pod reports as: keep existing pairs, pair new pods with free replicas.
+def assign_pods(current: dict[str, str], ready_pods: Sequence[str], ready_replicas: Sequence[str]) -> dict[str, str]:
+    """Which fleet replica (by name) each Ready pod reports as: keep existing pairs, pair new pods with free ones.
 
     A pair is dropped when its pod is no longer Ready or its replica no longer ready (drained); a pod with
     no free replica yet (the fleet scales on the next tick) reports nothing until one is free.
     Tests: ``tests/integration/test_demo_loop.py::test_assign_pods_*``.
     """
     ready, replicas = set(ready_pods), list(ready_replicas)
-    kept = {name: idx for name, idx in current.items() if name in ready and idx in replicas}
-    free = [idx for idx in replicas if idx not in kept.values()]
+    kept = {name: sim for name, sim in current.items() if name in ready and sim in replicas}
+    free = [sim for sim in replicas if sim not in kept.values()]
     for name in sorted(ready - set(kept)):
         if not free:
             break

@@ -168,11 +168,11 @@ def test_pod_role_serves_health_after_the_startup_delay_and_the_loadgen_share() 
 
 
 @pytest.mark.parametrize(("current", "ready", "replicas", "expected"), [
-    pytest.param({}, ["a"], [0], {"a": 0}, id="first-pod"),
-    pytest.param({"a": 0}, ["a", "b"], [0, 1], {"a": 0, "b": 1}, id="keeps-pairs-adds-new"),
-    pytest.param({"a": 0, "b": 1}, ["b"], [1], {"b": 1}, id="pod-gone"),
-    pytest.param({"a": 0, "b": 1}, ["a", "b"], [0], {"a": 0}, id="replica-drained-first"),
-    pytest.param({"a": 0}, ["a", "b"], [0], {"a": 0}, id="no-free-replica-yet"),
+    pytest.param({}, ["a"], ["r0"], {"a": "r0"}, id="first-pod"),
+    pytest.param({"a": "r0"}, ["a", "b"], ["r0", "r1"], {"a": "r0", "b": "r1"}, id="keeps-pairs-adds-new"),
+    pytest.param({"a": "r0", "b": "r1"}, ["b"], ["r1"], {"b": "r1"}, id="pod-gone"),
+    pytest.param({"a": "r0", "b": "r1"}, ["a", "b"], ["r0"], {"a": "r0"}, id="replica-drained-first"),
+    pytest.param({"a": "r0"}, ["a", "b"], ["r0"], {"a": "r0"}, id="no-free-replica-yet"),
     pytest.param({}, [], [], {}, id="zero"),
 ])
 def test_assign_pods(current, ready, replicas, expected) -> None:
