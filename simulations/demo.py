@@ -689,13 +689,14 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
             calls=list(trig.calls), pushes=list(push.received), outage=OUTAGE,
             first_arrival=float(arr[0] - start) if len(arr) else math.nan,
             counterfactual_peak_waiting=counterfactual, source_errors=source_errors, scaler_exit=None,
-            router_peak_after_zero=router_peak,
-            requests=len(arr), ttft_ok=float(out.ttft_ok) / max(1.0, float(out.requests)), slo_ttft=slo_ttft, gpu_seconds=fleet.gpu_seconds(start + t))
+            router_peak_after_zero=router_peak, requests=len(arr),
+            ttft_ok=float(out.ttft_ok) / max(1.0, float(out.requests)), slo_ttft=slo_ttft,
+            gpu_seconds=fleet.gpu_seconds(start + t))
     finally:
         for fn in reversed(cleanup):
             try:
                 fn()
-            except Exception as exc:  # keep cleaning up; report the first problem
+            except Exception as exc:  # keep cleaning up the rest; say what failed
                 print(f"demo cleanup: {exc!r}", file=sys.stderr)
     result.scaler_exit = scaler_exit[0]
     return result
