@@ -80,6 +80,11 @@ Terms, each a replica count (a real number)::
     kv       = N K / k*                     (as reactive)
     hold     = previous desired             only while pods report but the rate is
                                             unknown: missing data never scales down
+    wake     = Y / (c u)                    only while nothing flows now (λ and W + R at 0)
+                                            and Y, yesterday's peak rate around this hour
+                                            (see Activity), is above forecastActivationRate:
+                                            a Deployment woken from zero comes back with the
+                                            capacity yesterday's return needed, not one replica
 
     backlog, latency, kv are symptoms of a shortage that replicas on the way will
     cure: while Ns > 0 each is capped at max(Nr + Ns, previous desired), so
@@ -365,6 +370,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     # The forecast: peak upper bound over the window (for the count), peak point over H (for activation).
     forecast_peak: float | None = None
     wake_demand: float | None = None
+    yesterday: float | None = None
     if config.forecast == "holt" and fc.ready:
         path = fc.path(now, window)
         forecast_peak = max(p.upper for p in path)
@@ -404,6 +410,12 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
         terms["backlog"] = (signals.waiting or 0.0) / config.queue_per_replica
         reasons.append("capacity unknown: forecast term is the running term R/runningPerReplica, "
                        "backlog is W/queuePerReplica")
+    idle_now = (observed or 0.0) <= config.forecast_activation_rate and signals.demand == 0
+    if (cap is not None and cap.per_replica > 0 and idle_now and yesterday is not None
+            and yesterday > config.forecast_activation_rate):
+        terms["wake"] = yesterday / (cap.per_replica * config.target_utilization)
+        reasons.append(f"idle now, but {yesterday:.3g} req/s arrived around this hour yesterday: "
+                       f"ready for it ({terms['wake']:.3g} replicas)")
     ratio = latency_ratio(signals, config)
     loaded = (signals.waiting or 0.0) >= max(1, n) or (
         cap is not None and cap.per_replica > 0 and (observed or 0.0) >= LOADED_FRACTION * n * cap.per_replica)

@@ -249,6 +249,8 @@ def test_wakes_when_yesterday_traffic_was_already_flowing_at_this_hour() -> None
     idle = PolicyState(desired=0, active=False, last_demand_at=NOW - 20 * 3600, extra={"forecast": fc})
     d = decide(sig(pods_reporting=0), idle, cfg(capacityPerReplica=4), NOW)
     assert d.active and d.inputs["yesterday_peak_rate"] == pytest.approx(3.0)
+    # It comes back with the capacity yesterday's return needed: 3 req/s / (4 req/s x 0.8).
+    assert d.terms["wake"] == pytest.approx(3.0 / 3.2) and d.dominant == "wake" and d.desired == 1
     # At 04:00, nothing around this hour yesterday: stays asleep.
     night = NOW - 8 * 3600
     fc_night = DemandForecaster()
