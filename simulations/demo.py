@@ -772,21 +772,29 @@ def check(result: DemoResult) -> list[Check]:
         f"to zero: {_event(to_zero)}; replicas when the trickle starts (t={trickle:.0f}s): "
         f"{None if at_trickle is None else at_trickle.replicas}"))
 
+    # During the outage the scaler can only answer from its last good decision (or fail): no answer may be
+    # lower than the last one before the cut, none may fail or deactivate, and nothing may scale down. Once
+    # Prometheus is back, decisions rest on fresh data again and may go either way; failures and
+    # deactivation are still checked for a short while after, until the first fresh refresh has landed.
     lo, hi = result.outage
-    after = hi + result.timing.refresh_interval + 2 * result.timing.scrape_interval + 1.0
+    settle = hi + result.timing.refresh_interval + 2 * result.timing.scrape_interval + 1.0
     before = [k for k in ticks if k.t < lo]
     at_cut = before[-1].replicas if before else 0
-    during = [k for k in ticks if lo <= k.t < after]
-    failed = [c for c in result.calls if lo <= c[0] < after and isinstance(c[2], str)]
-    downs_during = [e for e in ev if lo <= e[0] < after and e[3] < e[2]]
-    inactive = [c for c in result.calls if lo <= c[0] < after and c[1] == "IsActive" and c[2] is False]
-    calls_during = [c for c in result.calls if lo <= c[0] < after]
+    answer_at_cut = next((c[2] for c in reversed(result.calls) if c[0] < lo and c[1] == "GetMetrics"
+                          and not isinstance(c[2], str)), None)
+    during = [k for k in ticks if lo <= k.t < hi]
+    answers = [c[2] for c in result.calls if lo <= c[0] < hi and c[1] == "GetMetrics" and not isinstance(c[2], str)]
+    failed = [c for c in result.calls if lo <= c[0] < settle and isinstance(c[2], str)]
+    inactive = [c for c in result.calls if lo <= c[0] < settle and c[1] == "IsActive" and c[2] is False]
+    downs_during = [e for e in ev if lo <= e[0] < hi and e[3] < e[2]]
     checks.append(Check(
         "prometheus_outage_changed_nothing_for_the_worse",
-        bool(during) and bool(calls_during) and not failed and not downs_during and not inactive
-        and min(k.replicas for k in during) >= at_cut and result.source_errors > 0,
-        f"outage t={lo:.0f}-{hi:.0f}s: {len(calls_during)} calls, {len(failed)} failed, scale-downs "
-        f"{downs_during}, IsActive false {len(inactive)}, replicas at the cut {at_cut}, min during "
+        bool(during) and bool(answers) and answer_at_cut is not None and not failed and not inactive
+        and not downs_during and min(answers) >= answer_at_cut and min(k.replicas for k in during) >= at_cut
+        and result.source_errors > 0,
+        f"outage t={lo:.0f}-{hi:.0f}s: {len(answers)} GetMetrics answers (lowest {min(answers, default=None)}, "
+        f"last before the cut {answer_at_cut}), {len(failed)} failed calls, {len(inactive)} IsActive false, "
+        f"scale-downs {[_event(e) for e in downs_during]}, replicas at the cut {at_cut}, lowest during "
         f"{min((k.replicas for k in during), default=None)}; the scaler counted {result.source_errors:g} "
         f"source errors"))
 
