@@ -50,13 +50,15 @@ Outcomes per target, all distinct:
 
 from __future__ import annotations
 
+import ast
+import json
 import logging
 import math
 import re
 from collections import defaultdict
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import requests
@@ -75,6 +77,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "prometheus"
 P95 = 0.95
+#: Pods failing their scrapes (``up == 0``) for longer than this (seconds) are no longer counted as loading.
+DEFAULT_MAX_LOADING = 900.0
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
 
 
@@ -211,9 +215,13 @@ class PrometheusSource:
 
     name = SOURCE
 
-    def __init__(self, url_or_client: str | PrometheusConnect, *, timeout: float, probe_ttl: float = 300.0):
+    def __init__(self, url_or_client: str | PrometheusConnect, *, timeout: float, probe_ttl: float = 300.0,
+                 max_loading: float | None = DEFAULT_MAX_LOADING):
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
+        if max_loading is not None and max_loading <= 0:
+            raise ValueError(f"max_loading must be > 0 seconds (or None), got {max_loading!r}")
+        self.max_loading = max_loading
         self.timeout = timeout
         self.client = _client(url_or_client, timeout) if isinstance(url_or_client, str) else url_or_client
         self.probe_ttl = probe_ttl
@@ -221,27 +229,34 @@ class PrometheusSource:
         self.queries_sent = 0  # for tests and the server's own metrics
 
     # -- probing --------------------------------------------------------------------------------
+    def due_probes(self, namespaces: Iterable[str], now: float) -> list[str]:
+        """Namespaces whose name probe is missing, incomplete or older than ``probe_ttl``."""
+        return sorted(ns for ns in set(namespaces)
+                      if ns not in self._probes or not self._probes[ns].complete
+                      or abs(now - self._probes[ns].at) > self.probe_ttl)
+
     def names_for(self, namespaces: set[str], now: float) -> dict[str, MetricNames]:
         """The metric names per namespace, probing (one query for all due namespaces) when needed."""
-        due = sorted(ns for ns in namespaces
-                     if ns not in self._probes or not self._probes[ns].complete
-                     or abs(now - self._probes[ns].at) > self.probe_ttl)
+        due = self.due_probes(namespaces, now)
         if due:
             rows = self._query(promql.probe_query(due), now)
             found: dict[str, set[str]] = defaultdict(set)
             for r in rows:
                 found[r["metric"].get(vm.LABEL_NAMESPACE, "")].add(r["metric"].get("__name__", ""))
-            for ns in due:
-                names = choose_names(found.get(ns, ()))
-                complete = all(any((n + "_count" if f.kind == "histogram" else n) in names.found for n in f.names)
-                               for f in vm.PROBED)
-                old = self._probes.get(ns)
-                if old is None or old.names.as_dict() != names.as_dict() or old.complete != complete:
-                    log.info("vLLM metric names in namespace %s: KV cache %s, inter-token latency %s%s", ns,
-                             names.kv, names.itl,
-                             "" if complete else " (some not found yet; using the new names, will probe again)")
-                self._probes[ns] = _Probe(names, now, complete)
+            self._record_probes(due, found, now)
         return {ns: self._probes[ns].names for ns in namespaces}
+
+    def _record_probes(self, due: Iterable[str], found: Mapping[str, set[str]], now: float) -> None:
+        for ns in due:
+            names = choose_names(found.get(ns, ()))
+            complete = all(any((n + "_count" if f.kind == "histogram" else n) in names.found for n in f.names)
+                           for f in vm.PROBED)
+            old = self._probes.get(ns)
+            if old is None or old.names.as_dict() != names.as_dict() or old.complete != complete:
+                log.info("vLLM metric names in namespace %s: KV cache %s, inter-token latency %s%s", ns,
+                         names.kv, names.itl,
+                         "" if complete else " (some not found yet; using the new names, will probe again)")
+            self._probes[ns] = _Probe(names, now, complete)
 
     def probe_complete(self, namespace: str) -> bool:
         """Whether the last probe of ``namespace`` found a name for every probed family."""
@@ -262,10 +277,11 @@ class PrometheusSource:
 
     # -- fetch ---------------------------------------------------------------------------------
     def fetch(self, targets: Sequence[PolicyConfig], now: float) -> dict[tuple, Signals | SourceError]:
-        """Signals (or the per-target :class:`NoDataError`) for ``targets`` at ``now``.
+        """Signals (or the per-target :class:`SourceError`) for ``targets`` at ``now``.
 
         Raises :class:`SourceUnavailable` subclasses when Prometheus can not be asked.
-        Targets with different windows are fetched in separate query groups. Every target is read from
+        Targets with different windows are fetched in separate query groups; the activation queries are
+        shared by every target with the same text, whatever its window. Every target is read from
         this source's Prometheus (``PolicyConfig.prometheus_address`` is the caller's business: the server
         keeps one source per address).
         """
@@ -275,27 +291,172 @@ class PrometheusSource:
             by_window[t.window].append(t)
         for window, group in sorted(by_window.items()):
             out.update(self._fetch_group(group, window, now))
+        texts = sorted({t.activation_query for t in targets if t.activation_query is not None})
+        if texts:
+            values = {text: self.activation(text, now) for text in texts}
+            for t in targets:
+                if t.activation_query is not None:
+                    out[t.target_key] = with_upstream(out[t.target_key], values[t.activation_query])
         return out
+
+    def activation(self, expr: str, now: float) -> float | None | ActivationQueryError:
+        """One activation query at ``now``: its value (:func:`activation_value`), or the error naming it.
+
+        HTTP 400 (``bad_data``: PromQL that does not parse) and 422 (``execution``: e.g. a many-to-many
+        match) are the query's fault and come back as :class:`ActivationQueryError`; other failures
+        (timeout, connection, 5xx) are Prometheus' and are raised, as for the vLLM queries.
+        """
+        try:
+            result = self._query(expr, now)
+        except SourceHTTPError as exc:
+            if exc.status not in (400, 422):
+                raise
+            return ActivationQueryError(expr, "Prometheus rejected it: " + prometheus_error(exc))
+        try:
+            return activation_value(result)
+        except ValueError as exc:
+            return ActivationQueryError(expr, str(exc))
 
     def _fetch_group(self, configs: Sequence[PolicyConfig], window: float, now: float) -> dict:
         sels = {c.target_key: TargetSelector(c.namespace, c.deployment, c.model_name) for c in configs}
         targets = list(dict.fromkeys(sels.values()))
-        names = self.names_for({s.namespace for s in targets}, now)
-        gauges_expr, rates_expr = data_queries(targets, names.values(), window)
+        namespaces = {s.namespace for s in targets}
+        due = self.due_probes(namespaces, now)
+        # Namespaces with a due probe are probed inside the gauges query; their KV gauge is read under every
+        # candidate name meanwhile, and the rates query (sent after) uses the names the probe found.
+        kv_names = {self._probes[ns].names.kv for ns in namespaces if ns not in due}
+        if due:
+            kv_names |= set(vm.KV_CACHE.names)
+        gauges_expr = promql.gauges_query(
+            targets, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new], "kv": kv_names}, window,
+            probe_namespaces=due, loading_bound=self.max_loading)
         gauge_rows = self._query(gauges_expr, now)
+        if due:
+            found: dict[str, set[str]] = defaultdict(set)
+            for r in gauge_rows:
+                term, _, name = r["metric"].get(TERM_LABEL, "").partition("@")
+                if term == "probe" and float(r["value"][1]) > 0:
+                    found[r["metric"].get(vm.LABEL_NAMESPACE, "")].add(name)
+            self._record_probes(due, found, now)
+        names = {ns: self._probes[ns].names for ns in namespaces}
+        _, rates_expr = data_queries(targets, names.values(), window)
         rate_rows = self._query(rates_expr, now)
         out: dict[tuple, Signals | SourceError] = {}
         for c in configs:
             sel = sels[c.target_key]
             try:
-                out[c.target_key] = build_signals(sel, names[sel.namespace], gauge_rows, rate_rows, window, now)
+                out[c.target_key] = build_signals(sel, names[sel.namespace], gauge_rows, rate_rows, window, now,
+                                                  loading_bound=self.max_loading)
             except NoDataError as exc:
                 out[c.target_key] = exc
         return out
 
 
+class ActivationQueryError(SourceError):
+    """The target's ``activationQuery`` could not be read: Prometheus rejected it, or its result is not one number.
+
+    A typed error, not ``upstream_demand=None``: the activation query is what wakes (and keeps awake) a
+    target whose vLLM pods export nothing, so an unreadable one must not look like "no upstream demand".
+    The server answers from the last good decision within ``maxStaleness``, then ``UNAVAILABLE`` (KEDA's
+    ``fallback``): never inactive because of it. ``signals`` keeps the vLLM snapshot read in the same
+    refresh (``upstream_demand=None``), or None when that failed too, for a caller that can use it.
+    """
+
+    kind = "activation_query"
+
+    def __init__(self, query: str, problem: str, *, signals: Signals | None = None):
+        self.query = query
+        self.problem = problem
+        self.signals = signals
+        super().__init__(f"activationQuery={query!r}: {problem}", source=SOURCE)
+
+    def for_target(self, signals: Signals | None) -> "ActivationQueryError":
+        """The same error carrying one target's vLLM snapshot."""
+        return ActivationQueryError(self.query, self.problem, signals=signals)
+
+
+_BYTES_BODY = re.compile(r"\((b(?:'.*'|\".*\"))\)\s*$", re.S)
+
+
+def prometheus_error(exc: SourceHTTPError) -> str:
+    """``<errorType>: <error>`` from Prometheus' JSON error body (``bad_data: ... parse error: ...``).
+
+    prometheus-api-client puts the body in its message as a bytes literal
+    (``HTTP Status Code 400 (b'{"status":"error",...}')``); anything else is returned as it is.
+    """
+    text = str(exc.__cause__ or exc)
+    m = _BYTES_BODY.search(text)
+    try:
+        body = json.loads(ast.literal_eval(m.group(1))) if m else None
+    except (ValueError, SyntaxError):
+        body = None
+    if not isinstance(body, dict) or "error" not in body:
+        return str(exc)
+    return f"{body.get('errorType', 'error')}: {body['error']}"
+
+
+def activation_value(result: Any) -> float | None:
+    """The upstream demand an instant query's ``result`` states (Prometheus' ``data.result``).
+
+    ==============================  =============================================================
+    result                          upstream demand
+    ==============================  =============================================================
+    scalar ``[t, "v"]``             ``v``
+    vector with one series          its value
+    empty vector                    ``0.0``: no demand series means no demand (e.g. ``sum(q)`` over
+                                    no queue series). For "absent means unknown" write
+                                    ``sum(q) or vector(NaN)``
+    NaN                             ``None`` (unknown; never read as zero)
+    vector with several series      ``ValueError`` naming the count: aggregate in the query
+                                    (``sum(...)``, ``max(...)``) so the choice is yours, not ours
+    range vector, string, negative  ``ValueError``
+    ==============================  =============================================================
+
+    Pinned by ``tests/unit/test_activation_value.py``.
+    """
+    if (isinstance(result, list) and len(result) == 2 and isinstance(result[0], (int, float))
+            and not isinstance(result[0], bool) and isinstance(result[1], str)):
+        raw = result[1]
+    elif isinstance(result, list) and all(isinstance(r, dict) for r in result):
+        if any("values" in r for r in result):
+            raise ValueError("the query returns a range vector; it must return an instant vector or a scalar "
+                             "(drop the [range] or wrap it, e.g. max_over_time(q[5m]))")
+        if not result:
+            return 0.0
+        if len(result) > 1:
+            shown = ", ".join(_series_name(r.get("metric", {})) for r in result[:3])
+            raise ValueError(f"the query returns {len(result)} series ({shown}{', ...' if len(result) > 3 else ''}); "
+                             "it must return one number: aggregate it, e.g. sum(...) or max(...)")
+        raw = result[0]["value"][1]
+    else:
+        raise ValueError(f"the query returns {str(result)[:80]!r}, not a scalar or an instant vector")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"the query returns {raw!r}, not a number") from None
+    if math.isnan(value):
+        return None
+    if value < 0:
+        raise ValueError(f"the query returns {value:g}; upstream demand must be >= 0")
+    return value
+
+
+def _series_name(labels: Mapping[str, str]) -> str:
+    name = labels.get("__name__", "")
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__") + "}"
+
+
+def with_upstream(result: Signals | SourceError, value: float | None | ActivationQueryError) -> Signals | SourceError:
+    """One target's outcome with its activation query's value: ``upstream_demand`` set, or the typed error."""
+    if isinstance(value, ActivationQueryError):
+        return value.for_target(result if isinstance(result, Signals) else None)
+    if isinstance(result, Signals):
+        return replace(result, upstream_demand=value)
+    return result
+
+
 def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rate_rows: list, window: float,
-                  now: float) -> Signals:
+                  now: float, *, loading_bound: float | None = None) -> Signals:
     """One target's :class:`Signals` from the rows of the gauges and rates queries (see the module table).
 
     Rows are Prometheus' instant-query results (``{"metric": {...}, "value": [t, "v"]}``), for every target
@@ -304,11 +465,19 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
     wanted = {"waiting": vm.WAITING.new, "running": vm.RUNNING.new, "kv": names.kv, "up": vm.UP,
               "ttft": vm.TTFT.new, "itl": names.itl}
     pods: dict[str, _PodSeries] = defaultdict(_PodSeries)
-    up_value: dict[str, float] = {}   # pod -> up (1 scraped, 0 scrape failing)
+    # One entry per scrape target (a pod may have several, e.g. a sidecar's): up, up_max, up_then.
+    up_series: dict[frozenset, dict[str, float]] = defaultdict(dict)
+    up_pod: dict[frozenset, str] = {}
     for r in gauge_rows:
         labels = r["metric"]
         term, _, metric = labels.get(TERM_LABEL, "").partition("@")
         base = term.removesuffix("_ts").removesuffix("_prev")
+        if metric == vm.UP and term in ("up", "up_max", "up_then"):
+            if sel.matches(labels, with_model=False):
+                key = frozenset((k, v) for k, v in labels.items() if k not in (TERM_LABEL, "__name__"))
+                up_series[key][term] = float(r["value"][1])
+                up_pod[key] = labels[vm.LABEL_POD]
+            continue
         if wanted.get(base) != metric:
             continue
         if not sel.matches(labels, with_model=base != "up"):
@@ -316,9 +485,8 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
         value = float(r["value"][1])
         pod = labels[vm.LABEL_POD]
         if base == "up":
-            if term == "up":
-                up_value[pod] = max(value, up_value.get(pod, -math.inf))
             continue
+
         if term.endswith("_ts"):
             pods[pod].ts[base] = max(value, pods[pod].ts.get(base, -math.inf))
         else:
@@ -346,16 +514,28 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
 
     fresh = sorted(p for p, s in pods.items() if "waiting" in s.ts and now - s.ts["waiting"] <= window)
     metric_names = names.as_dict()
+    # Scraped but not serving metrics (up == 0): loading the model, or broken. Broken for sure once the
+    # scrapes have failed for longer than loading_bound (up == 0 then, and never 1 since).
+    up_value = {up_pod[k]: v["up"] for k, v in up_series.items() if "up" in v}   # pods that are scrape targets
+    down = [k for k, v in up_series.items() if v.get("up") == 0 and up_pod[k] not in fresh]
+    failing = sorted({up_pod[k] for k in down})
+    too_long = sorted(set(failing) - {up_pod[k] for k in down
+                                      if not (up_series[k].get("up_then") == 0 and up_series[k].get("up_max") == 0)})
+    loading = [p for p in failing if p not in too_long]
     if not fresh:
+        if loading:
+            # Ambiguous: nobody reports, so demand is unknown (None), not zero; the pods are on the way.
+            return Signals(observed_at=now, pods_reporting=0, starting_replicas=len(loading),
+                           metric_names=metric_names)
+        if too_long:
+            raise ScrapeFailingError(
+                f"{sel.namespace}/{sel.deployment}: pods {too_long} have failed every scrape (up=0) for more "
+                f"than {loading_bound:g} s: broken, not loading", pods=tuple(too_long))
         stale = {p: now - s.ts["waiting"] for p, s in pods.items() if "waiting" in s.ts}
         if stale:
             raise NoDataError(
                 f"{sel.namespace}/{sel.deployment}: newest vLLM samples are {min(stale.values()):.0f} s old, "
                 f"older than the window ({window:g} s) for pods {sorted(stale)}", source=SOURCE)
-        if up_value and all(v == 0 for v in up_value.values()):
-            raise ScrapeFailingError(
-                f"{sel.namespace}/{sel.deployment}: pods {sorted(up_value)} do not answer scrapes (up=0): "
-                "starting (model loading) or broken", pods=tuple(sorted(up_value)))
         if up_value:
             raise NoDataError(
                 f"{sel.namespace}/{sel.deployment}: pods {sorted(up_value)} are scrape targets (up) but export "
@@ -404,5 +584,6 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
         completion_rate=completion, arrival_rate=arrival,
         prompt_tokens_mean=ratio("prompt_sum", "prompt_count"),
         output_tokens_mean=ratio("output_sum", "output_count"),
+        starting_replicas=len(loading) if loading else None,
         metric_names=metric_names,
     )

@@ -154,15 +154,34 @@ def probe_query(namespaces: Iterable[str]) -> str:
             f'{_one_of(vm.LABEL_NAMESPACE, namespaces)}}})')
 
 
-def gauges_query(targets: Sequence[TargetSelector], gauge_names: Mapping[str, Iterable[str]], window: float) -> str:
+def probe_terms(namespaces: Iterable[str]) -> list[str]:
+    """The name probe as tagged terms for the gauges query: ``count by (namespace) ({__name__="<n>", ...})``
+    per candidate name ``n`` (histograms by ``_count``), tagged ``probe@<n>``. Same answer as
+    :func:`probe_query`, without a query of its own."""
+    ns = _one_of(vm.LABEL_NAMESPACE, namespaces)
+    terms = []
+    for fam in vm.PROBED:
+        for n in fam.names:
+            name = n + "_count" if fam.kind == "histogram" else n
+            terms.append(_tag(f'count by ({vm.LABEL_NAMESPACE}) ({{{matcher("__name__", "=", name)},{ns}}})',
+                              f"probe@{name}"))
+    return terms
+
+
+def gauges_query(targets: Sequence[TargetSelector], gauge_names: Mapping[str, Iterable[str]], window: float,
+                 *, probe_namespaces: Iterable[str] = (), loading_bound: float | None = None) -> str:
     """Query 2: current value, sample timestamp and value one window ago of each gauge, plus ``up``.
 
     ``gauge_names`` maps a term key (``waiting``, ``running``, ``kv``) to the metric names to read.
+    ``probe_namespaces``: namespaces whose name probe is due, probed in this same query (:func:`probe_terms`).
+    ``loading_bound`` (``B`` s): adds ``max_over_time(up[B])`` (``up_max@up``) and ``up offset B``
+    (``up_then@up``): a pod with ``up == 0`` now, ``up == 0`` B ago and never 1 in between has failed its
+    scrapes for longer than ``B``.
     """
     sel = "{" + union_matchers(targets) + "}"
     up_sel = "{" + union_matchers(targets, with_model=False) + "}"
     w = duration(window)
-    terms = []
+    terms = list(probe_terms(probe_namespaces)) if probe_namespaces else []
     for key, names in gauge_names.items():
         for name in sorted(set(names)):
             terms.append(_tag(f"{name}{sel}", f"{key}@{name}"))
@@ -171,6 +190,10 @@ def gauges_query(targets: Sequence[TargetSelector], gauge_names: Mapping[str, It
                 terms.append(_tag(f"{name}{sel} offset {w}", f"{key}_prev@{name}"))
     terms.append(_tag(f"{vm.UP}{up_sel}", f"up@{vm.UP}"))
     terms.append(_tag(f"timestamp({vm.UP}{up_sel})", f"up_ts@{vm.UP}"))
+    if loading_bound is not None:
+        b = duration(loading_bound)
+        terms.append(_tag(f"max_over_time({vm.UP}{up_sel}[{b}])", f"up_max@{vm.UP}"))
+        terms.append(_tag(f"{vm.UP}{up_sel} offset {b}", f"up_then@{vm.UP}"))
     return " or ".join(terms)
 
 

@@ -16,7 +16,7 @@ from prometheus_api_client import PrometheusConnect
 from scaler.config import parse_metadata
 from scaler.errors import NoDataError
 from scaler.signals import Signals
-from scaler.sources.prometheus import PrometheusSource
+from scaler.sources.prometheus import PrometheusSource, ScrapeFailingError
 from scaler.sources.promql import histogram_quantile
 from simulations.exposition import PodMetrics
 
@@ -146,7 +146,7 @@ def test_signals_match_generated_series(prom, caplog):
                cfg("broken")]
     with caplog.at_level(logging.INFO, logger="scaler.sources.prometheus"):
         out = src.fetch(targets, T_END)
-    assert src.queries_sent == 3   # probe + gauges + rates, for all five targets
+    assert src.queries_sent == 2   # gauges (with the name probe folded in) + rates, for all five targets
     check(out[targets[0].target_key], expected(LLAMA + [OTHER_MODEL]))
     check(out[targets[1].target_key], expected(LLAMA))
     sig = out[targets[1].target_key]
@@ -164,14 +164,20 @@ def test_signals_match_generated_series(prom, caplog):
     # no pods at all (Deployment at zero): a snapshot, not an error
     absent = out[targets[3].target_key]
     assert absent.pods_reporting == 0 and absent.waiting is None and absent.running is None
-    # scraped (up series exist) but no vLLM series: NoDataError
-    assert isinstance(out[targets[4].target_key], NoDataError)
-    assert "broken-0" in str(out[targets[4].target_key])
-    # the probe is cached: the next refresh costs two queries, and logs nothing new
+    # scrape failing (up == 0) for the 600 s of data, less than the default bound (900 s): loading, so
+    # on the way, with demand unknown (None), not zero and not an error
+    loading = out[targets[4].target_key]
+    assert isinstance(loading, Signals) and (loading.pods_reporting, loading.starting_replicas) == (0, 1)
+    assert loading.waiting is None and loading.running is None
+    # with a 300 s bound the same pod is broken: ScrapeFailingError (a NoDataError) naming it
+    strict = PrometheusSource(server.url, timeout=5, max_loading=300).fetch(targets[4:], T_END)
+    assert isinstance(strict[targets[4].target_key], ScrapeFailingError)
+    assert strict[targets[4].target_key].pods == ("broken-0",) and "more than 300 s" in str(strict[targets[4].target_key])
+    # the probe is cached: the next refresh costs two queries again, and logs nothing new
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="scaler.sources.prometheus"):
         out2 = src.fetch(targets[:3], T_END - STEP)
-    assert src.queries_sent == 5
+    assert src.queries_sent == 4
     assert "metric names" not in caplog.text
     check(out2[targets[1].target_key], expected(LLAMA, now=T_END - STEP))
 

@@ -151,15 +151,60 @@ def test_kv_usage_is_a_mean_over_engines_not_a_sum_per_pod():
     assert sig.kv_cache_usage == pytest.approx((0.9 + 0.7 + 0.2) / 3)
 
 
-def test_up_without_vllm_series_is_no_data_and_up_zero_is_scrape_failing():
+def test_up_without_vllm_series_is_no_data():
     up1 = [_row("up", "up", 1, "llama-a"), _row("up_ts", "up", NOW, "llama-a")]
     with pytest.raises(NoDataError) as e:
         build_signals(SEL, MetricNames(), up1, [], 60, NOW)
     assert not isinstance(e.value, ScrapeFailingError) and "llama-a" in str(e.value)
-    up0 = [_row("up", "up", 0, "llama-a"), _row("up_ts", "up", NOW, "llama-a")]
-    with pytest.raises(ScrapeFailingError) as e:
-        build_signals(SEL, MetricNames(), up0, [], 60, NOW)
+
+
+def _up(pod, value, *, then=None, up_max=None, instance=None):
+    lab = {"instance": instance or f"{pod}:8000"}
+    rows = [_row("up", "up", value, pod, **lab), _row("up_ts", "up", NOW, pod, **lab)]
+    if then is not None:
+        rows.append(_row("up_then", "up", then, pod, **lab))
+    if up_max is not None:
+        rows.append(_row("up_max", "up", up_max, pod, **lab))
+    return rows
+
+
+def test_pods_loading_alongside_reporting_pods_are_starting_replicas():
+    """up == 0 pods ("scraped but not serving metrics: loading, or broken") are on the way; the signals come
+    from the pods that report."""
+    rows = _gauges("llama-a", waiting=3, running=4) + _up("llama-a", 1) + _up("llama-b", 0) + _up("llama-c", 0)
+    sig = build_signals(SEL, MetricNames(), rows, [], 60, NOW, loading_bound=900)
+    assert sig.pods_reporting == 1 and sig.starting_replicas == 2
+    assert sig.waiting == 3 and sig.running == 4 and sig.kv_cache_usage == pytest.approx(0.5)
+    # none loading: unknown to Prometheus (None), not 0, so a Kubernetes count or the policy's estimate applies
+    assert build_signals(SEL, MetricNames(), _gauges("llama-a") + _up("llama-a", 1), [], 60, NOW
+                         ).starting_replicas is None
+
+
+def test_only_loading_pods_is_unknown_demand_not_idle_and_not_an_error():
+    sig = build_signals(SEL, MetricNames(), _up("llama-a", 0, then=0, up_max=0) + _up("llama-b", 0), [], 60, NOW,
+                        loading_bound=900)
+    # llama-a: up == 0 now and 900 s ago, never 1 between: broken, not counted; llama-b: loading
+    assert sig.pods_reporting == 0 and sig.starting_replicas == 1
+    for field in ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate",
+                  "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "upstream_demand"):
+        assert getattr(sig, field) is None, field     # nothing invented: no zeros
+
+
+def test_pods_failing_scrapes_longer_than_the_bound_are_scrape_failing():
+    rows = _up("llama-a", 0, then=0, up_max=0)
+    with pytest.raises(ScrapeFailingError, match="more than 900 s") as e:
+        build_signals(SEL, MetricNames(), rows, [], 60, NOW, loading_bound=900)
     assert e.value.pods == ("llama-a",) and e.value.kind == "no_data"
+    # up == 1 at some point in the bound (max 1), or not yet a target B ago (no up_then): still loading
+    for extra in (dict(then=0, up_max=1), dict(then=1, up_max=1), dict(up_max=0)):
+        sig = build_signals(SEL, MetricNames(), _up("llama-a", 0, **extra), [], 60, NOW, loading_bound=900)
+        assert sig.starting_replicas == 1, extra
+
+
+def test_a_pod_with_one_failing_scrape_target_among_several_counts_as_loading():
+    """up is per scrape target: a sidecar's target answering (up 1) does not hide vLLM's failing one."""
+    rows = _up("llama-a", 1, instance="llama-a:15020") + _up("llama-a", 0, instance="llama-a:8000")
+    assert build_signals(SEL, MetricNames(), rows, [], 60, NOW).starting_replicas == 1
 
 
 def test_no_series_at_all_is_zero_pods_not_an_error():
