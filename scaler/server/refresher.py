@@ -9,7 +9,10 @@ RPCs never talk to Prometheus. This loop does, on its own threads:
    :meth:`~scaler.signals.SignalSource.fetch` call per interval (the source
    shares its queries between them).
 2. Each address is fetched on a worker thread, at most one fetch in flight per
-   address, so one slow Prometheus delays only its own targets.
+   address, so one slow Prometheus delays only its own targets. When enrichers
+   are configured (they may do I/O per target: a Kubernetes GET, a range
+   query), the targets of one fetch are enriched and decided in parallel on a
+   second pool of the same size.
 3. For each target the result is a :class:`~scaler.signals.Signals` (then
    every :class:`SignalEnricher` runs in order, then
    ``decide(signals, target.state, config, now)``; ``Decision.next_state`` is
@@ -32,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -122,11 +125,14 @@ class Refresher:
         self._stop = threading.Event()
         self._workers = max(1, workers)
         self._executor: ThreadPoolExecutor | None = None
+        self._enrich_pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="refresh")
+        if self.enrichers:
+            self._enrich_pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="enrich")
         self._thread = threading.Thread(target=self._run, name="refresher", daemon=True)
         self._thread.start()
 
@@ -135,9 +141,10 @@ class Refresher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._executor is not None:
-            # In-flight fetches finish in their own time (bounded by the source's timeout); nothing waits.
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._executor, self._enrich_pool):
+            if pool is not None:
+                # In-flight fetches finish in their own time (bounded by the source's timeout); nothing waits.
+                pool.shutdown(wait=False, cancel_futures=True)
         with self._sources_lock:
             for source in self._sources.values():
                 _close(source)
@@ -249,14 +256,34 @@ class Refresher:
                 err = InternalSourceError(f"{type(exc).__name__}: {exc}", source=getattr(source, "name", "source"))
                 results = {key: err for key in batch}
             self._observer.fetch_seconds(redact(address), self._perf() - started)
+            name = getattr(source, "name", "source")
+            work = []
             for t in targets:
                 key = t.config.target_key
                 if key not in batch or not _same_fetch(batch[key].config, t.config):
                     continue
                 result = results.get(key)
                 if result is None:
-                    result = MissingResult(f"no result for {key}", source=getattr(source, "name", "source"))
-                self.apply(t, result, now, source_name=getattr(source, "name", "source"))
+                    result = MissingResult(f"no result for {key}", source=name)
+                work.append((t, result))
+            self._apply_all(work, now, name)
+
+    def _apply_all(self, work: list[tuple[Target, Signals | SourceError]], now: float, source_name: str) -> None:
+        """Apply results; in parallel when enrichers (which may do I/O per target) run and the loop is started."""
+        pool = self._enrich_pool
+        if pool is None or not self.enrichers or len(work) < 2:
+            for t, result in work:
+                self.apply(t, result, now, source_name=source_name)
+            return
+        try:
+            futures = [pool.submit(self.apply, t, result, now, source_name=source_name) for t, result in work]
+        except RuntimeError:  # shutting down
+            return
+        for f in futures:
+            try:
+                f.result()
+            except CancelledError:  # stop() cancelled it
+                return
 
     def apply(self, target: Target, result: Signals | SourceError, now: float, *, source_name: str = "source") -> None:
         """Fold one fetch result into ``target``: enrich, decide, store, log changes, notify listeners."""

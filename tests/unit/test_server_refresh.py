@@ -308,3 +308,36 @@ def test_metrics_report_terms_signals_age_and_errors_by_kind() -> None:
               tuple(sorted(base + (("source", "scripted"), ("kind", "timeout")))))] == 1
     clock.t = T0 + 61
     assert scrape(metrics)[("vllm_scaler_answering", base)] == 0.0
+
+
+def test_enrichers_of_one_fetch_run_in_parallel_in_the_background_loop() -> None:
+    import threading
+    import time
+
+    class Rendezvous:
+        """Each call waits for a second concurrent call: sequential enrichment would break the barrier."""
+
+        name = "rendezvous"
+
+        def __init__(self):
+            self.barrier = threading.Barrier(2, timeout=5)
+
+        def enrich(self, signals, config, now):
+            self.barrier.wait()
+            return signals
+
+    source = ScriptedSource({("ml", "a"): BUSY, ("ml", "b"): BUSY})
+    store = TargetStore(ServerDefaults(prometheus_url="http://prom-a:9090"))
+    refresher = Refresher(store, lambda address: source, clock=time.time, enrichers=[Rendezvous()], workers=2)
+    a = store.resolve("a", "ml", {}, time.time())
+    b = store.resolve("b", "ml", {}, time.time())
+    refresher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while a.good is None or b.good is None:
+            assert time.monotonic() < deadline, (a.error_counts, b.error_counts)
+            time.sleep(0.02)
+        assert a.error_counts == {} and b.error_counts == {}
+        assert len(source.calls) == 1  # one shared fetch, then two enrichments side by side
+    finally:
+        refresher.stop()
