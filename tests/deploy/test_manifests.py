@@ -443,3 +443,10 @@ def test_docs_describe_every_kustomization() -> None:
     docs = (REPO / "docs" / "deploy.md").read_text()
     for directory in IDS + [str(p.relative_to(DEPLOY)) for p in components()]:
         assert f"deploy/{directory}" in docs, f"docs/deploy.md does not mention deploy/{directory}"
+
+
+def test_docs_list_every_server_setting() -> None:
+    cli = _server_settings()
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    missing = [s.env for s in cli.SETTINGS if f"`{s.env}`" not in docs]
+    assert not missing, f"docs/deploy.md's settings table lacks {missing}"
