@@ -23,11 +23,13 @@ then one line per tick (``t`` unix seconds, increasing; ``null`` = unknown, neve
     {"t": ..., "pods_reporting": int, "waiting": .., "running": .., "kv_cache_usage": ..,
      "ttft_p95": .., "tpot_p95": .., "completion_rate": .., "arrival_rate": .., "prompt_tokens_mean": ..,
      "output_tokens_mean": .., "ttft_mean": .., "tpot_mean": .., "replicas": int|null,
-     "replicas_spec": int|null, "error": null|"no_data: ..."}
+     "replicas_spec": int|null, "starting_replicas": int|null, "error": null|"no_data: ..."}
 
 ``replicas`` are the pods that served (vLLM series fresh at ``t``); ``replicas_spec`` is the Deployment's
-``spec.replicas`` from kube-state-metrics when Prometheus has it. A tick whose data was missing or stale
-carries ``error`` and null signals.
+``spec.replicas`` from kube-state-metrics when Prometheus has it; ``starting_replicas`` the pods scraped
+but not serving metrics (``up == 0``: loading, or broken for less than the source's ``max_loading``),
+null when there are none (absent in recordings made before it existed: read as null). A tick whose data
+was missing or stale carries ``error`` and null signals.
 
 Replay: "needed" (module-level :func:`needed_replicas`)
 -------------------------------------------------------
@@ -113,6 +115,7 @@ class Tick:
     tpot_mean: float | None = None
     replicas: int | None = None
     replicas_spec: int | None = None
+    starting_replicas: int | None = None
     error: str | None = None
 
     def signals(self):
@@ -120,7 +123,8 @@ class Tick:
         from scaler.signals import Signals
 
         return Signals(observed_at=self.t, pods_reporting=self.pods_reporting,
-                       ready_replicas=self.replicas, **{f: getattr(self, f) for f in _SIGNAL_FIELDS})
+                       ready_replicas=self.replicas, starting_replicas=self.starting_replicas,
+                       **{f: getattr(self, f) for f in _SIGNAL_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ def record(source, *, namespace: str, deployment: str, model_name: str | None, s
         names = source.names_for({namespace}, at)[namespace]
         if source.probe_complete(namespace):
             break
-    gauges_expr, rates_expr = data_queries([sel], [names], window)
+    gauges_expr, rates_expr = data_queries([sel], [names], window, loading_bound=source.max_loading)
     means_expr = promql.latency_means_query([sel], {"ttft": [vm.TTFT.new], "itl": [names.itl]}, window)
     spec_expr = promql.deployment_replicas_query(namespace, deployment)
     chunk = step * (MAX_POINTS_PER_QUERY - 1)
@@ -275,14 +279,14 @@ def record(source, *, namespace: str, deployment: str, model_name: str | None, s
         g, r, m = gauges.get(t, []), rates.get(t, []), means.get(t, [])
         replicas_spec = int(float(spec[t][0]["value"][1])) if spec.get(t) else None
         try:
-            s = build_signals(sel, names, g, r, window, t)
+            s = build_signals(sel, names, g, r, window, t, loading_bound=source.max_loading)
         except NoDataError as exc:
             ticks.append(Tick(t=t, replicas_spec=replicas_spec, error=f"no_data: {exc}"))
             continue
         ticks.append(Tick(
             t=t, pods_reporting=s.pods_reporting, **{f: getattr(s, f) for f in _SIGNAL_FIELDS},
             ttft_mean=_sum_ratio(m, sel, "ttft_sum", "ttft_count"), tpot_mean=_sum_ratio(m, sel, "itl_sum", "itl_count"),
-            replicas=s.pods_reporting, replicas_spec=replicas_spec))
+            replicas=s.pods_reporting, replicas_spec=replicas_spec, starting_replicas=s.starting_replicas))
     header = RecordingHeader(prometheus=str(source.client.url), namespace=namespace, deployment=deployment,
                              model_name=model_name, start=start, end=end, step=step, window=window,
                              metric_names=names.as_dict())

@@ -176,13 +176,15 @@ def choose_names(found: Iterable[str]) -> MetricNames:
     return MetricNames(kv=pick(vm.KV_CACHE), itl=pick(vm.ITL), found=present)
 
 
-def data_queries(targets: Sequence[TargetSelector], names: Iterable[MetricNames], window: float) -> tuple[str, str]:
-    """The gauges and rates PromQL (queries 2 and 3) for ``targets``, reading every name in ``names``."""
+def data_queries(targets: Sequence[TargetSelector], names: Iterable[MetricNames], window: float, *,
+                 loading_bound: float | None = None) -> tuple[str, str]:
+    """The gauges and rates PromQL for ``targets``, reading every name in ``names`` (without the name probe:
+    :meth:`PrometheusSource.fetch` folds it into the gauges query itself)."""
     names = list(names)
     kv_names = {n.kv for n in names} or {vm.KV_CACHE.new}
     itl_names = {n.itl for n in names} or {vm.ITL.new}
     return (promql.gauges_query(targets, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new],
-                                          "kv": kv_names}, window),
+                                          "kv": kv_names}, window, loading_bound=loading_bound),
             promql.rates_query(targets, {"ttft": [vm.TTFT.new], "itl": itl_names}, window))
 
 

@@ -33,6 +33,18 @@ def test_file_round_trip_keeps_nulls_and_errors(tmp_path):
     assert json.loads(lines[1])["ttft_p95"] is None
 
 
+def test_starting_replicas_round_trip_and_reach_the_policy_and_old_files_read_them_as_unknown(tmp_path):
+    loading = Tick(t=1000.0, pods_reporting=0, replicas=0, starting_replicas=2)
+    rec = _rec([loading])
+    rec.save(tmp_path / "r.jsonl")
+    assert Recording.load(tmp_path / "r.jsonl") == rec
+    sig = loading.signals()
+    assert (sig.pods_reporting, sig.starting_replicas, sig.waiting) == (0, 2, None)   # unknown, not zero
+    head = json.dumps({"format": "vllm-scaler-recording", "version": 1, **HEADER.__dict__})
+    (tmp_path / "old.jsonl").write_text(head + '\n{"t": 1000, "pods_reporting": 1, "waiting": 0}\n')
+    assert Recording.load(tmp_path / "old.jsonl").ticks[0].starting_replicas is None
+
+
 @pytest.mark.parametrize("body,message", [
     ("", "empty file"),
     ('{"format": "other"}\n', "not a recording"),
