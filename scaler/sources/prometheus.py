@@ -4,13 +4,18 @@ Built on prometheus-api-client's ``PrometheusConnect`` (its ``requests``
 session, per-request timeout, POST for long queries, no retries: a scaler
 refresh must fail fast and typed, not back off for seconds).
 
-Cost: at most three instant queries per refresh, shared by every target given to
-one :meth:`PrometheusSource.fetch` call with the same ``window`` (see
-:mod:`scaler.sources.promql` for the exact PromQL):
+Cost: at most three instant queries per refresh per target (see :mod:`scaler.sources.promql` for the
+exact PromQL). Every target given to one :meth:`PrometheusSource.fetch` call with the same ``window``
+shares the first two; the third is shared by every target with the same ``activationQuery`` text:
 
-1. the name probe (only when a namespace's probe is missing or older than ``probe_ttl``);
-2. the gauges (waiting, running, KV usage, ``up``; values, sample timestamps, values one window ago);
-3. the rates (TTFT / ITL bucket rates, completions by reason, token histogram sum and count rates).
+1. the gauges (waiting, running, KV usage, ``up``; values, sample timestamps, values one window ago;
+   ``max_over_time(up[B])`` and ``up offset B`` for the loading bound), with the metric-name probe folded
+   in (as ``count by (namespace)`` terms) when a namespace's probe is missing, incomplete or older than
+   ``probe_ttl``; the KV gauge is then read under both names and the probe's answer picks one;
+2. the rates (TTFT / ITL bucket rates, completions by reason, token histogram sum and count rates), under
+   the names the probe found;
+3. the target's ``activationQuery`` (only when it has one), evaluated at ``now`` -> ``upstream_demand``
+   (:func:`activation_value`).
 
 Per target (pods ``<deployment>-.*`` in the configured namespace, optionally one ``model_name``):
 
@@ -25,6 +30,11 @@ Signals field               how
 ``completion_rate``         sum of ``rate(vllm:request_success_total[w])`` without ``finished_reason="abort"``
 ``prompt_tokens_mean``      sum rate(request_prompt_tokens_sum) / sum rate(_count); None when no requests
 ``output_tokens_mean``      the same for ``vllm:request_generation_tokens``
+``starting_replicas``       pods scraped but not serving metrics (``up == 0`` and no fresh vLLM sample):
+                            loading the model, or broken; pods failing for longer than ``max_loading``
+                            (``up == 0`` now and ``B`` ago, ``max_over_time(up[B]) == 0``) are not counted.
+                            None when there are none (a lower bound: Pending pods are no scrape targets)
+``upstream_demand``         the ``activationQuery``'s value (:func:`activation_value`); None without one
 ``arrival_rate``            ``F + (D_now - D_then) / w``, clamped at 0: requests that finished in the window
                             (all reasons, aborts too: they arrived) plus the growth of the requests in the
                             fleet ``D = waiting + running`` over the window (``offset w``), i.e. arrivals =
@@ -40,9 +50,15 @@ Outcomes per target, all distinct:
 
 * no ``up`` and no vLLM series for the pods -> ``Signals(pods_reporting=0)`` with ``None`` gauges
   (the Deployment is at zero replicas; vLLM exports nothing there);
-* ``up`` series for the pods or stale vLLM samples (newest older than ``window``) but no fresh vLLM
-  series -> :class:`~scaler.errors.NoDataError`; its subclass :class:`ScrapeFailingError` (``.pods``)
-  when every such pod has ``up == 0`` (typically loading the model after a scale-up from zero);
+* no fresh vLLM series, some pods with ``up == 0`` for less than ``max_loading`` (loading the model,
+  e.g. after a scale-up from zero) -> ``Signals(pods_reporting=0, starting_replicas=k)`` with every
+  demand field ``None``: unknown, never zero (the policy must not read it as idle);
+* no fresh vLLM series and every ``up == 0`` pod failing for longer than ``max_loading`` ->
+  :class:`ScrapeFailingError` (a :class:`~scaler.errors.NoDataError`, ``.pods``);
+* ``up == 1`` series for the pods or stale vLLM samples (newest older than ``window``) but no fresh vLLM
+  series -> :class:`~scaler.errors.NoDataError`;
+* an ``activationQuery`` Prometheus rejects (HTTP 400 ``bad_data``, 422 ``execution``) or whose result
+  is not one number -> :class:`ActivationQueryError` (``.signals`` keeps the vLLM snapshot);
 * timeout -> :class:`~scaler.errors.SourceTimeout`; refused/reset/closed connection ->
   :class:`~scaler.errors.SourceConnectionError`; non-200 -> :class:`~scaler.errors.SourceHTTPError`
   (``status`` kept). These three are raised for the whole call (every target shares the queries).
@@ -139,10 +155,9 @@ def query_range(client: PrometheusConnect, expr: str, *, start: float, end: floa
 
 
 class ScrapeFailingError(NoDataError):
-    """Every matching pod is a scrape target whose scrape fails (``up == 0``) and none exports vLLM series.
-
-    Usually pods still loading the model (vLLM serves ``/metrics`` only once up), e.g. right after a scale
-    from zero; also a broken endpoint. ``pods`` lists them, so a caller can tell this from other no-data.
+    """No pod exports vLLM series and the pods' scrapes have failed (``up == 0``) for longer than the
+    source's ``max_loading``: a broken endpoint, not a model loading (pods failing for less are
+    ``Signals.starting_replicas``). ``pods`` lists them, so a caller can tell this from other no-data.
     """
 
     def __init__(self, message: str, *, pods: tuple[str, ...]):
@@ -212,7 +227,9 @@ class PrometheusSource:
 
     ``url_or_client``: the base URL, or a ready ``PrometheusConnect`` (its own
     session/auth/TLS settings are then used as they are). ``timeout``: seconds per
-    request. ``probe_ttl``: how long a namespace's name probe is reused.
+    request. ``probe_ttl``: how long a namespace's name probe is reused. ``max_loading``: seconds after
+    which a pod whose scrapes keep failing (``up == 0``) counts as broken instead of loading
+    (default :data:`DEFAULT_MAX_LOADING`, 900 s; None: never).
     """
 
     name = SOURCE

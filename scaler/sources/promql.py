@@ -19,17 +19,21 @@ crafted deployment or model name can not widen the namespace matcher
 one (:attr:`PolicyConfig.namespace`); series are re-checked client-side with the
 exact namespace before they count for a target.
 
-The three queries (``sel`` = the union selector of the targets, ``w`` = window):
+The queries (``sel`` = the union selector of the targets, ``w`` = window; at most three per target):
 
-1. probe (cached per namespace): ``count by (__name__, namespace) ({__name__=~"<candidates>", namespace=~"<ns>"})``
-   -- which of the new/old names each namespace exports;
-2. gauges: for each gauge ``g`` (waiting, running, kv) and ``up``: ``g{sel}``,
+1. gauges: for each gauge ``g`` (waiting, running, kv) and ``up``: ``g{sel}``,
    ``timestamp(g{sel})`` (age of the newest sample, for staleness) and, for
-   waiting and running, ``g{sel} offset w`` (for the arrival estimate), each
-   tagged ``scaler_term="<term>@<metric name>"`` with ``label_replace`` and joined with ``or``;
-3. rates: ``sum by (namespace, pod, model_name, le) (rate(<ttft|itl>_bucket{sel}[w]))``,
+   waiting and running, ``g{sel} offset w`` (for the arrival estimate); ``max_over_time(up{sel}[B])``
+   and ``up{sel} offset B`` (pods failing their scrapes for longer than the loading bound ``B``); and,
+   when a namespace's name probe is due, :func:`probe_terms` (``count by (namespace)`` of each candidate
+   name). Each term tagged ``scaler_term="<term>@<metric name>"`` with ``label_replace``, joined with ``or``;
+2. rates: ``sum by (namespace, pod, model_name, le) (rate(<ttft|itl>_bucket{sel}[w]))``,
    ``sum by (..., finished_reason) (rate(vllm:request_success_total{sel}[w]))`` and
-   ``rate(_sum)``/``rate(_count)`` of the prompt and generation token histograms, tagged the same way.
+   ``rate(_sum)``/``rate(_count)`` of the prompt and generation token histograms, tagged the same way;
+3. the target's ``activationQuery``, as the user wrote it (:mod:`scaler.sources.prometheus`).
+
+:func:`probe_query` is the probe as a query of its own (``count by (__name__, namespace)``), for callers
+outside a refresh (``vllm-scaler record``).
 """
 
 from __future__ import annotations

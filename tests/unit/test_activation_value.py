@@ -70,3 +70,17 @@ def test_with_upstream_sets_the_value_or_carries_the_error_with_the_vllm_snapsho
     nodata = NoDataError("no series", source="prometheus")
     assert with_upstream(nodata, 3.0) is nodata
     assert with_upstream(nodata, err).signals is None
+
+
+def test_prometheus_error_reads_the_json_body_prometheus_api_client_puts_in_its_message():
+    from prometheus_api_client import PrometheusApiClientException
+
+    from scaler.errors import SourceHTTPError
+    from scaler.sources.prometheus import prometheus_error
+
+    body = b'{"status":"error","errorType":"bad_data","error":"invalid parameter \\"query\\": 1:5: parse error"}'
+    exc = SourceHTTPError("x", status=400, source="prometheus")
+    exc.__cause__ = PrometheusApiClientException(f"HTTP Status Code 400 ({body!r})")
+    assert prometheus_error(exc) == 'bad_data: invalid parameter "query": 1:5: parse error'
+    exc.__cause__ = PrometheusApiClientException("HTTP Status Code 400 (b'not json')")
+    assert prometheus_error(exc) == str(exc)      # shown as it is, never lost
