@@ -114,6 +114,8 @@ class AggregateFleet(FleetBase):
         self.s_p: list[float] = []
         self.s_l: list[float] = []
         self._state = (0.0, 0.0, 0.0)    # running per replica, iteration time, P (last slice)
+        self._merge_key: tuple | None = None   # (bin, R, rate) of the last slice when it can be extended
+        self._merge_share = (0.0, 0.0)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _on_drain(self, r: Replica, now: float) -> bool:
@@ -168,6 +170,16 @@ class AggregateFleet(FleetBase):
         if R > 0 and b is None:
             b = len(self.rate) - 1 if t0 >= self.start else 0
             a = 0.0
+        if self._merge_key is not None and self._merge_key == (b, R, a) and self.backlog_total <= 1e-9:
+            # Same bin, same replicas, no backlog: the steady state is unchanged; extend the last slice.
+            arrivals = a * dt
+            self.s_dt[-1] += dt
+            self.s_arr[-1] += arrivals
+            self.s_served[-1] += arrivals
+            self.s_ttft_ok[-1] += arrivals * self._merge_share[0]
+            self.s_tpot_ok[-1] += arrivals * self._merge_share[1]
+            return
+        self._merge_key = None
         rec = len(self.s_t)
         arrivals = a * dt
         self.s_t.append(t0)
@@ -204,6 +216,9 @@ class AggregateFleet(FleetBase):
             self.s_base.append(base)
             self.s_t_iter.append(t)
             self._state = (running, t, P)
+            share = self._share_ttft_ok(base)
+            self._merge_key = (b, R, a)
+            self._merge_share = (share, 1.0 if t <= self.slo_tpot else 0.0)
             self.backlog.clear()
             self.backlog_total = 0.0
             return
