@@ -77,6 +77,7 @@ class AggregateFleet(FleetBase):
         self.P = np.broadcast_to(np.asarray(prompt_mean, dtype=float), (nb,)).tolist()
         self.L = np.broadcast_to(np.asarray(output_mean, dtype=float), (nb,)).tolist()
         self.rate = (self.counts / bin_seconds).tolist()
+        self._nbins = nb
         self.bin = float(bin_seconds)
         self.end_time = start + nb * bin_seconds
         pool = np.sort(np.asarray(prompt_pool, dtype=float))
@@ -152,9 +153,18 @@ class AggregateFleet(FleetBase):
                     if end <= t0:
                         self._drains.remove((end, r))
                         rs.finish_drain(r, end)
-            b = self._bin_index(t0)
-            next_edge = self.start + (b + 1) * self.bin if b is not None else math.inf
-            t1 = min(T, next_edge, rs.next_ready_at(), min((e for e, _ in self._drains), default=math.inf))
+            k = int((t0 - self.start) // self.bin)
+            b = k if 0 <= k < self._nbins else None
+            t1 = T
+            if b is not None:
+                edge = self.start + (b + 1) * self.bin
+                if edge < t1:
+                    t1 = edge
+            nr = rs.next_ready_at()
+            if nr < t1:
+                t1 = nr
+            if self._drains:
+                t1 = min(t1, min(e for e, _ in self._drains))
             if t1 <= t0:
                 t1 = min(T, t0 + 1e-6)
             self._slice(t0, t1, b)
