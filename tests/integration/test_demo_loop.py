@@ -71,19 +71,6 @@ def test_scales_to_zero(demo) -> None:
     _assert(checks, "scaled_to_zero")
 
 
-def _source_reads_activation_query() -> bool:
-    # The wake-up at zero replicas needs the trigger's `activationQuery` read into Signals.upstream_demand
-    # (vLLM exports nothing at zero). Until a source evaluates it, this claim is an expected failure, strict:
-    # the day a source does, the marker stops applying and the test must pass.
-    import scaler.sources
-
-    root = Path(scaler.sources.__file__).parent
-    return any("activation_query" in f.read_text() for f in root.glob("*.py"))
-
-
-@pytest.mark.xfail(not _source_reads_activation_query(), strict=True,
-                   reason="no signal source evaluates the trigger's activationQuery yet (scaler/sources/): "
-                          "at zero replicas the scaler cannot see the router's queue, so it never turns active")
 def test_wakes_from_zero_through_stream_is_active(demo) -> None:
     _, _, checks, _ = demo
     _assert(checks, "woke_through_stream_is_active")
