@@ -3,21 +3,23 @@
 Run from the repository root::
 
     python -m tests.benchmarks.bench_getmetrics            # or: python tests/benchmarks/bench_getmetrics.py
-    python -m tests.benchmarks.bench_getmetrics --duration 10 --rates 200,400,800,1600,3200
+    python -m tests.benchmarks.bench_getmetrics --frozen --duration 20 --rates 200,400,800
 
 What it does, in one run:
 
-* starts two servers, each in its own process, both the full :class:`~scaler.server.ScalerServer`
-  (grpc.aio, health, reflection, /metrics): **scaler** with 1,000 targets cached (parsed metadata,
+* starts two servers (three with ``--frozen``), each in its own process, all the full
+  :class:`~scaler.server.ScalerServer` (grpc.aio, health, reflection, /metrics): **scaler** with
+  1,000 targets cached (parsed metadata,
   one refresh done through ``decide``, background refresh every 5 s still running), and
   **do-nothing**, the same server with :class:`~scaler.server.servicer.ConstantServicer` (same proto,
-  returns a constant);
+  returns a constant); with ``--frozen`` also **scaler-frozen**, the same cache without the
+  background refresh, which tells the servicer's own cost from the refresh's interference;
 * a client in this process (one grpc.aio channel, as KEDA keeps one connection per scaler
   address) sends GetMetrics **open-loop**: call *i* is sent at ``start + i / rate`` whether or not
   earlier calls have returned, cycling over the 1,000 targets with KEDA-shaped metadata;
   latency is measured from the send to the answer;
-* at each rate (200 calls/s first, then higher until one is not sustained) the two servers are
-  measured in alternating slices (``--rounds``), so both see the same background noise of the
+* at each rate (200 calls/s first, then higher until one is not sustained) the servers are
+  measured in alternating slices (``--rounds``), so all see the same background noise of the
   machine; percentiles are over all calls of a server at that rate.
 
 "Sustained" at a rate: every call answered OK, the client kept pace (send lag p99 <= 5 ms, so the
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import multiprocessing as mp
 import os
 import statistics
@@ -46,6 +49,7 @@ from scaler._proto import externalscaler_pb2 as pb  # noqa: E402
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
 
 N_TARGETS = 1000
+SERVERS = ("scaler", "do-nothing", "scaler-frozen")
 NS = "bench"
 SUSTAIN_SEND_LAG_P99 = 0.005
 SUSTAIN_P99 = 0.025
@@ -73,16 +77,21 @@ def _serve(kind: str, conn) -> None:
     settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0,
                               defaults=ServerDefaults(prometheus_url="http://127.0.0.1:9"))
     factory = ConstantServicer if kind == "do-nothing" else None
+    scaler = kind.startswith("scaler")
     server = ScalerServer(settings, source_factory=lambda address: source, servicer_factory=factory,
                           background_refresh=False)
     server.start()
-    if kind == "scaler":
+    if scaler:
         now = time.time()
         for i in range(N_TARGETS):
             server.store.resolve(f"so-{i}", NS, metadata(i), now)
         server.refresher.refresh_due(now)
         assert all(t.good is not None for t in server.store.targets()), "targets not cached"
-        server.refresher.start()  # background refresh keeps running during the measurement, as in production
+        if kind == "scaler":
+            server.refresher.start()  # background refresh keeps running during the measurement, as in production
+        else:  # "scaler-frozen": the same cache, no background refresh (isolates the servicer's own cost)
+            for t in server.store.targets():
+                t.config = dataclasses.replace(t.config, max_staleness=1e9)
     conn.send((server.port, len(server.store)))
     conn.recv()  # until told to stop
     server.stop(grace=1.0)
@@ -184,20 +193,24 @@ async def _client(ports: dict[str, int], rates: list[float], duration: float, ro
     return runs
 
 
-HEADER = (f"{'rate/s':>7}  {'server':<10} {'calls':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6} "
+HEADER = (f"{'rate/s':>7}  {'server':<13} {'calls':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6} "
           f"{'lag p99 ms':>10} {'achieved/s':>10}  sustained")
 
 
 def _row(r: Run) -> str:
-    return (f"{r.rate:7.0f}  {r.server:<10} {r.calls:6d} {r.p50 * 1e3:7.3f} {r.p99 * 1e3:7.3f} {r.max * 1e3:7.2f} "
+    return (f"{r.rate:7.0f}  {r.server:<13} {r.calls:6d} {r.p50 * 1e3:7.3f} {r.p99 * 1e3:7.3f} {r.max * 1e3:7.2f} "
             f"{r.errors:6d} {r.send_lag_p99 * 1e3:10.3f} {r.achieved:10.1f}  {'yes' if r.sustained else 'no'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per (server, rate) step (default 5)")
-    ap.add_argument("--rounds", type=int, default=5,
-                    help="slices per step, alternating between the two servers (default 5)")
+    ap.add_argument("--duration", type=float, default=10.0,
+                    help="seconds per server and rate (default 10: 2,000 calls at 200 calls/s)")
+    ap.add_argument("--frozen", action="store_true",
+                    help="also measure 'scaler-frozen': the same 1,000 cached targets without the background "
+                         "refresh, to tell the servicer's own cost from the refresh's interference")
+    ap.add_argument("--rounds", type=int, default=10,
+                    help="slices per rate, alternating between the servers (default 10)")
     ap.add_argument("--rates", default="200,300,400,600,800,1200,1600,2400,3200",
                     help="comma-separated calls/s, rising; the first is the headline rate (default 200,300,...,3200)")
     args = ap.parse_args(argv)
@@ -206,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     procs, pipes, ports = [], {}, {}
     try:
-        for kind in ("scaler", "do-nothing"):
+        for kind in SERVERS[:2] + (("scaler-frozen",) if args.frozen else ()):
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_serve, args=(kind, child), daemon=True)
             p.start()
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"at {rates[0]:g} calls/s: scaler p99 {s.p99 * 1e3:.3f} ms (target <= 5 ms: "
               f"{'met' if s.p99 <= 0.005 else 'MISSED'}), do-nothing p99 {d.p99 * 1e3:.3f} ms, "
               f"ratio {ratio:.2f} (target <= 1.5: {'met' if ratio <= 1.5 else 'MISSED'})")
-    for name in ("scaler", "do-nothing"):
+    for name in ports:
         ok = [r for r in runs if r.server == name and r.sustained]
         best = max(ok, key=lambda r: r.rate, default=None)
         print(f"highest sustained rate, {name}: "
