@@ -179,8 +179,14 @@ class DemandForecaster:
 
     def extend(self, history: Iterable[tuple[float, float]]) -> "DemandForecaster":
         """Fold history points newer than the last folded bucket, in order (one point per bucket)."""
+        points = history if isinstance(history, (list, tuple)) else list(history)
+        start = 0
+        if self.last_bucket is not None:  # skip what is already folded (callers pass the whole window)
+            start = len(points)
+            while start > 0 and bucket_of(points[start - 1][0]) > self.last_bucket:
+                start -= 1
         fc = self
-        for t, rate in history:
+        for t, rate in points[start:]:
             fc = fc.fold(bucket_of(t), rate)
         return fc
 
@@ -293,14 +299,17 @@ class DemandForecaster:
         """At least one bucket folded."""
         return self.last_bucket is not None
 
-    def at(self, t: float) -> ForecastPoint:
+    def at(self, t: float, _then: float | None = None) -> ForecastPoint:
         """Forecast at time ``t`` (unix s). ``h`` counts buckets from the middle of the last folded one,
         at least 1. Requires :attr:`ready`."""
         if self.last_bucket is None:
             raise ValueError("forecaster has no data yet")
         p = self.params
         h = max(1.0, (t - (self.last_bucket + 0.5) * STEP) / STEP)
-        change = self._seasonal_change(self.last_bucket, max(1, round(h)))
+        k = self.last_bucket
+        then = self._yesterday(k - SEASON) if _then is None else _then
+        later = self._yesterday(k + max(1, round(h)) - SEASON) if then is not None else None
+        change = later - then if then is not None and later is not None else 0.0
         point = max(0.0, self.level + max(h * self.trend, change))
         a, b = p.alpha, p.beta
         spread = math.sqrt(1 + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6))
@@ -313,7 +322,12 @@ class DemandForecaster:
         times = [now + i * STEP for i in range(steps + 1)]
         if now + horizon > times[-1]:
             times.append(now + horizon)
-        return tuple(self.at(t) for t in times)
+        if self.last_bucket is None:
+            raise ValueError("forecaster has no data yet")
+        then = self._yesterday(self.last_bucket - SEASON)  # read once for the whole path
+        if then is None:
+            return tuple(self.at(t) for t in times)
+        return tuple(self.at(t, then) for t in times)
 
 
 def _set(t: tuple, i: int, v) -> tuple:
