@@ -22,8 +22,9 @@ What it does, in one run:
   measured in alternating slices (``--rounds``), so all see the same background noise of the
   machine; percentiles are over all calls of a server at that rate.
 
-"Sustained" at a rate: every call answered OK, the client kept pace (send lag p99 <= 5 ms, so the
-client is not the bottleneck) and p99 latency <= 25 ms. Targets (issue 2): p99 at 200 calls/s <= 5 ms,
+"Sustained" at a rate: every call answered OK, at >= 95 % of the rate, with p99 latency <= 25 ms.
+A send lag p99 above 5 ms is starred: the client itself fell behind (a starved machine), and that
+row measures the machine more than the servers. Targets (issue 2): p99 at 200 calls/s <= 5 ms,
 and the scaler's p99 <= 1.5x the do-nothing servicer's p99.
 """
 
@@ -111,8 +112,12 @@ class Run:
 
     @property
     def sustained(self) -> bool:
-        return (self.errors == 0 and self.send_lag_p99 <= SUSTAIN_SEND_LAG_P99 and self.p99 <= SUSTAIN_P99
-                and self.achieved >= 0.95 * self.rate)
+        return self.errors == 0 and self.p99 <= SUSTAIN_P99 and self.achieved >= 0.95 * self.rate
+
+    @property
+    def client_kept_pace(self) -> bool:
+        """False: the client itself was late sending (a starved machine); the row measures the machine."""
+        return self.send_lag_p99 <= SUSTAIN_SEND_LAG_P99
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -194,12 +199,13 @@ async def _client(ports: dict[str, int], rates: list[float], duration: float, ro
 
 
 HEADER = (f"{'rate/s':>7}  {'server':<13} {'calls':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6} "
-          f"{'lag p99 ms':>10} {'achieved/s':>10}  sustained")
+          f"{'lag p99 ms':>10} {'achieved/s':>10}  sustained")  # lag marked * when the client fell behind
 
 
 def _row(r: Run) -> str:
     return (f"{r.rate:7.0f}  {r.server:<13} {r.calls:6d} {r.p50 * 1e3:7.3f} {r.p99 * 1e3:7.3f} {r.max * 1e3:7.2f} "
-            f"{r.errors:6d} {r.send_lag_p99 * 1e3:10.3f} {r.achieved:10.1f}  {'yes' if r.sustained else 'no'}")
+            f"{r.errors:6d} {r.send_lag_p99 * 1e3:9.3f}{' ' if r.client_kept_pace else '*'} {r.achieved:10.1f}  "
+            f"{'yes' if r.sustained else 'no'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"highest sustained rate, {name}: "
               + ("none" if best is None else f"{best.rate:g} calls/s (p50 {best.p50 * 1e3:.3f} ms, "
                                              f"p99 {best.p99 * 1e3:.3f} ms)"))
+    starved = [r for r in runs if not r.client_kept_pace]
+    if starved:
+        print(f"note: the client fell behind (send lag p99 > {SUSTAIN_SEND_LAG_P99 * 1e3:g} ms) in {len(starved)} of "
+              f"{len(runs)} rows: the machine was short of CPU; compare servers within a rate, not across runs")
     median_ratio = statistics.median(
         [a.p99 / b.p99 for a in runs if a.server == "scaler" for b in runs
          if b.server == "do-nothing" and b.rate == a.rate] or [float("nan")])
