@@ -772,10 +772,11 @@ def check(result: DemoResult) -> list[Check]:
         f"to zero: {_event(to_zero)}; replicas when the trickle starts (t={trickle:.0f}s): "
         f"{None if at_trickle is None else at_trickle.replicas}"))
 
-    # During the outage the scaler can only answer from its last good decision (or fail): no answer may be
-    # lower than the last one before the cut, none may fail or deactivate, and nothing may scale down. Once
-    # Prometheus is back, decisions rest on fresh data again and may go either way; failures and
-    # deactivation are still checked for a short while after, until the first fresh refresh has landed.
+    # During the outage the scaler can only answer from its last good decision (or fail): every answer must be
+    # that one held value (the decision made from the last data before the cut, which may postdate the last
+    # call before the cut), none may fail or deactivate, and nothing may scale down. Once Prometheus is back,
+    # decisions rest on fresh data again and may go either way; failures and deactivation are still checked
+    # for a short while after, until the first fresh refresh has landed.
     lo, hi = result.outage
     settle = hi + result.timing.refresh_interval + 2 * result.timing.scrape_interval + 1.0
     before = [k for k in ticks if k.t < lo]
@@ -790,10 +791,11 @@ def check(result: DemoResult) -> list[Check]:
     checks.append(Check(
         "prometheus_outage_changed_nothing_for_the_worse",
         bool(during) and bool(answers) and answer_at_cut is not None and not failed and not inactive
-        and not downs_during and min(answers) >= answer_at_cut and min(k.replicas for k in during) >= at_cut
+        and not downs_during and len(set(answers)) == 1 and min(k.replicas for k in during) >= at_cut
         and result.source_errors > 0,
-        f"outage t={lo:.0f}-{hi:.0f}s: {len(answers)} GetMetrics answers (lowest {min(answers, default=None)}, "
-        f"last before the cut {answer_at_cut}), {len(failed)} failed calls, {len(inactive)} IsActive false, "
+        f"outage t={lo:.0f}-{hi:.0f}s: {len(answers)} GetMetrics answers {sorted(set(answers))} (held steady: "
+        f"{len(set(answers)) == 1}; last answer before the cut {answer_at_cut}), {len(failed)} failed calls, "
+        f"{len(inactive)} IsActive false, "
         f"scale-downs {[_event(e) for e in downs_during]}, replicas at the cut {at_cut}, lowest during "
         f"{min((k.replicas for k in during), default=None)}; the scaler counted {result.source_errors:g} "
         f"source errors"))
