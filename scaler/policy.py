@@ -390,6 +390,9 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
         reasons.append("forecast: none (observed rate only)")
     if observed is not None:
         inputs["observed_rate"] = observed
+    if fc.prompt_tokens is not None and fc.output_tokens is not None:
+        # Mean token sizes at now + H: their EWMA level (scaler/forecast.py); they size the model capacity.
+        inputs.update(prompt_tokens_forecast=fc.prompt_tokens, output_tokens_forecast=fc.output_tokens)
     demand_rate = max(observed or 0.0, forecast_peak or 0.0)
     inputs["demand_rate"] = demand_rate
 

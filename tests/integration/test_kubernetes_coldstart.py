@@ -16,7 +16,7 @@ from scaler.config import parse_metadata
 from scaler.errors import SourceConnectionError, SourceHTTPError
 from scaler.policy import decide
 from scaler.signals import Signals
-from scaler.sources.kubernetes import KubernetesColdStartReader
+from scaler.sources.kubernetes import KubernetesColdStartReader, label_selector
 
 pytestmark = pytest.mark.integration
 
@@ -283,3 +283,26 @@ def test_api_server_down_is_a_connection_error() -> None:
     with k8s.ApiClient(conf) as client:
         with pytest.raises(SourceConnectionError):
             KubernetesColdStartReader(client, timeout=2).enrich(Signals(observed_at=NOW, pods_reporting=0), cfg(), NOW)
+
+
+@pytest.mark.parametrize(
+    "selector, query",
+    [
+        pytest.param({"matchLabels": {"app": "llama", "tier": "serve"}}, "app=llama,tier=serve", id="labels"),
+        pytest.param({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["b", "a"]}]},
+                     "tier notin (a,b)", id="not-in"),
+        pytest.param({"matchLabels": {"app": "x"}, "matchExpressions": [{"key": "gpu", "operator": "Exists"},
+                                                                        {"key": "spot", "operator": "DoesNotExist"}]},
+                     "app=x,gpu,!spot", id="exists"),
+    ],
+)
+def test_label_selector(selector, query) -> None:
+    # Deserialised by the official client, as a Deployment's spec.selector is.
+    api = k8s.ApiClient()
+    obj = api._ApiClient__deserialize(selector, "V1LabelSelector")
+    assert label_selector(obj) == query
+
+
+def test_empty_selector_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        label_selector(k8s.V1LabelSelector())
