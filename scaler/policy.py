@@ -91,6 +91,8 @@ Terms, each a replica count (a real number)::
     they cannot cascade scale-ups during a cold start. The forecast term is not
     capped: it follows measured demand, not its symptoms.
 
+    desired  = clamp(ceil(max(terms)), minReplicas, maxReplicas)
+
 Why the backlog and latency terms differ from the reactive ones: a replica
 requested now serves only after a cold start, so a queue drained "within T1*"
 by replicas that arrive C50 later would buy capacity for a queue that is gone by
@@ -106,8 +108,6 @@ one 2,000-token prompt's prefill stalls the decode steps of its batch (P95 TPOT
 correction applies only when a queue forms (``W >= N``) or the arrivals reach
 half the capacity (:data:`LOADED_FRACTION`).
 
-    desired  = clamp(ceil(max(terms)), minReplicas, maxReplicas)
-
 With ``forecast: none`` the forecast term is ``λ / (c u)``. When ``c`` is unknown
 the forecast term is the running term ``R / r*`` (reported as capacity
 "unknown"). Because ``U`` is maximised over the whole window ``V``, the desired
@@ -119,8 +119,10 @@ forecast ``F(τ)`` over ``[now, now + H]``, or yesterday's peak rate over
 ``[now - 30 min, now + H + 30 min]`` (:meth:`~scaler.forecast.DemandForecaster.yesterday_peak`),
 exceeds ``forecastActivationRate`` (requests/s), so a Deployment at zero wakes
 one horizon ahead of traffic the daily season predicts; plus observed arrivals
-(a gateway's rate while at zero) above the same rate; inactive only after ``scaleToZeroAfter`` with no demand
-signal and no forecast demand. ``Ns`` is ``Signals.starting_replicas`` when the
+(a gateway's rate while at zero) above the same rate; inactive only after
+``scaleToZeroAfter`` with no demand signal and no forecast demand. Measured on
+ServeGen client 12 (docs/predictive.md): the first requests after an idle hour
+meet the TTFT SLO 70.8 % of the time with the wake-up against 16.8 % without. ``Ns`` is ``Signals.starting_replicas`` when the
 source knows it, else the previous desired count minus ``Nr`` for one horizon
 after it was raised.
 
