@@ -31,7 +31,10 @@ Terms, each a replica count (a real number)::
     desired  = clamp(ceil(max(queue, running, kv, latency)), minReplicas, maxReplicas)
 
 The dominant term is the one achieving the maximum (``min``/``max`` when a clamp
-binds). Active (KEDA's ``IsActive``) while ``W + R`` or the upstream demand is
+binds). While no pod reports but pods are starting (``Signals.starting_replicas``
+> 0: the fleet is waking, vLLM exports nothing yet) demand is unknown, not
+zero: a ``hold`` term keeps the previous desired count and the target stays
+active (both policies). Active (KEDA's ``IsActive``) while ``W + R`` or the upstream demand is
 above ``activationThreshold``; inactive only after ``scaleToZeroAfter``
 seconds without demand. A snapshot with no pods reporting and no upstream
 signal at all is "at zero, no demand seen", not missing data: missing data is a
@@ -79,7 +82,8 @@ Terms, each a replica count (a real number)::
                                             (W >= N, or λ >= 0.5 N c), else 0
     kv       = N K / k*                     (as reactive)
     hold     = previous desired             only while pods report but the rate is
-                                            unknown: missing data never scales down
+                                            unknown, or pods load and none reports:
+                                            missing data never scales down
     wake     = Y / (c u)                    only while nothing flows now (λ and W + R at 0)
                                             and Y, yesterday's peak rate around this hour
                                             (see Activity), is above forecastActivationRate:
@@ -272,6 +276,9 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
         seen.append(f"arrivals {observed_rate:.3g} req/s > {config.forecast_activation_rate:g}")
     if seen:
         return True, now, "active: " + "; ".join(seen)
+    if loading(signals) and state.active is not False:
+        # No pod reports because they are still loading: demand is unknown, not absent.
+        return True, now, f"active: {signals.starting_replicas} pod(s) loading, none reporting yet (held)"
     last = state.last_demand_at
     if last is not None and now - last < config.scale_to_zero_after:
         return True, last, (f"active: idle for {now - last:.0f}s < scaleToZeroAfter "
@@ -282,8 +289,15 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
     return False, last, f"inactive: no demand above {thr:g} for {config.scale_to_zero_after:g}s"
 
 
+def loading(signals: Signals) -> bool:
+    """No pod reports vLLM metrics, but pods are starting: the fleet is waking, its demand unknown."""
+    return signals.pods_reporting == 0 and (signals.starting_replicas or 0) > 0
+
+
 def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: float) -> Decision:
     terms = reactive_terms(signals, config)
+    if loading(signals) and state.desired:
+        terms["hold"] = float(state.desired)  # pods still loading: demand unknown, never a scale-down
     raw = max(terms.values())
     desired, dominant = clamp_to_bounds(raw, terms, config)
     active, last_demand_at, why_active = activity(signals, state, config, now)
@@ -435,6 +449,9 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     if signals.pods_reporting > 0 and signals.load_rate is None and state.desired is not None:
         terms["hold"] = float(state.desired)
         reasons.append("rate unknown while pods report: holding the previous count")
+    elif loading(signals) and state.desired:
+        terms["hold"] = float(state.desired)
+        reasons.append("pods loading, none reporting: demand unknown, holding the previous count")
 
     ready, starting = _supply(signals, state, cold, config, now)
     inputs.update(ready_replicas=float(ready), starting_replicas=float(starting))

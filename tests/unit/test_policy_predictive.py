@@ -260,3 +260,14 @@ def test_wakes_when_yesterday_traffic_was_already_flowing_at_this_hour() -> None
     d2 = decide(sig(pods_reporting=0, observed_at=night), replace(idle, extra={"forecast": fc_night}),
                 cfg(capacityPerReplica=4), night)
     assert not d2.active
+
+
+@pytest.mark.parametrize("policy", ["reactive", "predictive"])
+def test_pods_loading_with_none_reporting_hold_count_and_activity(policy) -> None:
+    c = cfg(policy=policy, scaleToZeroAfter=120, capacityPerReplica=4)
+    state = PolicyState(desired=2, active=True, last_demand_at=NOW - 300, decided_at=NOW - 15)
+    d = decide(sig(pods_reporting=0, starting_replicas=1), state, c, NOW)
+    assert d.active and d.desired == 2 and d.dominant == "hold", d.reasons
+    # Once nothing loads and nothing reports, the idle clock (restarted while loading) runs out as usual.
+    idle = decide(sig(pods_reporting=0, starting_replicas=0), d.next_state, c, NOW + 121)
+    assert not idle.active
