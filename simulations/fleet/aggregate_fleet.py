@@ -33,7 +33,6 @@ the same input by ``tests/unit/test_fleet_fidelity.py``.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import deque
 
 import numpy as np
