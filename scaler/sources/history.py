@@ -48,7 +48,7 @@ from scaler.config import PolicyConfig
 from scaler.errors import SourceUnavailable
 from scaler.forecast import RING, STEP
 from scaler.signals import Signals
-from scaler.sources.prometheus import _client, query
+from scaler.sources.prometheus import prometheus_client_for, query
 from scaler.sources.promql import TargetSelector, duration
 
 ClientFactory = Callable[[str], PrometheusConnect]
@@ -92,7 +92,7 @@ class DemandHistoryReader:
 
     def __init__(self, client_factory: ClientFactory | None = None, *, timeout: float = 5.0,
                  lookback: float = RING * STEP, step: float = STEP):
-        self._factory = client_factory or (lambda url: _client(url, timeout))
+        self._factory = client_factory or (lambda url: prometheus_client_for(url, timeout))
         self._clients: dict[str, PrometheusConnect] = {}
         self._cache: dict[tuple, _Cached] = {}
         self._lock = threading.Lock()
@@ -146,7 +146,7 @@ class KubeStateColdStartReader:
 
     def __init__(self, client_factory: ClientFactory | None = None, *, timeout: float = 5.0,
                  lookback: float = DEFAULT_LOOKBACK, max_pods: int = DEFAULT_MAX_PODS, ttl: float = 300.0):
-        self._factory = client_factory or (lambda url: _client(url, timeout))
+        self._factory = client_factory or (lambda url: prometheus_client_for(url, timeout))
         self._clients: dict[str, PrometheusConnect] = {}
         self._cache: dict[tuple, _Cached] = {}
         self._lock = threading.Lock()

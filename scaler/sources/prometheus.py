@@ -98,7 +98,7 @@ DEFAULT_MAX_LOADING = 900.0
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
 
 
-def _client(url: str, timeout: float) -> PrometheusConnect:
+def prometheus_client_for(url: str, timeout: float) -> PrometheusConnect:
     # No retries: urllib3's default Retry in prometheus-api-client backs off on 5xx for seconds.
     retry = Retry(total=0, connect=0, read=0, status=0, redirect=0, raise_on_status=False)
     return PrometheusConnect(url=url, disable_ssl=False, retry=retry, timeout=timeout, method="POST")
@@ -242,7 +242,7 @@ class PrometheusSource:
             raise ValueError(f"max_loading must be > 0 seconds (or None), got {max_loading!r}")
         self.max_loading = max_loading
         self.timeout = timeout
-        self.client = _client(url_or_client, timeout) if isinstance(url_or_client, str) else url_or_client
+        self.client = prometheus_client_for(url_or_client, timeout) if isinstance(url_or_client, str) else url_or_client
         self.probe_ttl = probe_ttl
         self._probes: dict[str, _Probe] = {}
         self.queries_sent = 0  # for tests and the server's own metrics

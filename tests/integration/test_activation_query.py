@@ -183,10 +183,6 @@ def test_woken_deployment_with_its_only_pod_loading_stays_active(server):
     assert d.active
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "scaler/policy.py (owner H5) reads Signals(pods_reporting=0, starting_replicas>0) as idle: desired falls "
-    "to minReplicas and the target turns inactive scaleToZeroAfter after the last demand while its pods still "
-    "load (H7's report describes the change). Remove this marker when the policy holds both."))
 @pytest.mark.parametrize("policy", ["reactive", "predictive"])
 def test_policy_does_not_read_pods_loading_as_idle(server, policy):
     from scaler.policy import PolicyState
