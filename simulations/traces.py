@@ -91,10 +91,27 @@ class Trace:
         return float(len(self.arrivals)) if self.kind == "requests" else float(self.counts.sum())
 
     def counts_view(self, bin_seconds: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(counts, mean prompt, mean output) per bin of ``bin_seconds`` from ``start``."""
+        """(counts, mean prompt, mean output) per bin of ``bin_seconds`` from ``start``.
+
+        A count trace is re-binned to ``bin_seconds`` whatever its own bin: the
+        cumulative count is interpolated linearly at the new edges (requests
+        spread uniformly inside each source bin), so whole multiples of the
+        source bin sum exactly (six 10-s bins make a minute) and finer bins
+        split evenly. Returning the source bins as they are made the oracle read
+        each 10-second bin of the week as a minute (a plan six times too long,
+        six times too few replicas per minute):
+        ``tests/unit/test_traces.py::test_counts_view_rebins_count_traces``.
+        """
         if self.kind == "counts":
-            n = len(self.counts)
-            return (self.counts.astype(float), np.full(n, float(self.tokens.prompt.mean())),
+            src = float(self.bin_seconds or bin_seconds)
+            counts = self.counts.astype(float)
+            if abs(src - bin_seconds) > 1e-9:
+                cum = np.concatenate([[0.0], np.cumsum(counts)])
+                nb = max(1, math.ceil(len(counts) * src / bin_seconds - 1e-9))
+                edges = np.minimum(np.arange(nb + 1) * bin_seconds, len(counts) * src)
+                counts = np.diff(np.interp(edges, src * np.arange(len(cum)), cum))
+            n = len(counts)
+            return (counts, np.full(n, float(self.tokens.prompt.mean())),
                     np.full(n, float(self.tokens.output.mean())))
         nb = max(1, math.ceil(self.duration / bin_seconds))
         idx = np.minimum(((self.arrivals - self.start) // bin_seconds).astype(np.int64), nb - 1)

@@ -92,3 +92,17 @@ def test_counts_view_and_requests_view_agree():
     a, p, o = week.requests_view(np.random.default_rng(1))
     assert len(a) == pytest.approx(week.requests, rel=0.05)
     assert a.min() >= week.start and a.max() < week.start + week.duration
+
+
+def test_counts_view_rebins_count_traces():
+    """A count trace is re-binned to the bin asked for (the week's 10-s bins summed into minutes)."""
+    week = T.load("azure-2024-week").sliced(3600)
+    c10, _, _ = week.counts_view(10.0)
+    c60, pm, om = week.counts_view(60.0)
+    assert len(c10) == 360 and len(c60) == 60 and len(pm) == len(om) == 60
+    np.testing.assert_allclose(c60, c10.reshape(60, 6).sum(axis=1))
+    c5, _, _ = week.counts_view(5.0)           # finer: split evenly
+    np.testing.assert_allclose(c5[0::2] + c5[1::2], c10)
+    np.testing.assert_allclose(c5[0::2], c10 / 2)
+    c7, _, _ = week.counts_view(7.0)           # not a multiple: the total is kept
+    assert c7.sum() == pytest.approx(week.requests)
