@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import multiprocessing as mp
 import os
 import statistics
@@ -88,6 +89,8 @@ def _serve(kind: str, conn) -> None:
             server.store.resolve(f"so-{i}", NS, metadata(i), now)
         server.refresher.refresh_due(now)
         assert all(t.good is not None for t in server.store.targets()), "targets not cached"
+        gc.collect()
+        gc.freeze()  # as ScalerServer.start() does: this setup is start-up work, not serving
         if kind == "scaler":
             server.refresher.start()  # background refresh keeps running during the measurement, as in production
         else:  # "scaler-frozen": the same cache, no background refresh (isolates the servicer's own cost)
