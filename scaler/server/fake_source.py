@@ -12,7 +12,6 @@ makes each fetch take that long (a slow Prometheus). ``calls`` records
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from typing import Mapping, Sequence
@@ -20,6 +19,14 @@ from typing import Mapping, Sequence
 from ..config import PolicyConfig
 from ..errors import NoDataError, SourceError
 from ..signals import Signals
+
+
+def _stamped(signals: Signals, now: float) -> Signals:
+    """A copy observed at ``now`` (already validated: skips ``__post_init__``, cheap for 1,000 targets)."""
+    copy = object.__new__(Signals)
+    copy.__dict__.update(signals.__dict__)
+    object.__setattr__(copy, "observed_at", now)
+    return copy
 
 
 class ScriptedSource:
@@ -62,7 +69,7 @@ class ScriptedSource:
                 if key in self._target_errors:
                     out[config.target_key] = self._target_errors[key]
                 elif key in self._signals:
-                    out[config.target_key] = dataclasses.replace(self._signals[key], observed_at=now)
+                    out[config.target_key] = _stamped(self._signals[key], now)
                 else:
                     out[config.target_key] = NoDataError(f"no series for {key[0]}/{key[1]}", source=self.name)
         return out
