@@ -19,16 +19,42 @@ Symbols (all fleet-wide, from one :class:`~scaler.signals.Signals`):
 ``k*``      ``kvCacheTarget``; ``T1*, T2*`` ``ttftP95``, ``tpotP95``     0..1, s
 ==========  ===========================================================  =========
 
+Further symbols: ``Nr, Ns`` replicas Ready, and requested but not Ready ("on the way": see
+the predictive symbols below for how they are read), ``D`` the previous desired count.
+
 Terms, each a replica count (a real number)::
 
     queue    = W / q*
     running  = R / r*
     kv       = N * K / k*
-    latency  = N * max(T1 / T1*, T2 / T2*)   if that ratio > 1, else 0
+    latency  = N * min(2, max(T1 / T1*, T2 / T2*))   if that ratio > 1, else 0
                (a latency under the SLO never asks for fewer replicas;
                 an unknown latency -- no traffic -- contributes 0)
 
+    while Ns > 0: queue, latency, kv are each capped at max(Nr + Ns, D)
+
     desired  = clamp(ceil(max(queue, running, kv, latency)), minReplicas, maxReplicas)
+
+Why the caps (closed loop, 180 s cold start, 1 replica at the start of the
+Azure 2023 conversation trace: the uncapped formula spent 35.5 GPU-hours, 16.8x
+the oracle's 2.1, and hit maxReplicas). A queue, a P95 TTFT window and a full KV
+cache are *symptoms* of a shortage: they persist, and grow, until the replicas
+already asked for are Ready, so counting them again at every KEDA poll of a cold
+start asks for more each time (a cascade). While replicas are on the way they
+ask for at most the supply already coming (:func:`cap_symptoms`, shared with the
+predictive policy). The 60 s P95 TTFT window also still holds the backlog's slow
+requests after the new replicas arrive, and TTFT under overload is queueing
+dominated (20x the SLO means "short", not "short by 20x"): the latency
+correction at most doubles the serving replicas per cold start
+(:func:`latency_correction`, :data:`MAX_LATENCY_CORRECTION`, the same function
+the predictive policy uses). The running term is not capped: ``R`` is load being
+served, bounded by the Ready replicas' ``max_num_seqs``, so it cannot cascade.
+The default ``r* = 48``: the default fleet model (Llama-3.1-8B on one A100,
+``simulations/fleet/model.py``) keeps TPOT within 0.1 s up to about 85 running
+requests of a chat mix (1,150 prompt / 210 output tokens), and the running count
+swings well above its mean within a minute; measured on the conversation trace,
+``r* = 32 / 48 / 64`` gave 98.0 / 97.8 / 93.4 % of requests within the TTFT SLO
+at 4.45 / 3.37 / 3.25 GPU-hours (docs/predictive.md).
 
 The dominant term is the one achieving the maximum (``min``/``max`` when a clamp
 binds). While no pod reports but pods are starting (``Signals.starting_replicas``
@@ -42,9 +68,16 @@ signal at all is "at zero, no demand seen", not missing data: missing data is a
 
 Worked example (pinned by ``tests/unit/test_policy.py::test_reactive_worked_example``):
 ``N = 3``, ``W = 12``, ``R = 40``, ``K = 0.9``, ``T1 = 3.1 s``, ``T2 = 0.05 s``
-with defaults ``q* = 5``, ``r* = 32``, ``k* = 0.8``, ``T1* = 2.5 s``, ``T2* = 0.1 s``:
-queue = 2.4, running = 1.25, kv = 3.375, latency = 3 * 1.24 = 3.72, so
-desired = ceil(3.72) = 4, dominant ``latency``.
+with defaults ``q* = 5``, ``r* = 48``, ``k* = 0.8``, ``T1* = 2.5 s``, ``T2* = 0.1 s``,
+nothing on the way: queue = 2.4, running = 0.833, kv = 3.375, latency = 3 *
+min(2, 1.24) = 3.72, so desired = ceil(3.72) = 4, dominant ``latency``. With
+``T1 = 10 s`` the latency term is 3 * 2 = 6, not 12. Supply on the way, pinned by
+``tests/unit/test_policy.py::test_reactive_supply_on_the_way`` (case
+``no-cascade-while-replicas-load``): ``Nr = 1``, ``Ns = 2``, ``D = 3``, ``W = 140``,
+``R = 40``, ``T1 = 22.8 s``: queue = 28 capped at max(1 + 2, 3) = 3, latency = 2,
+running = 0.83: desired = 3, not 10 (``maxReplicas``); and
+``test_reactive_no_cascade_over_a_cold_start`` keeps asking for 2 over eleven polls
+of a cold start while the queue grows from 30 to 230.
 
 Predictive formula (``policy: predictive``)
 -------------------------------------------
@@ -217,18 +250,43 @@ def decide(signals: Signals, state: PolicyState | None, config: PolicyConfig, no
 
 
 def reactive_terms(signals: Signals, config: PolicyConfig) -> dict[str, float]:
-    """The four reactive terms (replicas, unrounded). See the module docstring for the formula."""
+    """The four reactive terms (replicas, unrounded), before the supply cap. See the module docstring."""
     n = signals.pods_reporting
-    terms = {
+    return {
         "queue": (signals.waiting or 0.0) / config.queue_per_replica,
         "running": (signals.running or 0.0) / config.running_per_replica,
         "kv": n * (signals.kv_cache_usage or 0.0) / config.kv_cache_target,
-        "latency": 0.0,
+        "latency": latency_correction(n, latency_ratio(signals, config)),
     }
-    ratio = latency_ratio(signals, config)
-    if ratio is not None and ratio > 1.0:
-        terms["latency"] = n * ratio
-    return terms
+
+
+def latency_correction(n: int, ratio: float | None) -> float:
+    """``N min(ratio, MAX_LATENCY_CORRECTION)`` when the latency ratio is over 1, else 0 (both policies).
+
+    TTFT under overload is queueing-dominated and convex in load: a P95 20x the SLO means "short", not
+    "short by 20x"; a replica requested now serves after a cold start, so the correction at most doubles
+    the serving replicas per cold start and the next decisions correct again once those arrive.
+    """
+    if ratio is None or ratio <= 1.0:
+        return 0.0
+    return n * min(ratio, MAX_LATENCY_CORRECTION)
+
+
+def cap_symptoms(terms: dict[str, float], symptoms: tuple[str, ...], ready: int, starting: int,
+                 previous: int | None) -> tuple[list[str], float]:
+    """While replicas are on the way (``starting > 0``), cap the symptom terms at the supply
+    ``max(Nr + Ns, previous desired)``, in place; returns the terms capped and the cap.
+
+    Symptoms of a shortage (a queue, a slow P95 window, a full KV cache) persist until the replicas
+    already requested are Ready; counting them again at every poll of a cold start would cascade.
+    """
+    if starting <= 0:
+        return [], math.inf
+    cap_to = float(max(ready + starting, previous or 0))
+    capped = [k for k in symptoms if terms[k] > cap_to]
+    for k in capped:
+        terms[k] = cap_to
+    return capped, cap_to
 
 
 def latency_ratio(signals: Signals, config: PolicyConfig) -> float | None:
@@ -296,19 +354,37 @@ def loading(signals: Signals) -> bool:
 
 def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: float) -> Decision:
     terms = reactive_terms(signals, config)
+    cold = resolve_cold_start(config.cold_start, signals.cold_start)
+    ready, starting = _supply(signals, state, cold, config, now)
+    capped, cap_to = cap_symptoms(terms, REACTIVE_SYMPTOMS, ready, starting, state.desired)
     if loading(signals) and state.desired:
         terms["hold"] = float(state.desired)  # pods still loading: demand unknown, never a scale-down
     raw = max(terms.values())
     desired, dominant = clamp_to_bounds(raw, terms, config)
     active, last_demand_at, why_active = activity(signals, state, config, now)
-    reasons = (
+    reasons = [
         f"desired={desired} driven by {dominant}: "
         + ", ".join(f"{k}={v:.3g}" for k, v in terms.items()),
         why_active,
-    )
-    next_state = replace(state, desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now)
-    return Decision(desired=desired, active=active, dominant=dominant, terms=terms, reasons=reasons,
-                    next_state=next_state, inputs={"pods_reporting": float(signals.pods_reporting)})
+    ]
+    if capped:
+        reasons.append(f"{starting} replica(s) on the way: {', '.join(capped)} capped at {cap_to:g} "
+                       "(no cascading scale-up during a cold start)")
+    next_state = replace(state, desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now,
+                         extra=_raised(state, desired, now))
+    inputs = {"pods_reporting": float(signals.pods_reporting), "ready_replicas": float(ready),
+              "starting_replicas": float(starting), "cold_start_p90_s": cold.p90}
+    return Decision(desired=desired, active=active, dominant=dominant, terms=terms, reasons=tuple(reasons),
+                    next_state=next_state, inputs=inputs)
+
+
+def _raised(state: PolicyState, desired: int, now: float) -> Mapping[str, Any]:
+    """``state.extra`` with ``raised_at`` (when the desired count last went up: supply on the way)."""
+    if desired > (state.desired or 0):
+        extra = dict(state.extra)
+        extra["raised_at"] = now
+        return extra
+    return state.extra
 
 
 # ---- predictive ------------------------------------------------------------------------------------------
@@ -317,6 +393,9 @@ def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: f
 # (see the module docstring).
 MAX_LATENCY_CORRECTION = 2.0
 LOADED_FRACTION = 0.5
+# Terms that measure a shortage's symptoms, capped at the supply on the way while replicas load.
+REACTIVE_SYMPTOMS = ("queue", "latency", "kv")
+PREDICTIVE_SYMPTOMS = ("backlog", "latency", "kv")
 
 def horizon(cold: ColdStart, config: PolicyConfig) -> float:
     """H = C90 + reactionLag (seconds)."""
@@ -439,7 +518,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     loaded = (signals.waiting or 0.0) >= max(1, n) or (
         cap is not None and cap.per_replica > 0 and (observed or 0.0) >= LOADED_FRACTION * n * cap.per_replica)
     if ratio is not None and ratio > 1.0 and (loaded or cap is None):
-        terms["latency"] = n * min(ratio, MAX_LATENCY_CORRECTION)
+        terms["latency"] = latency_correction(n, ratio)
     else:
         terms["latency"] = 0.0
         if ratio is not None and ratio > 1.0:
@@ -455,14 +534,10 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
 
     ready, starting = _supply(signals, state, cold, config, now)
     inputs.update(ready_replicas=float(ready), starting_replicas=float(starting))
-    if starting > 0:
-        cap_to = float(max(ready + starting, state.desired or 0))
-        capped = [k for k in ("backlog", "latency", "kv") if terms[k] > cap_to]
-        for k in capped:
-            terms[k] = cap_to
-        if capped:
-            reasons.append(f"{starting} replica(s) on the way: {', '.join(capped)} capped at {cap_to:g} "
-                           "(no cascading scale-up during a cold start)")
+    capped, cap_to = cap_symptoms(terms, PREDICTIVE_SYMPTOMS, ready, starting, state.desired)
+    if capped:
+        reasons.append(f"{starting} replica(s) on the way: {', '.join(capped)} capped at {cap_to:g} "
+                       "(no cascading scale-up during a cold start)")
 
     raw = max(terms.values())
     desired, dominant = clamp_to_bounds(raw, terms, config)

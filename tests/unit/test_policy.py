@@ -21,16 +21,21 @@ def sig(**kw):
 
 def test_reactive_worked_example() -> None:
     d = decide(sig(waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1, tpot_p95=0.05), None, cfg(), NOW)
-    assert d.terms == pytest.approx({"queue": 2.4, "running": 1.25, "kv": 3.375, "latency": 3.72})
+    assert d.terms == pytest.approx({"queue": 2.4, "running": 40 / 48, "kv": 3.375, "latency": 3.72})
     assert (d.desired, d.dominant, d.active) == (4, "latency", True)
     assert d.reasons[0].startswith("desired=4 driven by latency")
+
+
+def test_running_per_replica_default_is_48() -> None:
+    assert cfg().running_per_replica == 48.0
 
 
 @pytest.mark.parametrize(
     "signals, md, desired, dominant",
     [
         pytest.param(dict(waiting=30, running=10), {}, 6, "queue", id="queue-drives"),
-        pytest.param(dict(waiting=0, running=100), {}, 4, "running", id="running-drives"),
+        pytest.param(dict(waiting=0, running=150), {}, 4, "running", id="running-drives"),
+        pytest.param(dict(waiting=0, running=5, ttft_p95=10.0), {}, 6, "latency", id="latency-correction-at-most-doubles"),
         pytest.param(dict(waiting=0, running=5, kv_cache_usage=0.96), {}, 4, "kv", id="kv-drives"),
         pytest.param(dict(waiting=0, running=5, tpot_p95=0.15), {}, 5, "latency", id="tpot-drives"),
         pytest.param(dict(waiting=0, running=5, ttft_p95=1.0, tpot_p95=0.05), {"minReplicas": 0}, 1, "running",
@@ -45,6 +50,50 @@ def test_reactive_worked_example() -> None:
 def test_reactive_table(signals, md, desired, dominant) -> None:
     d = decide(sig(**signals), None, cfg(**md), NOW)
     assert (d.desired, d.dominant) == (desired, dominant)
+
+
+# A fleet in a cold start: 1 replica Ready, overloaded (queue 140, P95 TTFT 22.8 s), 2 more loading after the
+# previous decision asked for 3. Without the cap the queue term alone would ask 28.
+LOADING = dict(pods_reporting=1, ready_replicas=1, waiting=140, running=40, ttft_p95=22.8)
+
+
+@pytest.mark.parametrize(
+    "signals, state, desired, dominant",
+    [
+        pytest.param(dict(LOADING, starting_replicas=2), PolicyState(desired=3), 3, "queue",
+                     id="no-cascade-while-replicas-load"),
+        pytest.param(dict(LOADING, starting_replicas=0), PolicyState(desired=3), 10, "max",
+                     id="nothing-on-the-way-symptoms-count-in-full"),
+        pytest.param(dict(LOADING, starting_replicas=None), PolicyState(desired=3, extra={"raised_at": NOW - 60}),
+                     3, "queue", id="on-the-way-inferred-from-the-last-raise-within-the-horizon"),
+        pytest.param(dict(LOADING, starting_replicas=None), PolicyState(desired=3, extra={"raised_at": NOW - 600}),
+                     10, "max", id="a-raise-older-than-the-horizon-is-not-on-the-way"),
+        pytest.param(dict(LOADING, starting_replicas=2, running=256), PolicyState(desired=3), 6, "running",
+                     id="running-is-load-served-not-a-symptom-and-is-not-capped"),
+        pytest.param(dict(LOADING, starting_replicas=2), PolicyState(desired=5), 5, "queue",
+                     id="cap-is-the-previous-desired-when-higher"),
+    ],
+)
+def test_reactive_supply_on_the_way(signals, state, desired, dominant) -> None:
+    d = decide(sig(**signals), state, cfg(), NOW)
+    assert (d.desired, d.dominant) == (desired, dominant)
+    if "capped" in d.reasons[-1]:
+        assert "no cascading scale-up" in d.reasons[-1]
+
+
+def test_reactive_no_cascade_over_a_cold_start() -> None:
+    """Closed loop over one cold start: the queue keeps growing on the one Ready replica while the replicas
+    asked for at the first poll load; every later poll asks for the same count, not more."""
+    c = cfg(maxReplicas=50, coldStart=180)
+    first = decide(sig(pods_reporting=1, ready_replicas=1, starting_replicas=0, waiting=10, running=40), None, c, NOW)
+    assert first.desired == 2
+    state, asked = first.next_state, []
+    for i in range(1, 12):  # 15 s polls, 165 s: the replica asked for is still loading
+        d = decide(sig(pods_reporting=1, ready_replicas=1, starting_replicas=1, waiting=10 + 20 * i, running=48,
+                       ttft_p95=3.0 + i), state, c, NOW + 15 * i)
+        state = d.next_state
+        asked.append(d.desired)
+    assert asked == [2] * 11
 
 
 def test_activation_threshold_and_idle_period() -> None:
