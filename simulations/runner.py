@@ -274,7 +274,10 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
         oracle = oracle or oracle_plan(trace, params=s.params, slo_ttft=s.slo_ttft, slo_tpot=s.slo_tpot,
                                        cold_start=s.cold_start.median, initial=s.initial_replicas,
                                        max_replicas=s.max_replicas)
-        initial = min(s.initial_replicas, int(oracle.replicas[0]) if len(oracle.replicas) else 0)
+        # The plan requested its first replicas before the trace starts (a cold start ahead of the minute that
+        # needs them, paid in its bound): they are ready at the start. Starting the execution with only the
+        # minute-0 count left the next minutes' replicas loading while their demand arrived.
+        initial = oracle.desired(start)
         if oracle.infeasible_minutes:
             notes.append(f"{oracle.infeasible_minutes} minutes where no replica count meets the SLO in the model")
     fleet = build_fleet(trace, s, initial)

@@ -29,3 +29,39 @@ def test_plan_is_below_any_fixed_fleet_meeting_the_slo():
     assert p.gpu_seconds <= p.replicas.max() * tr.duration + 180 * p.replicas.max()
     for m in range(len(p.replicas)):
         assert p.desired(tr.start + 60 * m + 30) >= p.replicas[m]     # the plan holds what each minute needs
+
+
+def _requests_trace(arrivals, prompt=200, output=100):
+    from simulations.traces import TokenPool, Trace
+
+    a = np.asarray(arrivals, dtype=float)
+    p, o = np.full(len(a), prompt), np.full(len(a), output)
+    return Trace(name="t", source="test", kind="requests", start=0.0, duration=float(np.ceil((a.max() + 1e-6) / 60) * 60),
+                 tokens=TokenPool(p, o, "test"), arrivals=a, prompt=p, output=o)
+
+
+def test_minute_is_sized_on_its_peak_10s_rate():
+    """600 requests in the first 10 s of minute 0 (60 req/s), 600 spread over minute 1 (10 req/s): the plan
+    sizes minute 0 for 60 req/s, six times minute 1 -- not for its 10 req/s mean."""
+    from simulations.fleet.model import max_rate_within_slo
+    from simulations.oracle import peak_rates
+
+    tr = _requests_trace(np.concatenate([np.linspace(0, 9.99, 600), np.linspace(60, 119.9, 600)]))
+    np.testing.assert_allclose(peak_rates(tr), [60.0, 10.0])
+    cap = max_rate_within_slo(ModelParams(), 200, 100, 200, 2.5, 0.1)
+    p = plan(tr, params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1, cold_start=180.0)
+    assert list(p.replicas) == [int(np.ceil(60 / cap)), int(np.ceil(10 / cap))]
+    assert p.replicas[0] > p.replicas[1]
+
+
+@pytest.mark.parametrize("offset", [0, 1200])
+def test_executing_the_plan_meets_the_ttft_slo_on_the_bursty_code_trace(offset):
+    """The 2023 code trace's minutes have a 10-s peak 3.6x their mean: sized on the minute mean, the executed
+    plan reached 41 % / 53 % TTFT attainment on these 20-minute slices; sized on the peak 10 s, over 90 %."""
+    from simulations.runner import Settings, run
+
+    tr = load("azure-2023-code").sliced(1200, offset=offset)
+    r = run(tr, ["oracle"], Settings())
+    o = r.policies["oracle"].outcome
+    assert o.ttft_ok / o.requests >= 0.9
+    assert o.gpu_seconds == pytest.approx(r.oracle.gpu_seconds, rel=0.1)
