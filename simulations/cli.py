@@ -63,6 +63,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "scaler-external.yaml)")
     p.add_argument("--seed", type=int, default=0, help="random seed (cold starts, sampling; default 0)")
     p.add_argument("--progress", action="store_true", help="show a progress bar on stderr even when not a TTY")
+    p.add_argument("--idle-gap", type=float, default=60.0, metavar="S",
+                   help="first-after-idle outcome: a gap of at least S seconds without arrivals (default 60: the "
+                        "default scaleToZeroAfter 300 s / 5)")
+    p.add_argument("--idle-first-n", type=int, default=10, metavar="N",
+                   help="first-after-idle outcome: the first N requests after each gap (default 10)")
 
 
 def register(subparsers) -> None:
@@ -115,7 +120,7 @@ def _settings(args, fidelity: str) -> Settings:
         metadata=parse_metadata_pairs(args.metadata), max_replicas=args.max_replicas,
         initial_replicas=args.initial_replicas, request_timeout=args.request_timeout,
         keda_threshold=args.keda_threshold, kpa_target=args.kpa_target, seed=args.seed,
-        scaled_object=args.scaled_object)
+        scaled_object=args.scaled_object, idle_gap=args.idle_gap, idle_first_n=args.idle_first_n)
 
 
 def _trace(args):

@@ -16,6 +16,9 @@ COLUMNS = (
 )
 KEYS = ("requests", "ttft_slo_attainment", "tpot_slo_attainment", "p95_ttft_window_attainment", "gpu_hours",
         "gpu_hours_vs_oracle", "cold_starts", "scale_events", "seconds_at_zero", "unserved_requests")
+# Shown when some policy spends time at zero: how the first requests after an idle gap fare.
+IDLE_COLUMNS = [("idle TTFT ok", "{:.1%}"), ("idle P50 s", "{:.2f}")]
+IDLE_KEYS = ["first_after_idle_ttft_attainment", "first_after_idle_ttft_p50"]
 
 
 def table(result: RunResult) -> str:
@@ -29,19 +32,23 @@ def table(result: RunResult) -> str:
         lines.append(f"  note: {n}")
     lines.append(f"fidelity {s.fidelity}; SLO P95 TTFT {s.slo_ttft:g} s, TPOT {s.slo_tpot:g} s; cold start "
                  f"median {s.cold_start.median:g} s (sigma {s.cold_start.sigma:g}); model {s.params.name}")
-    rows = [[c for c, _ in COLUMNS]]
+    columns, keys = list(COLUMNS), list(KEYS)
+    if any(p.get("seconds_at_zero") for p in doc["policies"].values()):
+        columns += IDLE_COLUMNS
+        keys += IDLE_KEYS
+    rows = [[c for c, _ in columns]]
     for name, p in doc["policies"].items():
         if "unavailable" in p:
             rows.append([name, f"unavailable: {p['unavailable']}"])
             continue
         row = [name]
-        for (_, fmt), key in zip(COLUMNS[1:], KEYS):
+        for (_, fmt), key in zip(columns[1:], keys):
             v = p[key]
-            row.append("-" if v is None else fmt.format(v))
+            row.append("-" if v is None else v if isinstance(v, str) else fmt.format(v))
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows if len(r) > i and len(r) == len(COLUMNS)) for i in range(len(COLUMNS))]
+    widths = [max(len(r[i]) for r in rows if len(r) > i and len(r) == len(columns)) for i in range(len(columns))]
     for r in rows:
-        if len(r) != len(COLUMNS):
+        if len(r) != len(columns):
             lines.append(f"{r[0]:<{widths[0]}}  {r[1]}")
         else:
             lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
@@ -50,6 +57,9 @@ def table(result: RunResult) -> str:
             lines.append(f"  {name}: {n}")
     lines.append("TTFT/TPOT ok: requests within the SLO; P95 win: 1-minute windows whose P95 TTFT is within the SLO; "
                  "vs oracle: GPU-hours / the oracle's lower bound.")
+    if len(columns) > len(COLUMNS):
+        lines.append(f"idle TTFT ok / P50: the first {s.idle_first_n} requests after each gap of >= {s.idle_gap:g} s "
+                     f"without arrivals: share within the TTFT SLO, median TTFT.")
     return "\n".join(lines)
 
 

@@ -42,7 +42,7 @@ from scaler.config import ServerDefaults, parse_metadata
 from scaler.policy import PolicyState, decide
 
 from .fleet import AggregateFleet, ColdStartModel, FleetOutcome, ModelParams, RequestFleet
-from .fleet.base import FleetBase
+from .fleet.base import AfterIdle, FleetBase
 from .oracle import OraclePlan, plan as oracle_plan
 from .traces import Trace
 
@@ -72,14 +72,18 @@ class Settings:
     seed: int = 0
     scaled_object: str | None = None   # a ScaledObject YAML for predictive/reactive (default scenarios/scaler-external.yaml)
     timeline_step: float = 60.0
+    idle_gap: float = 60.0           # "first after idle": a gap of at least this long without arrivals ...
+    idle_first_n: int = 10           # ... and the first this many requests after it (simulations.fleet.base.AfterIdle)
 
     def __post_init__(self) -> None:
         if self.fidelity not in ("request", "aggregate"):
             raise ValueError(f"--fidelity must be request or aggregate, got {self.fidelity!r}")
-        for name in ("slo_ttft", "slo_tpot", "tick", "request_timeout", "keda_threshold", "kpa_target"):
+        for name in ("slo_ttft", "slo_tpot", "tick", "request_timeout", "keda_threshold", "kpa_target", "idle_gap"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
+        if self.idle_first_n < 1:
+            raise ValueError(f"idle-first-n must be >= 1, got {self.idle_first_n!r}")
         if self.max_replicas < 1 or self.initial_replicas < 0 or self.initial_replicas > self.max_replicas:
             raise ValueError(f"need 0 <= initial replicas ({self.initial_replicas}) <= max replicas "
                              f"({self.max_replicas}) and max >= 1")
@@ -95,6 +99,7 @@ class Settings:
             "initial_replicas": self.initial_replicas, "request_timeout": self.request_timeout, "tick": self.tick,
             "keda_threshold": self.keda_threshold, "keda_activation_threshold": self.keda_activation,
             "kpa_target_concurrency": self.kpa_target, "seed": self.seed,
+            "first_after_idle": {"gap_s": self.idle_gap, "first_n": self.idle_first_n},
             "scaled_object": self.scaled_object or str(SCENARIOS / "scaler-external.yaml"),
         }
 
@@ -341,7 +346,7 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
     except PolicyUnavailable as exc:
         result.unavailable = str(exc)
         return result
-    out = fleet.outcome(end, s.slo_ttft, s.slo_tpot)
+    out = fleet.outcome(end, s.slo_ttft, s.slo_tpot, AfterIdle(s.idle_gap, s.idle_first_n))
     result.outcome = out
     result.gpu_hours = (oracle.gpu_seconds if name == "oracle" else out.gpu_seconds) / 3600.0
     if name == "oracle":
@@ -380,6 +385,10 @@ class RunResult:
                 "scale_events": o.scale_events,
                 "seconds_at_zero": o.seconds_at_zero,
                 "unserved_requests": int(round(o.unserved)),
+                "first_after_idle_requests": o.after_idle_requests,
+                "first_after_idle_ttft_attainment": (o.after_idle_ttft_ok / o.after_idle_requests
+                                                     if o.after_idle_requests > 0 else None),
+                "first_after_idle_ttft_p50": _finite_or_none(o.after_idle_ttft_p50),
             }
         return {"trace": {"name": self.trace.name, "source": self.trace.source, "kind": self.trace.kind,
                           "start": self.trace.start, "duration_s": self.trace.duration,
@@ -404,6 +413,13 @@ def run(trace: Trace, policies: Sequence[str], s: Settings, *,
         results[name] = run_policy(name, trace, s, progress=cb, oracle=plan,
                                    scrape=scrape if name == policies[0] else None)
     return RunResult(trace, s, results, plan)
+
+
+def _finite_or_none(x: float | None) -> float | str | None:
+    """JSON has no infinity: a median TTFT of unserved requests is reported as the string "unserved"."""
+    if x is None:
+        return None
+    return float(x) if math.isfinite(x) else "unserved"
 
 
 def parse_metadata_pairs(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:

@@ -39,7 +39,7 @@ import numpy as np
 
 from scaler.signals import Signals
 
-from .base import FleetBase, FleetOutcome, window_attainment
+from .base import AfterIdle, FleetBase, FleetOutcome, first_after_idle, window_attainment
 from .lifecycle import ColdStartModel, Replica, ReplicaSet
 from .model import ModelParams, saturation
 
@@ -113,9 +113,11 @@ class AggregateFleet(FleetBase):
         self.s_t_iter: list[float] = []
         self.s_p: list[float] = []
         self.s_l: list[float] = []
+        self.s_rec_served: list[float] = []  # of the slice's arrivals, served so far (first token)
+        self.s_rec_base: list[float] = []    # sum over those of (wait + 1.5 t)
         self._state = (0.0, 0.0, 0.0)    # running per replica, iteration time, P (last slice)
         self._merge_key: tuple | None = None   # (bin, R, rate) of the last slice when it can be extended
-        self._merge_share = (0.0, 0.0)
+        self._merge_share = (0.0, 0.0, 0.0)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _on_drain(self, r: Replica, now: float) -> bool:
@@ -187,6 +189,8 @@ class AggregateFleet(FleetBase):
             self.s_served[-1] += arrivals
             self.s_ttft_ok[-1] += arrivals * self._merge_share[0]
             self.s_tpot_ok[-1] += arrivals * self._merge_share[1]
+            self.s_rec_served[-1] += arrivals
+            self.s_rec_base[-1] += arrivals * self._merge_share[2]
             return
         self._merge_key = None
         rec = len(self.s_t)
@@ -198,7 +202,8 @@ class AggregateFleet(FleetBase):
         self.s_tpot_ok.append(0.0)
         self.s_p.append(P)
         self.s_l.append(L)
-        gamma = self.params.gamma
+        self.s_rec_served.append(0.0)
+        self.s_rec_base.append(0.0)
         if R == 0:
             if arrivals > 0:
                 self.backlog.append([t0 + dt / 2, arrivals, rec])
@@ -223,11 +228,13 @@ class AggregateFleet(FleetBase):
             self.s_tpot_ok[rec] = arrivals if t <= self.slo_tpot else 0.0
             self.s_served.append(arrivals)
             self.s_base.append(base)
+            self.s_rec_served[rec] = arrivals
+            self.s_rec_base[rec] = arrivals * base
             self.s_t_iter.append(t)
             self._state = (running, t, P)
             share = self._share_ttft_ok(base)
             self._merge_key = (b, R, a)
-            self._merge_share = (share, 1.0 if t <= self.slo_tpot else 0.0)
+            self._merge_share = (share, 1.0 if t <= self.slo_tpot else 0.0, base)
             self.backlog.clear()
             self.backlog_total = 0.0
             return
@@ -249,6 +256,8 @@ class AggregateFleet(FleetBase):
             if tpot_ok:
                 self.s_tpot_ok[chunk[2]] += take
             wsum += take * base
+            self.s_rec_served[chunk[2]] += take
+            self.s_rec_base[chunk[2]] += take * base
             done += take
             budget -= take
             chunk[1] -= take
@@ -347,11 +356,20 @@ class AggregateFleet(FleetBase):
         return [(r, int(round(per_wait)), int(round(n)), kv) for r in ready]
 
     # -- outcomes ------------------------------------------------------------------------------
-    def outcome(self, end: float, slo_ttft: float, slo_tpot: float) -> FleetOutcome:
+    def outcome(self, end: float, slo_ttft: float, slo_tpot: float,
+                after_idle: AfterIdle = AfterIdle()) -> FleetOutcome:
+        """Outcomes; "first after idle" works on slices (gaps to the slice, TTFT per slice: the mean of its
+        served arrivals' ``wait + 1.5 t`` plus ``gamma`` x the median prompt, inf when under half were served)."""
         self.advance_to(end)
-        t = np.asarray(self.s_t) + np.asarray(self.s_dt) / 2
+        st, dt = np.asarray(self.s_t), np.asarray(self.s_dt)
+        t = st + dt / 2
         arr = np.asarray(self.s_arr)
         ok = np.asarray(self.s_ttft_ok)
+        sv, bs = np.asarray(self.s_rec_served), np.asarray(self.s_rec_base)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rep_ttft = np.where(sv >= 0.5 * arr, bs / np.maximum(sv, 1e-12), np.inf) \
+                + self.params.gamma * self.pool[len(self.pool) // 2]
+        idle_n, idle_ok, idle_p50 = first_after_idle(st, st + dt, arr, ok, rep_ttft, after_idle)
         return FleetOutcome(
             requests=float(arr.sum()),
             ttft_ok=float(ok.sum()),
@@ -362,4 +380,7 @@ class AggregateFleet(FleetBase):
             scale_events=self.rs.scale_events,
             seconds_at_zero=self.rs.seconds_at_zero(end),
             unserved=float(self.unserved),
+            after_idle_requests=idle_n,
+            after_idle_ttft_ok=idle_ok,
+            after_idle_ttft_p50=idle_p50,
         )

@@ -24,7 +24,7 @@ import numpy as np
 
 from scaler.signals import Signals
 
-from .base import FleetBase, FleetOutcome, window_attainment
+from .base import AfterIdle, FleetBase, FleetOutcome, first_after_idle, window_attainment
 from .engine import Engine, RequestTable
 from .lifecycle import ColdStartModel, Replica, ReplicaSet
 from .model import ModelParams
@@ -203,7 +203,8 @@ class RequestFleet(FleetBase):
         return [(self.rs.replicas[e.index], len(e.waiting), len(e.running), e.kv_usage()) for e in self._reporting()]
 
     # -- outcomes -------------------------------------------------------------------------------
-    def outcome(self, end: float, slo_ttft: float, slo_tpot: float) -> FleetOutcome:
+    def outcome(self, end: float, slo_ttft: float, slo_tpot: float,
+                after_idle: AfterIdle = AfterIdle()) -> FleetOutcome:
         """Outcomes of requests that arrived before ``end``; still unfinished ones count as misses."""
         self.advance_to(end)
         req = self.req
@@ -217,6 +218,7 @@ class RequestFleet(FleetBase):
             tpot = np.where(o > 1, (fin - first) / np.maximum(o - 1, 1), 0.0)
         tpot = np.where(finished, tpot, np.inf)
         ttft_ok = ttft <= slo_ttft
+        idle_n, idle_ok, idle_p50 = first_after_idle(arr, arr, np.ones(hi), ttft_ok, ttft, after_idle)
         return FleetOutcome(
             requests=int(hi),
             ttft_ok=int(ttft_ok.sum()),
@@ -227,4 +229,7 @@ class RequestFleet(FleetBase):
             scale_events=self.rs.scale_events,
             seconds_at_zero=self.rs.seconds_at_zero(end),
             unserved=int(req.unserved[:hi].sum()),
+            after_idle_requests=idle_n,
+            after_idle_ttft_ok=idle_ok,
+            after_idle_ttft_p50=idle_p50,
         )

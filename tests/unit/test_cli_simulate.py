@@ -8,7 +8,8 @@ from scaler.cli import main
 from simulations.cli import grid_points, pareto_front
 
 KEYS = {"requests", "ttft_slo_attainment", "tpot_slo_attainment", "p95_ttft_window_attainment", "gpu_hours",
-        "gpu_hours_vs_oracle", "cold_starts", "scale_events", "seconds_at_zero", "unserved_requests"}
+        "gpu_hours_vs_oracle", "cold_starts", "scale_events", "seconds_at_zero", "unserved_requests",
+        "first_after_idle_requests", "first_after_idle_ttft_attainment", "first_after_idle_ttft_p50"}
 
 
 def test_simulate_json_schema(tmp_path, capsys):
@@ -56,3 +57,33 @@ def test_sweep_prints_front_and_snippet(capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "Pareto front" in out and "query: avg(vllm:num_requests_waiting)" in out and "threshold:" in out
+
+
+@pytest.mark.parametrize("fidelity", ["request", "aggregate"])
+def test_first_after_idle_outcome_in_table_and_json(tmp_path, capsys, fidelity):
+    """Two bursts 20 minutes apart: keda-threshold-min0 scales to zero in the gap (cooldown 300 s) and never
+    wakes (KEDA reads no pod as 0), so the 10 requests after the gap are all missed; the oracle holds a replica
+    ready for them. The table shows the outcome because a policy spent time at zero."""
+    rows = ["timestamp,prompt_tokens,output_tokens"]
+    rows += [f"{1700000000 + i * 2},200,50" for i in range(60)]            # 2 minutes of traffic
+    rows += [f"{1700000000 + 1320 + i * 2},200,50" for i in range(30)]     # after a 20-minute gap
+    trace = tmp_path / "t.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "s.json"
+    rc = main(["simulate", "--trace", str(trace), "--fidelity", fidelity, "--policy", "keda-threshold-min0",
+               "--policy", "oracle", "--cold-start-sigma", "0", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "idle TTFT ok" in text and "first 10 requests after each gap of >= 60 s" in text
+    doc = json.loads(out.read_text())
+    zero, oracle = doc["policies"]["keda-threshold-min0"], doc["policies"]["oracle"]
+    assert zero["seconds_at_zero"] > 0
+    assert zero["first_after_idle_requests"] == pytest.approx(10) == oracle["first_after_idle_requests"]
+    assert zero["first_after_idle_ttft_attainment"] == 0.0 and zero["first_after_idle_ttft_p50"] == "unserved"
+    assert oracle["first_after_idle_ttft_attainment"] == 1.0 and oracle["first_after_idle_ttft_p50"] < 2.5
+    assert doc["settings"]["first_after_idle"] == {"gap_s": 60.0, "first_n": 10}
+
+
+def test_table_has_no_idle_columns_without_time_at_zero(capsys):
+    assert main(["simulate", "--duration", "300", "--policy", "keda-threshold"]) == 0
+    assert "idle TTFT ok" not in capsys.readouterr().out

@@ -140,3 +140,21 @@ def test_aggregate_signals_and_saturation():
     s = g.signals(T0 + 120, 60)
     assert s.waiting == pytest.approx(2 * lam_sat * 120, rel=0.01)
     assert s.ttft_p95 > 10 and s.tpot_p95 == pytest.approx(saturation(m, 1000, 200)[1])
+
+
+def test_first_after_idle_worked_example():
+    """Arrivals at 0, 1, 100, 101, 102 s, gap 60 s, first 2: the requests at 100 and 101 count (not the trace's
+    first ones, not the third after the gap); an aggregate slice is pro-rated; a 30-s pause is not a gap."""
+    from simulations.fleet.base import AfterIdle, first_after_idle
+
+    t = np.array([0.0, 1.0, 100.0, 101.0, 102.0])
+    ttft = np.array([0.1, 0.1, 5.0, 0.2, 0.3])
+    n, ok, p50 = first_after_idle(t, t, np.ones(5), (ttft <= 2.5).astype(float), ttft, AfterIdle(60.0, 2))
+    assert (n, ok, p50) == (2.0, 1.0, 0.2)
+    assert first_after_idle(t, t, np.ones(5), np.ones(5), ttft, AfterIdle(120.0, 2))[0] == 0.0
+    # slices: 4 requests in [0, 10), 6 in [100, 110) with 3 within the SLO: take 2 of the 6 -> 1 within
+    n, ok, p50 = first_after_idle(np.array([0.0, 100.0]), np.array([10.0, 110.0]), np.array([4.0, 6.0]),
+                                  np.array([4.0, 3.0]), np.array([0.1, 3.0]), AfterIdle(60.0, 2))
+    assert (n, ok, p50) == (2.0, 1.0, 3.0)
+    u = np.array([0.0, 30.0, 61.0])
+    assert first_after_idle(u, u, np.ones(3), np.ones(3), np.ones(3), AfterIdle(60.0, 10))[0] == 0.0
