@@ -69,7 +69,7 @@ instantaneous ratio is used only before any history exists.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # signals.py imports config.py, which builds FleetModel from metadata
@@ -150,28 +150,39 @@ class CapacityLearner:
     def observe(self, signals: Signals, *, now: float, window: float, ttft_slo: float,
                 tpot_slo: float) -> "CapacityLearner":
         n = signals.pods_reporting
-        nxt = self if n == self.pods else replace(self, pods=n, pods_since=now)
+        pods, pods_since = (self.pods, self.pods_since) if n == self.pods else (n, now)
+        mean_rate, mean_running = self.mean_rate, self.mean_running
         rate_now, running_now = signals.load_rate, signals.running
         if n >= 1 and rate_now is not None and running_now is not None:
             w = LITTLE_WEIGHT
-            nxt = replace(nxt,
-                          mean_rate=rate_now if nxt.mean_rate is None else (1 - w) * nxt.mean_rate + w * rate_now,
-                          mean_running=(running_now if nxt.mean_running is None
-                                        else (1 - w) * nxt.mean_running + w * running_now))
-        if n < 1 or nxt.pods_since is None or now - nxt.pods_since < window:
-            return nxt  # warming up or just changed: the window mixes replicas at different shares
+            mean_rate = rate_now if mean_rate is None else (1 - w) * mean_rate + w * rate_now
+            mean_running = running_now if mean_running is None else (1 - w) * mean_running + w * running_now
+        estimate, samples = self.estimate, self.samples
+        sample = self._sample(signals, n, now - pods_since if pods_since is not None else None, window,
+                              ttft_slo, tpot_slo)
+        if sample is not None:
+            estimate = sample if estimate is None else (1 - LEARN_WEIGHT) * estimate + LEARN_WEIGHT * sample
+            samples += 1
+        # One constructor call, not a chain of dataclasses.replace: this runs at every decision.
+        return CapacityLearner(estimate=estimate, samples=samples, pods=pods, pods_since=pods_since,
+                               mean_rate=mean_rate, mean_running=mean_running)
+
+    @staticmethod
+    def _sample(signals: Signals, n: int, steady_for: float | None, window: float, ttft_slo: float,
+                tpot_slo: float) -> float | None:
+        """Completion rate per replica from this snapshot when it is informative about capacity, else None."""
+        if n < 1 or steady_for is None or steady_for < window:
+            return None  # warming up or just changed: the window mixes replicas at different shares
         rate, t1, t2 = signals.completion_rate, signals.ttft_p95, signals.tpot_p95
         if rate is None or t1 is None or t2 is None:
-            return nxt  # NaN window (no traffic) tells nothing about capacity
+            return None  # NaN window (no traffic) tells nothing about capacity
         if t1 > ttft_slo or t2 > tpot_slo:
-            return nxt  # outside the SLO: not "at the SLO"
+            return None  # outside the SLO: not "at the SLO"
         full = signals.waiting is not None and signals.waiting >= n
         near = max(t1 / ttft_slo, t2 / tpot_slo) >= INFORMATIVE_LATENCY
         if not (full or near) or rate <= 0:
-            return nxt
-        x = rate / n
-        est = x if nxt.estimate is None else (1 - LEARN_WEIGHT) * nxt.estimate + LEARN_WEIGHT * x
-        return replace(nxt, estimate=est, samples=nxt.samples + 1)
+            return None
+        return rate / n
 
     @property
     def usable(self) -> float | None:

@@ -169,6 +169,22 @@ class DemandForecaster:
     pending_count: int = 0
     prompt_tokens: float | None = None
     output_tokens: float | None = None
+    # Derived values (yesterday's smoothed rates, yesterday's peaks) memoised: a pure function of
+    # ``params`` and the season ring, so not part of equality; a state with a new ring gets an empty memo,
+    # states sharing a ring share it (_evolve).
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def _evolve(self, **changes) -> "DemandForecaster":
+        """``dataclasses.replace`` without its per-call introspection (this runs several times per decision).
+        The memo is shared while the season ring is unchanged (token levels, pending bucket, level and
+        trend do not enter it) and starts empty when the ring changes (a fold)."""
+        new = object.__new__(DemandForecaster)
+        d = new.__dict__
+        d.update(self.__dict__)
+        d.update(changes)
+        if "season" in changes or "season_at" in changes or "params" in changes:
+            d["_memo"] = {}
+        return new
 
     # ---- building the state -------------------------------------------------------------------
     @classmethod
@@ -201,13 +217,13 @@ class DemandForecaster:
         if fc.pending_bucket is None or (fc.last_bucket is not None and b <= fc.last_bucket):
             if fc.last_bucket is not None and b <= fc.last_bucket:
                 return fc  # a bucket already folded (e.g. from history): nothing to add
-            return replace(fc, pending_bucket=b, pending_sum=rate, pending_count=1)
+            return fc._evolve(pending_bucket=b, pending_sum=rate, pending_count=1)
         if b == fc.pending_bucket:
-            return replace(fc, pending_sum=fc.pending_sum + rate, pending_count=fc.pending_count + 1)
+            return fc._evolve(pending_sum=fc.pending_sum + rate, pending_count=fc.pending_count + 1)
         if b < fc.pending_bucket:
             return fc  # out of order: ignore
         closed = fc.fold(fc.pending_bucket, fc.pending_sum / fc.pending_count)
-        return replace(closed, pending_bucket=b, pending_sum=rate, pending_count=1)
+        return closed._evolve(pending_bucket=b, pending_sum=rate, pending_count=1)
 
     def observe_tokens(self, prompt: float | None, output: float | None) -> "DemandForecaster":
         """Update the EWMA levels of the mean prompt and output token sizes (None: not observed)."""
@@ -219,7 +235,7 @@ class DemandForecaster:
             o = output if o is None else (1 - w) * o + w * output
         if p is self.prompt_tokens and o is self.output_tokens:
             return self
-        return replace(self, prompt_tokens=p, output_tokens=o)
+        return self._evolve(prompt_tokens=p, output_tokens=o)
 
     def fold(self, bucket: int, y: float) -> "DemandForecaster":
         """Fold one closed bucket's mean rate ``y`` (see the update equations). Older buckets are ignored."""
@@ -235,21 +251,21 @@ class DemandForecaster:
         if self.pending_bucket is not None and self.pending_bucket <= bucket:
             stored.update(pending_bucket=None, pending_sum=0.0, pending_count=0)
         if self.last_bucket is None:
-            return replace(self, last_bucket=bucket, first_bucket=bucket, level=y, trend=0.0, variance=0.0,
+            return self._evolve(last_bucket=bucket, first_bucket=bucket, level=y, trend=0.0, variance=0.0,
                            folded=1, **stored)
         gap = bucket - self.last_bucket - 1
         base = self
         if gap > MAX_GAP:
-            base = replace(self, trend=0.0)
+            base = self._evolve(trend=0.0)
         elif gap > 0:
-            base = replace(self, level=max(0.0, self.level + gap * self.trend))
+            base = self._evolve(level=max(0.0, self.level + gap * self.trend))
         k = bucket - 1  # the forecast for `bucket` is one step after the (virtual) previous bucket
         predicted = max(0.0, base.level + max(base.trend, base._seasonal_change(k, 1)))
         err = y - predicted
         level = p.alpha * y + (1 - p.alpha) * (base.level + base.trend)
         trend = p.beta * (level - base.level) + (1 - p.beta) * base.trend
         variance = err * err if self.folded == 1 else (1 - p.residual_weight) * self.variance + p.residual_weight * err * err
-        return replace(self, last_bucket=bucket, level=level, trend=trend, variance=variance,
+        return self._evolve(last_bucket=bucket, level=level, trend=trend, variance=variance,
                        folded=self.folded + 1, **stored)
 
     # ---- reading it ---------------------------------------------------------------------------
@@ -258,13 +274,17 @@ class DemandForecaster:
         when none of them was folded."""
         if not self.season:
             return None
+        memo = self._memo
+        if j in memo:  # int keys: Y(j); tuple keys: yesterday_peak
+            return memo[j]
         w = self.params.season_window
         total, n = 0.0, 0
         for i in range(j - w, j + w + 1):
             if self.season_at[i % RING] == i:
                 total += self.season[i % RING]
                 n += 1
-        return total / n if n else None
+        memo[j] = value = total / n if n else None
+        return value
 
     def _seasonal_change(self, k: int, h: int) -> float:
         """D(h) = Y(k + h - m) - Y(k - m); 0 when either is undefined."""
@@ -281,11 +301,12 @@ class DemandForecaster:
         j = self.params.wake_jitter
         lo = bucket_of(now) - SEASON - j
         hi = bucket_of(now + horizon) - SEASON + j
-        best = None
-        for i in range(lo, hi + 1):
-            if self.season_at[i % RING] == i:
-                v = self.season[i % RING]
-                best = v if best is None or v > best else best
+        key = ("peak", lo, hi)
+        if key in self._memo:
+            return self._memo[key]
+        season, season_at = self.season, self.season_at
+        best = max((season[i % RING] for i in range(lo, hi + 1) if season_at[i % RING] == i), default=None)
+        self._memo[key] = best
         return best
 
     @property
@@ -299,35 +320,86 @@ class DemandForecaster:
         """At least one bucket folded."""
         return self.last_bucket is not None
 
-    def at(self, t: float, _then: float | None = None) -> ForecastPoint:
+    def at(self, t: float) -> ForecastPoint:
         """Forecast at time ``t`` (unix s). ``h`` counts buckets from the middle of the last folded one,
         at least 1. Requires :attr:`ready`."""
+        rate, upper, h = self._point(t, self._then())
+        return ForecastPoint(at=t, rate=rate, upper=upper, ahead=h)
+
+    def _then(self) -> float | None:
+        """Y(k - m) for the last folded bucket k (raises when nothing is folded)."""
         if self.last_bucket is None:
             raise ValueError("forecaster has no data yet")
+        return self._yesterday(self.last_bucket - SEASON)
+
+    def _point(self, t: float, then: float | None, sd: float | None = None) -> tuple[float, float, float]:
+        """(F, U, h) at time ``t``: the forecast equations of the module docstring, ``then`` = Y(k - m),
+        ``sd`` = z σ when the caller has it (a path reads it once)."""
         p = self.params
-        h = max(1.0, (t - (self.last_bucket + 0.5) * STEP) / STEP)
-        k = self.last_bucket
-        then = self._yesterday(k - SEASON) if _then is None else _then
-        later = self._yesterday(k + max(1, round(h)) - SEASON) if then is not None else None
-        change = later - then if then is not None and later is not None else 0.0
-        point = max(0.0, self.level + max(h * self.trend, change))
+        h = (t - (self.last_bucket + 0.5) * STEP) / STEP
+        if h < 1.0:
+            h = 1.0
+        change = 0.0
+        if then is not None:
+            later = self._yesterday(self.last_bucket + max(1, round(h)) - SEASON)
+            if later is not None:
+                change = later - then
+        ahead = h * self.trend
+        point = self.level + (ahead if ahead > change else change)
+        if point < 0.0:
+            point = 0.0
         a, b = p.alpha, p.beta
         spread = math.sqrt(1 + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6))
-        upper = point + p.z * math.sqrt(self.variance) * spread
-        return ForecastPoint(at=t, rate=point, upper=upper, ahead=h)
+        if sd is None:
+            sd = p.z * math.sqrt(self.variance)
+        return point, point + sd * spread, h
 
-    def path(self, now: float, horizon: float) -> tuple[ForecastPoint, ...]:
-        """Forecasts at ``now, now + Δ, ...`` up to and including ``now + horizon``."""
+    @staticmethod
+    def _times(now: float, horizon: float) -> list[float]:
         steps = int(math.floor(horizon / STEP))
         times = [now + i * STEP for i in range(steps + 1)]
         if now + horizon > times[-1]:
             times.append(now + horizon)
-        if self.last_bucket is None:
-            raise ValueError("forecaster has no data yet")
-        then = self._yesterday(self.last_bucket - SEASON)  # read once for the whole path
-        if then is None:
-            return tuple(self.at(t) for t in times)
-        return tuple(self.at(t, then) for t in times)
+        return times
+
+    def path(self, now: float, horizon: float) -> tuple[ForecastPoint, ...]:
+        """Forecasts at ``now, now + Δ, ...`` up to and including ``now + horizon``."""
+        then = self._then()  # read once for the whole path
+        out = []
+        for t in self._times(now, horizon):
+            rate, upper, h = self._point(t, then)
+            out.append(ForecastPoint(at=t, rate=rate, upper=upper, ahead=h))
+        return tuple(out)
+
+    def outlook(self, now: float, window: float, horizon: float) -> "Outlook":
+        """What a decision reads from the forecast, in one pass over :meth:`path` ``(now, window)``: the
+        largest upper bound over the window, the largest point forecast up to ``now + horizon``, and the
+        forecast at ``now + horizon``. Same numbers as reading :meth:`path` and :meth:`at`, without
+        building the points (``tests/unit/test_forecast.py::test_outlook_matches_path_and_at``)."""
+        then = self._then()
+        sd = self.params.z * math.sqrt(self.variance)
+        peak_upper = peak_rate = -math.inf
+        limit = now + horizon + 1e-9
+        point = self._point
+        for t in self._times(now, window):
+            rate, upper, _ = point(t, then, sd)
+            if upper > peak_upper:
+                peak_upper = upper
+            if t <= limit and rate > peak_rate:
+                peak_rate = rate
+        rate_h, upper_h, _ = point(now + horizon, then, sd)
+        return Outlook(peak_upper=peak_upper, peak_rate=peak_rate, rate_at_horizon=rate_h,
+                       upper_at_horizon=upper_h)
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """The forecast as a decision reads it (req/s): see :meth:`DemandForecaster.outlook`."""
+
+    peak_upper: float
+    peak_rate: float
+    rate_at_horizon: float
+    upper_at_horizon: float
 
 
 def _set(t: tuple, i: int, v) -> tuple:

@@ -467,16 +467,17 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     wake_demand: float | None = None
     yesterday: float | None = None
     if config.forecast == "holt" and fc.ready:
-        path = fc.path(now, window)
-        forecast_peak = max(p.upper for p in path)
-        wake_demand = max(p.rate for p in path if p.at <= now + h + 1e-9)
+        outlook = fc.outlook(now, window, h)
+        forecast_peak = outlook.peak_upper
+        wake_demand = outlook.peak_rate
         yesterday = fc.yesterday_peak(now, h)
         if yesterday is not None:
             inputs["yesterday_peak_rate"] = yesterday
             wake_demand = max(wake_demand, yesterday)
-        at_h = fc.at(now + h)
-        inputs.update(forecast_rate=at_h.rate, forecast_upper=at_h.upper, forecast_peak_upper=forecast_peak)
-        reasons.append(f"forecast at now+{h:.0f}s: {at_h.rate:.3g} req/s (upper {at_h.upper:.3g}); peak upper "
+        inputs.update(forecast_rate=outlook.rate_at_horizon, forecast_upper=outlook.upper_at_horizon,
+                      forecast_peak_upper=forecast_peak)
+        reasons.append(f"forecast at now+{h:.0f}s: {outlook.rate_at_horizon:.3g} req/s "
+                       f"(upper {outlook.upper_at_horizon:.3g}); peak upper "
                        f"over {window:.0f}s {forecast_peak:.3g} req/s"
                        + ("; daily season on" if fc.has_season else ""))
     elif config.forecast == "holt":
@@ -553,7 +554,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
         raised_at = now
     extra = dict(state.extra)
     extra.update(forecast=fc, capacity=learner, raised_at=raised_at)
-    next_state = replace(state, desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now,
-                         extra=extra)
+    next_state = PolicyState(desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now,
+                             extra=extra)
     return Decision(desired=desired, active=active, dominant=dominant, terms=terms, reasons=tuple(reasons),
                     next_state=next_state, inputs=inputs)

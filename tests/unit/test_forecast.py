@@ -138,3 +138,38 @@ def test_restart_from_one_day_agrees_with_a_long_runner() -> None:
     for ahead in (0, 60, 225, 600):
         a, b = long_runner.at(now + ahead), restarted.at(now + ahead)
         assert a.rate == pytest.approx(b.rate, rel=1e-9) and a.upper == pytest.approx(b.upper, rel=1e-4)
+
+
+def _daily(k):
+    return 10.0 + 8.0 * math.sin(2 * math.pi * (k % SEASON) / SEASON) + (3.0 if k % 7 == 0 else 0.0)
+
+
+@pytest.mark.parametrize("window, horizon", [(225.0, 225.0), (400.0, 225.0), (30.0, 30.0)])
+def test_outlook_matches_path_and_at(window, horizon) -> None:
+    """``outlook`` (what decide reads, in one pass) gives the same numbers as reading path() and at()."""
+    fc = fold_all([_daily(k) for k in range(SEASON + 300)])
+    assert fc.has_season
+    now = (fc.last_bucket + 1) * STEP + 17.0
+    path = fc.path(now, window)
+    o = fc.outlook(now, window, horizon)
+    assert o.peak_upper == max(p.upper for p in path)
+    assert o.peak_rate == max(p.rate for p in path if p.at <= now + horizon + 1e-9)
+    at_h = fc.at(now + horizon)
+    assert (o.rate_at_horizon, o.upper_at_horizon) == (at_h.rate, at_h.upper)
+
+
+def test_memoised_reads_belong_to_their_state() -> None:
+    """Derived values are memoised per season ring: reading a state, then folding a new bucket and
+    reading again, gives exactly what a forecaster built fresh from the same buckets gives."""
+    values = [_daily(k) for k in range(SEASON + 200)]
+    fc = fold_all(values[:-1])
+    now = (fc.last_bucket + 1) * STEP + 5.0
+    before = (fc.outlook(now, 225.0, 225.0), fc.yesterday_peak(now, 225.0))
+    later = fc.fold(len(values) - 1, values[-1]).observe_tokens(1000.0, 200.0)  # memo carried through tokens
+    fresh = fold_all(values).observe_tokens(1000.0, 200.0)
+    assert later == fresh and later._memo is not fc._memo
+    now2 = now + STEP
+    assert later.outlook(now2, 225.0, 225.0) == fresh.outlook(now2, 225.0, 225.0)
+    assert later.yesterday_peak(now2, 225.0) == fresh.yesterday_peak(now2, 225.0)
+    # and reading the old state again still gives its own numbers
+    assert (fc.outlook(now, 225.0, 225.0), fc.yesterday_peak(now, 225.0)) == before
