@@ -381,13 +381,17 @@ class DemandForecaster:
         peak_upper = peak_rate = -math.inf
         limit = now + horizon + 1e-9
         point = self._point
+        t_h = now + horizon
+        at_h = None
         for t in self._times(now, window):
             rate, upper, _ = point(t, then, sd)
             if upper > peak_upper:
                 peak_upper = upper
             if t <= limit and rate > peak_rate:
                 peak_rate = rate
-        rate_h, upper_h, _ = point(now + horizon, then, sd)
+            if t == t_h:
+                at_h = (rate, upper)
+        rate_h, upper_h = at_h if at_h is not None else point(t_h, then, sd)[:2]
         return Outlook(peak_upper=peak_upper, peak_rate=peak_rate, rate_at_horizon=rate_h,
                        upper_at_horizon=upper_h)
 
