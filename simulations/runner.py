@@ -299,14 +299,14 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
         spec, _ = _load_scaled_object(SCENARIOS / "keda-threshold.yaml", s.max_replicas)
         if name.endswith("min0"):
             spec = replace(spec, min_replica_count=0)
-        cache = _SignalCache(fleet, 60.0)
 
         def avg_waiting(now: float) -> float:
-            sig = cache(now)
-            return (sig.waiting or 0.0) / sig.pods_reporting if sig.pods_reporting else 0.0
+            # only the waiting sum and the pod count: the rest of the signals is not read by this trigger
+            waiting, pods = fleet.waiting_and_pods(now)
+            return (waiting or 0.0) / pods if pods else 0.0
 
         trig = ThresholdTrigger(avg_waiting, threshold=s.keda_threshold, activation_threshold=s.keda_activation)
-        ctrl = KedaController(fleet, spec, [trig], start, initial, s.tick, cache)
+        ctrl = KedaController(fleet, spec, [trig], start, initial, s.tick)
     elif name == "kpa":
         ctrl = KpaController(fleet, s, min(s.tick, 2.0))
     else:

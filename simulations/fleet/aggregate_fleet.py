@@ -98,6 +98,7 @@ class AggregateFleet(FleetBase):
         self.rs = ReplicaSet(cold_start, np.random.default_rng(seed), start=start, initial=initial_replicas,
                              deployment=deployment)
         self.rs.on_drain = self._on_drain
+        self._cold_signal = cold_start.signal()   # a frozen value: built once, not per signals() call
         self._drains: list[tuple[float, Replica]] = []
         self.backlog: deque[list] = deque()   # FIFO chunks [arrival time, amount, record index]
         self.backlog_total = 0.0
@@ -145,53 +146,69 @@ class AggregateFleet(FleetBase):
 
     # -- time ----------------------------------------------------------------------------------
     def advance_to(self, T: float) -> None:
+        # Hot path (called several times per controller tick): locals, no call when nothing is due.
         rs = self.rs
-        while self.now < T - 1e-9:
-            t0 = self.now
-            rs.promote_due(t0)
-            if self._drains:
-                for end, r in list(self._drains):
+        pending = rs.pending          # loading pods sorted by ready_at (the ReplicaSet's own list)
+        drains = self._drains
+        start, bin_, nbins = self.start, self.bin, self._nbins
+        now = self.now
+        stop = T - 1e-9
+        while now < stop:
+            t0 = now
+            if pending and pending[0].ready_at <= t0:
+                rs.promote_due(t0)
+            if drains:
+                for end, r in list(drains):
                     if end <= t0:
-                        self._drains.remove((end, r))
+                        drains.remove((end, r))
                         rs.finish_drain(r, end)
-            k = int((t0 - self.start) // self.bin)
-            b = k if 0 <= k < self._nbins else None
+            k = int((t0 - start) // bin_)
+            b = k if 0 <= k < nbins else None
             t1 = T
             if b is not None:
-                edge = self.start + (b + 1) * self.bin
+                edge = start + (b + 1) * bin_
                 if edge < t1:
                     t1 = edge
-            nr = rs.next_ready_at()
-            if nr < t1:
-                t1 = nr
-            if self._drains:
-                t1 = min(t1, min(e for e, _ in self._drains))
+            if pending:
+                nr = pending[0].ready_at
+                if nr < t1:
+                    t1 = nr
+            if drains:
+                t1 = min(t1, min(e for e, _ in drains))
             if t1 <= t0:
                 t1 = min(T, t0 + 1e-6)
             self._slice(t0, t1, b)
-            self.now = t1
-        rs.promote_due(self.now)
+            self.now = now = t1
+        if pending and pending[0].ready_at <= now:
+            rs.promote_due(now)
 
     def _slice(self, t0: float, t1: float, b: int | None) -> None:
         dt = t1 - t0
-        a = self.rate[b] if b is not None else 0.0
-        P = self.P[b] if b is not None else 0.0
-        L = self.L[b] if b is not None else 1.0
-        R = self.rs.count("ready")
-        if R > 0 and b is None:
-            b = len(self.rate) - 1 if t0 >= self.start else 0
-            a = 0.0
-        if self._merge_key is not None and self._merge_key == (b, R, a) and self.backlog_total <= 1e-9:
-            # Same bin, same replicas, no backlog: the steady state is unchanged; extend the last slice.
-            arrivals = a * dt
-            self.s_dt[-1] += dt
-            self.s_arr[-1] += arrivals
-            self.s_served[-1] += arrivals
-            self.s_ttft_ok[-1] += arrivals * self._merge_share[0]
-            self.s_tpot_ok[-1] += arrivals * self._merge_share[1]
-            self.s_rec_served[-1] += arrivals
-            self.s_rec_base[-1] += arrivals * self._merge_share[2]
-            return
+        R = self.rs.n_ready
+        if b is not None:
+            a = self.rate[b]
+            mk = self._merge_key
+            if mk is not None and mk[0] == b and mk[1] == R and mk[2] == a and self.backlog_total <= 1e-9:
+                # Same bin, same replicas, no backlog: the steady state is unchanged; extend the last slice.
+                arrivals = a * dt
+                share = self._merge_share
+                self.s_dt[-1] += dt
+                self.s_arr[-1] += arrivals
+                self.s_served[-1] += arrivals
+                self.s_ttft_ok[-1] += arrivals * share[0]
+                self.s_tpot_ok[-1] += arrivals * share[1]
+                self.s_rec_served[-1] += arrivals
+                self.s_rec_base[-1] += arrivals * share[2]
+                return
+            P = self.P[b]
+            L = self.L[b]
+        else:
+            a, P, L = 0.0, 0.0, 1.0
+            if R > 0:
+                b = len(self.rate) - 1 if t0 >= self.start else 0
+                if self._merge_key is not None and self._merge_key == (b, R, a) and self.backlog_total <= 1e-9:
+                    self.s_dt[-1] += dt       # no arrivals outside the trace: only the span grows
+                    return
         self._merge_key = None
         rec = len(self.s_t)
         arrivals = a * dt
@@ -224,7 +241,8 @@ class AggregateFleet(FleetBase):
             t = self.params.alpha / (1.0 - per * self._cost[b])
             running = per * max(1.0, L) * t
             base = 1.5 * t
-            self.s_ttft_ok[rec] = arrivals * self._share_ttft_ok(base)
+            share = self._share_ttft_ok(base)
+            self.s_ttft_ok[rec] = arrivals * share
             self.s_tpot_ok[rec] = arrivals if t <= self.slo_tpot else 0.0
             self.s_served.append(arrivals)
             self.s_base.append(base)
@@ -232,7 +250,6 @@ class AggregateFleet(FleetBase):
             self.s_rec_base[rec] = arrivals * base
             self.s_t_iter.append(t)
             self._state = (running, t, P)
-            share = self._share_ttft_ok(base)
             self._merge_key = (b, R, a)
             self._merge_share = (share, 1.0 if t <= self.slo_tpot else 0.0, base)
             self.backlog.clear()
@@ -280,6 +297,11 @@ class AggregateFleet(FleetBase):
         return self.backlog_total + n * self.rs.count("ready")
 
     # -- what Prometheus would see -------------------------------------------------------------
+    def waiting_and_pods(self, now: float) -> tuple[float | None, int]:
+        self.advance_to(now)
+        pods = self.rs.count("ready") + self.rs.count("draining")
+        return (self.backlog_total if pods else None), pods
+
     def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
         self.advance_to(now)
         lo_t = now - window
@@ -332,7 +354,7 @@ class AggregateFleet(FleetBase):
             ready_replicas=n_ready,
             starting_replicas=self.rs.count("loading"),
             upstream_demand=self.in_flight() if upstream else None,
-            cold_start=self.rs.cold_start.signal(),
+            cold_start=self._cold_signal,
             demand_history=history_pairs,
         )
 

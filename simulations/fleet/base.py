@@ -156,3 +156,8 @@ class FleetBase:
 
     def in_flight(self) -> float:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def waiting_and_pods(self, now: float) -> tuple[float | None, int]:  # pragma: no cover - interface
+        """``(signals(now).waiting, signals(now).pods_reporting)`` without computing the rest of the signals:
+        what KEDA's ``avg(vllm:num_requests_waiting)`` trigger reads every poll."""
+        raise NotImplementedError

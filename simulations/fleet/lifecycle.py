@@ -19,6 +19,7 @@ Tests: ``tests/unit/test_fleet.py::test_lifecycle_*``.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -70,6 +71,10 @@ class Replica:
     gone_at: float | None = None
 
 
+def _ready_at(r: Replica) -> float:
+    return r.ready_at
+
+
 class ReplicaSet:
     """The pods of one simulated Deployment and their accounting.
 
@@ -112,6 +117,15 @@ class ReplicaSet:
     def count(self, phase: str) -> int:
         return self._n[phase]
 
+    @property
+    def n_ready(self) -> int:
+        return self._n[READY]
+
+    @property
+    def pending(self) -> list[Replica]:
+        """Loading pods sorted by ``ready_at`` (read-only: the fleets' time loops peek at the first)."""
+        return self._pending
+
     def _phase(self, r: Replica, phase: str) -> None:
         self._n[r.phase] -= 1
         self._n[phase] += 1
@@ -138,8 +152,7 @@ class ReplicaSet:
         self._n[LOADING] += 1
         if not warm:
             self.cold_starts += 1
-            self._pending.append(r)
-            self._pending.sort(key=lambda x: x.ready_at)
+            bisect.insort_right(self._pending, r, key=_ready_at)   # = append + stable sort by ready_at
         if self._zero_since is not None:
             self.seconds_at_zero_closed += max(0.0, now - self._zero_since)
             self._zero_since = None

@@ -146,6 +146,11 @@ class RequestFleet(FleetBase):
         """Requests in the system (gateway + waiting + running), what a router/gateway metric shows."""
         return float(len(self.gateway) + sum(len(e.waiting) + len(e.running) for e in self._reporting()))
 
+    def waiting_and_pods(self, now: float) -> tuple[float | None, int]:
+        self.advance_to(now)
+        pods = self._reporting()
+        return (float(sum(len(e.waiting) for e in pods)) if pods else None), len(pods)
+
     def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
         self.advance_to(now)
         req = self.req
