@@ -277,6 +277,9 @@ class ServerDefaults:
     prometheus_url: str = "http://127.0.0.1:9090"
     allowed_namespaces: frozenset[str] | None = None  # None: only the ScaledObject's own namespace
     allow_activation_query: bool = False
+    # Base URLs a ScaledObject may name in `prometheusAddress` (besides prometheus_url); None: any.
+    # Lock it down where ScaledObject authors should not make the scaler send queries elsewhere.
+    allowed_prometheus_urls: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -369,6 +372,18 @@ def parse_metadata(
     if values.get("activation_query") is not None and not defaults.allow_activation_query:
         problems.append(ConfigProblem("activationQuery", metadata.get("activationQuery"),
                                       "the server does not allow activation queries (--allow-activation-query)"))
+    address = values.get("prometheus_address")
+    if address is not None and defaults.allowed_prometheus_urls is not None:
+        allowed_urls = {u.rstrip("/") for u in defaults.allowed_prometheus_urls} | {defaults.prometheus_url.rstrip("/")}
+        if address not in allowed_urls:
+            problems.append(ConfigProblem("prometheusAddress", metadata.get("prometheusAddress"),
+                                          "not in the server's --allowed-prometheus-urls"))
+    refresh = values.get("refresh_interval", _default("refresh_interval"))
+    staleness = values.get("max_staleness", _default("max_staleness"))
+    if staleness <= refresh and "maxStaleness" not in [p.key for p in problems]:
+        # A decision is at best one refresh old: a bound at or below the interval flaps to UNAVAILABLE.
+        problems.append(ConfigProblem("maxStaleness", metadata.get("maxStaleness", f"{staleness:g}"),
+                                      f"must be greater than refreshInterval ({refresh:g}s)"))
     lo, hi = values.get("min_replicas", 0), values.get("max_replicas", 10)
     if "min_replicas" not in [p.key for p in problems] and lo > hi:
         problems.append(ConfigProblem("minReplicas", metadata.get("minReplicas", str(lo)),
@@ -381,6 +396,11 @@ def parse_metadata(
     known = {f.name for f in fields(PolicyConfig)}
     assert set(values) <= known, set(values) - known
     return PolicyConfig(scaled_object=scaled_object, deployment=deployment, keda_keys=tuple(keda), **values)
+
+
+def _default(attr: str) -> Any:
+    """The documented default of a PolicyConfig field (from the KEYS table)."""
+    return next(k.default for k in KEYS if k.attr == attr)
 
 
 def defaults_table() -> list[tuple[str, str, str, str]]:

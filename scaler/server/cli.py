@@ -71,6 +71,13 @@ def _namespaces(text: str) -> frozenset[str] | None:
     return names or None
 
 
+def _urls(text: str) -> frozenset[str] | None:
+    """``*`` (any address) or a comma-separated list of http(s) base URLs."""
+    if text.strip() == "*":
+        return None
+    return frozenset(_url(u) for u in text.split(",") if u.strip())
+
+
 def _bool(text: str) -> bool:
     t = text.strip().lower()
     if t in ("true", "1", "yes", "on"):
@@ -135,6 +142,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--allowed-namespaces", _namespaces, "",
             "Comma-separated namespaces a ScaledObject may name in its `namespace` key besides its own. "
             "Empty: only its own.", "NS[,NS...]"),
+    Setting("--allowed-prometheus-urls", _urls, "*",
+            "Comma-separated Prometheus base URLs a ScaledObject may name in `prometheusAddress` (the "
+            "--prometheus-url is always allowed). `*`: any; empty: only --prometheus-url.", "URL[,URL...]|*"),
     Setting("--allow-activation-query", _bool, "false",
             "Honour the `activationQuery` metadata key (arbitrary PromQL from ScaledObject authors).", "BOOL",
             boolean=True),
@@ -221,7 +231,8 @@ def build_settings(values: Mapping[str, Any]):
         metrics_port=values["metrics_port"],
         defaults=ServerDefaults(prometheus_url=values["prometheus_url"],
                                 allowed_namespaces=values["allowed_namespaces"],
-                                allow_activation_query=values["allow_activation_query"]),
+                                allow_activation_query=values["allow_activation_query"],
+                                allowed_prometheus_urls=values["allowed_prometheus_urls"]),
         prometheus_timeout=values["prometheus_timeout"], tls=tls, idle_eviction=values["idle_eviction"],
         cold_wait=values["cold_wait"], grace=values["grace_period"],
         max_concurrent_rpcs=values["max_concurrent_rpcs"], refresh_workers=values["refresh_workers"])

@@ -126,3 +126,26 @@ def test_invalid_scaled_object_name_requires_deployment_name() -> None:
                                            ("1h30m", 5400), ("250ms", 0.25)])
 def test_durations(text, seconds) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("md", [{"maxStaleness": "5"}, {"refreshInterval": "30s", "maxStaleness": "20s"}],
+                         ids=["equal-to-default-refresh", "below-refresh"])
+def test_max_staleness_must_exceed_refresh_interval(md) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(md)
+    assert err.value.keys == ("maxStaleness",)
+    assert parse({"refreshInterval": "30s", "maxStaleness": "2m"}).max_staleness == 120
+
+
+def test_prometheus_address_allow_list() -> None:
+    locked = ServerDefaults(prometheus_url="http://prom:9090",
+                            allowed_prometheus_urls=frozenset({"http://prom-b:9090/"}))
+    assert parse({"prometheusAddress": "http://prom-b:9090"}, defaults=locked).prometheus_address == \
+        "http://prom-b:9090"
+    assert parse({"prometheusAddress": "http://prom:9090"}, defaults=locked).prometheus_address == \
+        "http://prom:9090"
+    with pytest.raises(ConfigError) as err:
+        parse({"prometheusAddress": "http://attacker.example:80"}, defaults=locked)
+    assert err.value.keys == ("prometheusAddress",) and "attacker.example" in str(err.value)
+    # Without an allow-list (the default) any address is accepted.
+    assert parse({"prometheusAddress": "http://other:9090"}).prometheus_address == "http://other:9090"

@@ -147,3 +147,23 @@ def test_enrichers_follow_cold_start_source_and_demand_history(tmp_path) -> None
     readers = build_enrichers(resolve(parse(["--cold-start-source", "kube-state-metrics"]), environ={}), factory,
                               environ=no_cluster)
     assert all(r._factory == factory.client for r in readers)
+
+
+def test_allowed_prometheus_urls_reach_the_metadata_parser() -> None:
+    from scaler.config import parse_metadata
+    from scaler.errors import ConfigError
+
+    def defaults(argv, env):
+        return build_settings(resolve(parse(argv), environ=env)).defaults
+
+    assert defaults([], {}).allowed_prometheus_urls is None                      # default `*`: any address
+    locked = defaults(["--prometheus-url", "http://prom:9090"], {"VLLM_SCALER_ALLOWED_PROMETHEUS_URLS": ""})
+    assert locked.allowed_prometheus_urls == frozenset()
+    with pytest.raises(ConfigError) as err:
+        parse_metadata({"prometheusAddress": "http://elsewhere:9090"}, scaled_object="llama", namespace="ml",
+                       defaults=locked)
+    assert err.value.keys == ("prometheusAddress",)
+    two = defaults(["--allowed-prometheus-urls", "http://a:9090, https://b:9090/"], {})
+    assert two.allowed_prometheus_urls == frozenset({"http://a:9090", "https://b:9090"})
+    with pytest.raises(ValueError, match="--allowed-prometheus-urls"):
+        resolve(parse(["--allowed-prometheus-urls", "a:9090"]), environ={})
