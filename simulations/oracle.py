@@ -19,7 +19,7 @@ Assumptions (what makes it a bound, and what it leaves out):
    of a minute carries on average 3.6x the minute's mean rate (13x at the
    trace's peak): sized on the mean, executing the plan met the TTFT SLO for
    52.5 % of requests; sized on the peak 10 s, 96.7 %. On the bundled week
-   (10-s counts, smoother: 1.2x) the executed plan meets it for 99.9 %.
+   (10-s counts, smoother: 1.2x) the executed plan meets it for 99.998 %.
    A count trace coarser than 10 s is split evenly, so its peak is its mean.
 3. **Exact, deterministic cold start** ``C`` (the configured median): a
    replica needed from minute ``m`` is requested at ``start(m) - C`` and paid

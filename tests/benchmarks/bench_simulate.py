@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,11 +26,19 @@ from simulations.traces import load  # noqa: E402
 
 
 def timed(fn):
+    """(wall seconds, result); ``timed.cpu`` = CPU seconds of this process and of its finished children
+    (the sweep's workers), so a loaded machine shows as wall >> cpu."""
     t = time.perf_counter()
-    c = time.process_time()
+    c0 = os.times()
     out = fn()
-    timed.cpu = time.process_time() - c
+    c1 = os.times()
+    timed.cpu = (c1.user - c0.user) + (c1.system - c0.system) + (c1.children_user - c0.children_user) \
+        + (c1.children_system - c0.children_system)
     return time.perf_counter() - t, out
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
 def fleet_only(trace, s, replicas):
@@ -45,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the sweep")
     args = ap.parse_args()
+    print(f"start: {load_average()}")
     tload, week = timed(lambda: load("azure-2024-week"))
     print(f"load azure-2024-week: {tload:.2f} s ({len(week.counts):,} bins)")
     s = Settings(fidelity="aggregate")
@@ -77,8 +87,10 @@ def main() -> None:
         argv = ["sweep", "--trace", "azure-2024-week", "--fidelity", "aggregate", "--policy", policy,
                 "--jobs", "2"] + [x for g in grid for x in ("--grid", g)]
         t, rc = timed(lambda: cli_main(argv))
-        print(f"sweep {policy}: 50 points over the week, 2 processes: {t:.1f} s wall (target <= 120 s), exit {rc}; "
-              f"cores: {multiprocessing.cpu_count()}")
+        print(f"sweep {policy}: 50 points over the week, 2 processes: {t:.1f} s wall, {timed.cpu:.1f} s cpu "
+              f"(workers included; target <= 120 s wall), exit {rc}; cores: {multiprocessing.cpu_count()}; "
+              f"{load_average()}")
+    print(f"end: {load_average()}")
 
 
 if __name__ == "__main__":
