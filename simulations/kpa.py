@@ -15,6 +15,10 @@ Sources (knative/serving):
   Panic starts (or is extended) whenever ``over``; it ends when not ``over`` and the last panic
   instant is more than one stable window old. In panic the count is max(stable_count,
   panic_count) and never below the highest count of the current panic (no scale-down).
+  ``scale-down-delay`` (``scale_down_delay``, default 0 = off, as in Knative): the result is the
+  highest count of the last ``scale_down_delay`` seconds (Knative's ``delayWindow``, a max over a
+  time window of 2 s buckets; here exact times). Example (``test_kpa.py::test_scale_down_delay_holds_the_peak``):
+  delay 60 s, 2 s ticks, count 8 at t = 100 then 2 from t = 102 -> 8 through t = 158, 2 at t = 160.
   Worked example (``test_kpa.py::test_panic_worked_example``): target 10, one ready pod, 6 s at
   50 in flight after 54 s at 0: stable average 5 -> dspc 1; panic average 50 -> dppc 5;
   5 / 1 >= 2 -> panic; max_up = 1000 -> desired 5.
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 
 
 class KnativeKpa:
@@ -46,7 +51,8 @@ class KnativeKpa:
 
     def __init__(self, *, target_concurrency: float, stable_window: float = 60.0, panic_window: float = 6.0,
                  panic_threshold: float = 2.0, max_scale_up_rate: float = 1000.0, max_scale_down_rate: float = 2.0,
-                 scale_to_zero_grace: float = 30.0, min_scale: int = 0, max_scale: int = 100):
+                 scale_to_zero_grace: float = 30.0, min_scale: int = 0, max_scale: int = 100,
+                 scale_down_delay: float = 0.0):
         checks = {
             "target_concurrency": target_concurrency > 0,
             "stable_window": stable_window >= 1,
@@ -57,15 +63,17 @@ class KnativeKpa:
             "scale_to_zero_grace": scale_to_zero_grace >= 0,
             "min_scale": min_scale >= 0,
             "max_scale": max_scale >= max(1, min_scale),
+            "scale_down_delay": 0 <= scale_down_delay <= 3600,
         }
         values = dict(target_concurrency=target_concurrency, stable_window=stable_window, panic_window=panic_window,
                       panic_threshold=panic_threshold, max_scale_up_rate=max_scale_up_rate,
                       max_scale_down_rate=max_scale_down_rate, scale_to_zero_grace=scale_to_zero_grace,
-                      min_scale=min_scale, max_scale=max_scale)
+                      min_scale=min_scale, max_scale=max_scale, scale_down_delay=scale_down_delay)
         bad = [f"{k}={values[k]!r}" for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid KPA settings: " + ", ".join(bad) +
-                             " (need target > 0, 1 <= panic <= stable window, rates > 1, 0 <= min <= max)")
+                             " (need target > 0, 1 <= panic <= stable window, rates > 1, 0 <= min <= max, "
+                             "0 <= scale_down_delay <= 3600 s)")
         self.target = float(target_concurrency)
         self.stable_window = float(stable_window)
         self.panic_window = float(panic_window)
@@ -75,6 +83,8 @@ class KnativeKpa:
         self.grace = float(scale_to_zero_grace)
         self.min_scale = int(min_scale)
         self.max_scale = int(max_scale)
+        self.scale_down_delay = float(scale_down_delay)
+        self._delay: deque[tuple[float, int]] = deque()   # (time, count), counts strictly decreasing
         self._t: list[float] = []      # sample times
         self._v: list[float] = []      # concurrency over (previous sample, this sample]
         self._cum: list[float] = []    # integral of concurrency from the origin to each sample time
@@ -186,7 +196,22 @@ class KnativeKpa:
                 self.max_panic_pods = want
             else:
                 want = self.max_panic_pods
+        if self.scale_down_delay > 0:
+            want = self._delayed(now, want)
         return want
+
+    def _delayed(self, now: float, want: int) -> int:
+        """The highest count recorded in ``(now - scale_down_delay, now]`` (Knative's ``delayWindow``).
+
+        A monotonic deque: a count hides every earlier one that is not higher, so the front is the max.
+        """
+        d = self._delay
+        while d and d[-1][1] <= want:
+            d.pop()
+        d.append((now, want))
+        while d[0][0] <= now - self.scale_down_delay:
+            d.popleft()
+        return d[0][1]
 
     @property
     def panicking(self) -> bool:

@@ -151,3 +151,33 @@ def kpa_steps(target, steps):
 )
 def test_knative_autoscaler_cases(target, steps, expected) -> None:
     assert kpa_steps(target, steps) == expected
+
+
+def test_scale_down_delay_holds_the_peak() -> None:
+    """Docstring example: delay 60 s, count 8 at t = 100 then 2 -> 8 through t = 158, 2 at t = 160."""
+    kpa = KnativeKpa(target_concurrency=10, scale_down_delay=60)
+    assert kpa.scale(100.0, 80.0, 80.0, ready_pods=8) == 8
+    for t in range(102, 160, 2):
+        assert kpa.scale(float(t), 20.0, 20.0, ready_pods=4) == 8, t
+    assert kpa.scale(160.0, 20.0, 20.0, ready_pods=4) == 2
+    # a higher count is taken at once (the delay only holds scale-down)
+    assert kpa.scale(162.0, 90.0, 90.0, ready_pods=8) == 9
+
+
+def test_scale_down_delay_off_by_default_halves_per_tick() -> None:
+    """Knative's default (no delay): each 2 s decision may halve the *ready* pods (max-scale-down-rate 2),
+    whatever the 60 s average says, so 40 -> 20 -> 10 -> 5 in three ticks on a low stable concurrency."""
+    kpa = KnativeKpa(target_concurrency=10)
+    feed(kpa, 0, 120, 15.0)
+    ready = 40
+    seen = []
+    for t in (120.0, 122.0, 124.0):
+        ready = kpa.desired(t, ready_pods=ready)
+        seen.append(ready)
+    assert seen == [20, 10, 5]
+
+
+def test_scale_down_delay_rejects_bad_values() -> None:
+    for bad in (-1.0, 3601.0, float("nan")):
+        with pytest.raises(ValueError, match="scale_down_delay"):
+            KnativeKpa(target_concurrency=10, scale_down_delay=bad)
