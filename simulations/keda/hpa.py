@@ -47,6 +47,7 @@ Sources (kubernetes/kubernetes, ``pkg/controller/podautoscaler/``):
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -222,7 +223,6 @@ class HorizontalPodAutoscaler:
     behavior: HpaBehavior
     start: float
     current_replicas: int
-    recommendations: list[tuple[float, int]] = field(default_factory=list)
     up_events: list[tuple[float, int]] = field(default_factory=list)
     down_events: list[tuple[float, int]] = field(default_factory=list)
 
@@ -230,8 +230,14 @@ class HorizontalPodAutoscaler:
         if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
             raise ValueError(f"minReplicas={self.min_replicas}, maxReplicas={self.max_replicas}: "
                              "need 1 <= minReplicas <= maxReplicas")
-        if not self.recommendations:
-            self.recommendations.append((self.start, self.current_replicas))
+        # The recommendations as two monotonic queues of (time, count): ``_up_recs`` keeps the candidates
+        # for the minimum over the scale-up window (counts increasing front to back), ``_down_recs`` those
+        # for the maximum over the scale-down window (counts decreasing). A recommendation hidden by a
+        # later one that is at least as low (resp. high) can never be the window's min (max) again, so the
+        # fronts are exactly the min and max Kubernetes finds by scanning its list, in O(1) amortized.
+        # Seeded with the current count at ``start`` (``recordInitialRecommendation``).
+        self._up_recs: deque[tuple[float, int]] = deque([(self.start, self.current_replicas)])
+        self._down_recs: deque[tuple[float, int]] = deque([(self.start, self.current_replicas)])
 
     @property
     def tolerances(self) -> Tolerances:
@@ -284,24 +290,26 @@ class HorizontalPodAutoscaler:
         ``test_scale_up_stabilization_window_takes_lowest``)."""
         up_cut = now - self.behavior.scale_up.stabilization_window_seconds
         down_cut = now - self.behavior.scale_down.stabilization_window_seconds
-        up_rec = down_rec = desired
-        for t, rec in self.recommendations:
-            if t > up_cut:
-                up_rec = min(up_rec, rec)
-            if t > down_cut:
-                down_rec = max(down_rec, rec)
+        ups, downs = self._up_recs, self._down_recs
+        # "after" is strict: a recommendation exactly one window old no longer counts
+        while ups and ups[0][0] <= up_cut:
+            ups.popleft()
+        while downs and downs[0][0] <= down_cut:
+            downs.popleft()
+        up_rec = min(desired, ups[0][1]) if ups else desired
+        down_rec = max(desired, downs[0][1]) if downs else desired
         result = current
         if result < up_rec:
             result = up_rec
         if result > down_rec:
             result = down_rec
-        # Record the unstabilized recommendation, reusing the slot of one entry older than both windows
-        # (the last such entry, as Kubernetes does); such entries are never counted again.
-        old = [i for i, (t, _) in enumerate(self.recommendations) if t < up_cut and t < down_cut]
-        if old:
-            self.recommendations[old[-1]] = (now, desired)
-        else:
-            self.recommendations.append((now, desired))
+        # record the unstabilized recommendation
+        while ups and ups[-1][1] >= desired:
+            ups.pop()
+        ups.append((now, desired))
+        while downs and downs[-1][1] <= desired:
+            downs.pop()
+        downs.append((now, desired))
         return result
 
     def _store_event(self, now: float, before: int, after: int) -> None:

@@ -395,3 +395,26 @@ def test_kubernetes_calculate_limits_with_min_select_policy() -> None:
     both = (ScalingPolicy("Pods", 2, 60), ScalingPolicy("Percent", 50, 60))
     assert scale_up_limit(1, [], [], ScalingRules(300, both, "Min"), now=0.0) == 2
     assert scale_down_limit(5, [], [], ScalingRules(300, both, "Min"), now=0.0) == 3
+
+
+@pytest.mark.parametrize("up_window, down_window", [(0, 300), (60, 300), (300, 60), (30, 30), (0, 0)])
+def test_stabilize_matches_a_full_scan_of_the_recommendations(up_window, down_window) -> None:
+    """The monotonic queues give what Kubernetes' scan of every recommendation gives (min over the scale-up
+    window, max over the scale-down window, strict "after", seeded with the start count), on a random walk
+    with repeated instants and window-edge ages."""
+    import random
+
+    rng = random.Random(f"{up_window}-{down_window}")
+    up = ScalingRules(up_window, UP.policies)
+    down = ScalingRules(down_window, DOWN.policies)
+    h = hpa(5, up=up, down=down)
+    recs = [(0.0, 5)]
+    now = 0.0
+    for _ in range(800):
+        now += rng.choice((0.0, 1.0, 15.0, 15.0, 30.0, 60.0))
+        current, desired = rng.randint(1, 40), rng.randint(1, 40)
+        up_rec = min([desired] + [r for t, r in recs if t > now - up_window])
+        down_rec = max([desired] + [r for t, r in recs if t > now - down_window])
+        expected = min(max(current, up_rec), down_rec)
+        assert h._stabilize(now, current, desired) == expected, (now, current, desired)
+        recs.append((now, desired))
