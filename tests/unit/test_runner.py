@@ -79,3 +79,36 @@ def test_oracle_plan_executed_in_aggregate_holds_the_planned_replicas():
     assert o.ttft_ok / o.requests >= 0.95
     rate = week.requests / week.duration
     assert r.oracle.replicas.mean() >= rate / 40               # ~20-30 req/s per replica at most, not 80 on 1-3
+
+
+class _KpaFleet:
+    """A fleet as the KPA wiring sees it: total in flight, ready and status counts, and the scale it is given."""
+
+    def __init__(self, in_flight: float, ready: int, status: int):
+        self._in_flight, self._ready, self._status = in_flight, ready, status
+        self.scaled: list[tuple[int, float]] = []
+
+    def in_flight(self) -> float:
+        return self._in_flight
+
+    def ready_replicas(self) -> int:
+        return self._ready
+
+    def status_replicas(self) -> int:
+        return self._status
+
+    def scale_to(self, n: int, now: float) -> None:
+        self.scaled.append((n, now))
+
+
+def test_kpa_rate_limits_use_ready_pods_and_may_cut_loading_ones():
+    """Knative's ``Scale`` bounds a scale-down by the *ready* pods (``floor(ready / 2)``); pods still loading
+    do not hold the count up. 1 ready + 9 loading, 20 in flight, target 10: desired 2 (with the status count
+    the floor would be 5). This is why a KPA that overshoots removes pods before they become ready."""
+    from simulations.runner import KpaController
+
+    fleet = _KpaFleet(in_flight=20.0, ready=1, status=10)
+    ctrl = KpaController(fleet, Settings(fidelity="aggregate", kpa_target=10.0), 2.0)
+    ctrl.step(100.0)
+    assert fleet.scaled == [(2, 100.0)]
+    assert ctrl.kpa.panicking            # ceil(20 / 10) / 1 ready >= 2
