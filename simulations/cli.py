@@ -56,6 +56,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override the fleet model: alpha, beta, gamma (s), max_num_seqs, kv_tokens, "
                         "max_batched_tokens, name; repeatable")
     p.add_argument("--kpa-target", type=float, default=32.0, help="kpa: target concurrency per pod (default 32)")
+    p.add_argument("--kpa-scale-down-delay", type=float, default=0.0, metavar="S",
+                   help="kpa: Knative's scale-down-delay, 0-3600 s (default 0, Knative's default)")
     p.add_argument("--keda-threshold", type=float, default=5.0,
                    help="keda-threshold: avg waiting per pod target (default 5)")
     p.add_argument("--scaled-object", default=None, metavar="YAML",
@@ -119,7 +121,8 @@ def _settings(args, fidelity: str) -> Settings:
         cold_start=ColdStartModel(args.cold_start, args.cold_start_sigma), params=params,
         metadata=parse_metadata_pairs(args.metadata), max_replicas=args.max_replicas,
         initial_replicas=args.initial_replicas, request_timeout=args.request_timeout,
-        keda_threshold=args.keda_threshold, kpa_target=args.kpa_target, seed=args.seed,
+        keda_threshold=args.keda_threshold, kpa_target=args.kpa_target, kpa_scale_down_delay=args.kpa_scale_down_delay,
+        seed=args.seed,
         scaled_object=args.scaled_object, idle_gap=args.idle_gap, idle_first_n=args.idle_first_n)
 
 

@@ -69,6 +69,7 @@ class Settings:
     keda_threshold: float = 5.0
     keda_activation: float = 2.0
     kpa_target: float = 32.0
+    kpa_scale_down_delay: float = 0.0   # Knative's scale-down-delay (default 0, as Knative's)
     seed: int = 0
     scaled_object: str | None = None   # a ScaledObject YAML for predictive/reactive (default scenarios/scaler-external.yaml)
     timeline_step: float = 60.0
@@ -82,6 +83,8 @@ class Settings:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
+        if not (math.isfinite(self.kpa_scale_down_delay) and 0 <= self.kpa_scale_down_delay <= 3600):
+            raise ValueError(f"kpa-scale-down-delay must be within 0-3600 s, got {self.kpa_scale_down_delay!r}")
         if self.idle_first_n < 1:
             raise ValueError(f"idle-first-n must be >= 1, got {self.idle_first_n!r}")
         if self.max_replicas < 1 or self.initial_replicas < 0 or self.initial_replicas > self.max_replicas:
@@ -98,7 +101,8 @@ class Settings:
             "metadata": dict(self.metadata), "max_replicas": self.max_replicas,
             "initial_replicas": self.initial_replicas, "request_timeout": self.request_timeout, "tick": self.tick,
             "keda_threshold": self.keda_threshold, "keda_activation_threshold": self.keda_activation,
-            "kpa_target_concurrency": self.kpa_target, "seed": self.seed,
+            "kpa_target_concurrency": self.kpa_target, "kpa_scale_down_delay": self.kpa_scale_down_delay,
+            "seed": self.seed,
             "first_after_idle": {"gap_s": self.idle_gap, "first_n": self.idle_first_n},
             "scaled_object": self.scaled_object or str(SCENARIOS / "scaler-external.yaml"),
         }
@@ -244,7 +248,8 @@ class KpaController(Controller):
         from .kpa import KnativeKpa
 
         self.fleet = fleet
-        self.kpa = KnativeKpa(target_concurrency=s.kpa_target, min_scale=0, max_scale=s.max_replicas)
+        self.kpa = KnativeKpa(target_concurrency=s.kpa_target, min_scale=0, max_scale=s.max_replicas,
+                              scale_down_delay=s.kpa_scale_down_delay)
         self.tick = tick
 
     def step(self, now: float) -> None:

@@ -87,3 +87,18 @@ def test_first_after_idle_outcome_in_table_and_json(tmp_path, capsys, fidelity):
 def test_table_has_no_idle_columns_without_time_at_zero(capsys):
     assert main(["simulate", "--duration", "300", "--policy", "keda-threshold"]) == 0
     assert "idle TTFT ok" not in capsys.readouterr().out
+
+
+def test_kpa_scale_down_delay_reaches_knative_and_damps_flapping(tmp_path, capsys):
+    """--kpa-scale-down-delay is Knative's scale-down-delay: with it the kpa baseline flaps less."""
+    docs = {}
+    for delay in ("0", "600"):
+        out = tmp_path / f"kpa{delay}.json"
+        assert main(["simulate", "--trace", "azure-2024-week", "--fidelity", "aggregate", "--duration", "21600",
+                     "--policy", "kpa", "--kpa-scale-down-delay", delay, "--json", str(out)]) == 0
+        docs[delay] = json.loads(out.read_text())
+    assert docs["600"]["settings"]["kpa_scale_down_delay"] == 600.0
+    assert docs["600"]["policies"]["kpa"]["cold_starts"] < docs["0"]["policies"]["kpa"]["cold_starts"]
+    capsys.readouterr()
+    assert main(["simulate", "--policy", "kpa", "--kpa-scale-down-delay", "5000"]) != 0
+    assert "kpa-scale-down-delay" in capsys.readouterr().err
