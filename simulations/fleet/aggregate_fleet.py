@@ -33,7 +33,6 @@ the same input by ``tests/unit/test_fleet_fidelity.py``.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import deque
 
 import numpy as np
@@ -43,19 +42,6 @@ from scaler.signals import Signals
 from .base import AfterIdle, FleetBase, FleetOutcome, first_after_idle, window_attainment
 from .lifecycle import ColdStartModel, Replica, ReplicaSet
 from .model import ModelParams, saturation
-
-
-def _interp(x: float, xp: list[float], fp: list[float]) -> float:
-    """``np.interp(x, xp, fp)`` for one point, with numpy's arithmetic (slope * (x - xp[j]) + fp[j])."""
-    if x <= xp[0]:
-        return fp[0]
-    last = len(xp) - 1
-    if x >= xp[last]:
-        return fp[last]
-    j = bisect.bisect_right(xp, x) - 1
-    if x == xp[j]:
-        return fp[j]
-    return (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]) * (x - xp[j]) + fp[j]
 
 
 def _weighted_quantile(pairs: list[tuple[float, float]], q: float) -> float | None:
@@ -133,8 +119,6 @@ class AggregateFleet(FleetBase):
         self._state = (0.0, 0.0, 0.0)    # running per replica, iteration time, P (last slice)
         self._merge_key: tuple | None = None   # (bin, R, rate) of the last slice when it can be extended
         self._merge_share = (0.0, 0.0, 0.0)
-        self._cum: list[float] | None = None     # cumulative counts at bin edges (built on first _history)
-        self._edges: list[float] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _on_drain(self, r: Replica, now: float) -> bool:
@@ -396,33 +380,14 @@ class AggregateFleet(FleetBase):
         )
 
     def _history(self, now: float, history: float) -> tuple[tuple[float, float], ...]:
-        """(t, req/s over the minute ending at t) every 60 s over the last ``history`` seconds.
-
-        The count over ``(t - 60, t]`` is the difference of the cumulative count ``C(t)``, linear within a
-        bin. Pure Python on cached lists (a decision reads ~10 points: numpy's per-call overhead dominated):
-        the arithmetic is the one of ``np.arange(now - history + 60, now + 1e-9, 60)`` and ``np.interp``
-        over the bin edges, operation for operation, so the points are bit-identical to that reference
-        (``tests/unit/test_aggregate_history.py::test_history_matches_numpy_reference``)."""
-        cum = self._cum
-        if cum is None:
-            c = np.concatenate([[0.0], np.cumsum(self.counts)])
-            cum = self._cum = c.tolist()
-            self._edges = (self.start + self.bin * np.arange(len(c))).tolist()
-        edges = self._edges
-        first = now - history + 60.0
-        steps = math.ceil((now + 1e-9 - first) / 60.0)
-        if steps <= 0:
-            return ()
-        # np.arange: x0 = first, x1 = first + 60, then x_i = first + i * (x1 - x0)
-        delta = (first + 60.0) - first
-        start = self.start
-        out = []
-        for i in range(steps):
-            t = first if i == 0 else (first + 60.0 if i == 1 else first + i * delta)
-            lo = t - 60.0
-            if lo >= start:
-                out.append((t, (_interp(t, edges, cum) - _interp(lo, edges, cum)) / 60.0))
-        return tuple(out)
+        """(t, req/s over the minute ending at t) every 60 s over the last ``history`` seconds."""
+        if not hasattr(self, "_cum"):
+            self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
+            self._edges = self.start + self.bin * np.arange(len(self._cum))
+        ts = np.arange(now - history + 60.0, now + 1e-9, 60.0)
+        ts = ts[ts - 60.0 >= self.start]
+        c = np.interp(ts, self._edges, self._cum) - np.interp(ts - 60.0, self._edges, self._cum)
+        return tuple((float(t), float(x) / 60.0) for t, x in zip(ts, c))
 
     def pod_states(self) -> list[tuple[Replica, int, int, float]]:
         n, _, P = self._state
