@@ -60,12 +60,13 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import yaml
+
+from simulations.podserver import TextHTTPServer, metrics_only
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "deploy" / "examples" / "scaledobject-external-push" / "scaledobject.yaml"
@@ -245,36 +246,9 @@ class PodExporter:
             return self.by_pod.get(name, "")
 
 
-class MetricsPort:
+def metrics_port(body: Callable[[], str]) -> TextHTTPServer:
     """One HTTP server on 127.0.0.1 answering GET /metrics with ``body()`` (a pod slot, or the router)."""
-
-    def __init__(self, body: Callable[[], str]):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404)
-                    return
-                data = body().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                       name=f"metrics-{self.port}", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+    return TextHTTPServer(metrics_only(body), name="metrics", poll_interval=0.1)
 
 
 # ------------------------------------------------------------------------------------------------ outage
@@ -602,9 +576,9 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
                              cold_start=ColdStartModel(median=timing.cold_start, sigma=0.0), start=time.time(),
                              initial_replicas=1, seed=seed, request_timeout=30.0, deployment=DEPLOYMENT)
         exporter = PodExporter(fleet, slots)
-        ports = [MetricsPort(lambda i=i: exporter.text(i)) for i in range(slots)]
+        ports = [metrics_port(lambda i=i: exporter.text(i)) for i in range(slots)]
         router_text = {"v": ""}
-        ports.append(MetricsPort(lambda: router_text["v"]))
+        ports.append(metrics_port(lambda: router_text["v"]))
         cleanup += [p.close for p in ports]
 
         say(f"starting Prometheus (scrapes {len(ports)} ports every {timing.scrape_interval} s)")
@@ -904,32 +878,17 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
     lock = threading.Lock()
     stop = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?")[0]
-            if path == "/metrics":
-                body = (f"# TYPE {ROUTER_METRIC} gauge\n"
-                        f'{ROUTER_METRIC}{{deployment="{deployment}"}} {len(fleet.gateway)}\n')
-            elif path.startswith("/pods/") and path.endswith("/metrics"):
-                with lock:
-                    sim = names.get(path[len("/pods/"):-len("/metrics")])
-                body = "" if sim is None else exporter.text_of_pod(sim)
-            else:
-                self.send_error(404)
-                return
-            data = body.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path: str) -> tuple[int, bytes] | None:
+        if path == "/metrics":
+            return 200, (f"# TYPE {ROUTER_METRIC} gauge\n"
+                         f'{ROUTER_METRIC}{{deployment="{deployment}"}} {len(fleet.gateway)}\n').encode()
+        if path.startswith("/pods/") and path.endswith("/metrics"):
+            with lock:
+                sim = names.get(path[len("/pods/"):-len("/metrics")])
+            return 200, ("" if sim is None else exporter.text_of_pod(sim)).encode()
+        return None
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = TextHTTPServer(respond, host="0.0.0.0", port=port, name="loadgen")
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     print(f"loadgen: {len(arr)} requests from {time.strftime('%H:%M:%S', time.localtime(start))}, "
           f"following {namespace}/{deployment}", flush=True)
@@ -948,7 +907,7 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
         mapping = assign_pods(names, ready, [r.name for r in fleet.rs.ready()])
         with lock:
             names = mapping
-    server.shutdown()
+    server.close()
     return 0
 
 
@@ -975,32 +934,19 @@ def serve_pod(port: int, loadgen_url: str, startup_delay: float) -> int:
     ready_at = time.monotonic() + startup_delay
     stop = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?")[0]
-            if path == "/health":
-                code, body = (200, b"") if time.monotonic() >= ready_at else (503, b"loading model\n")
-            elif path == "/metrics":
-                try:
-                    with urllib.request.urlopen(f"{loadgen_url}/pods/{pod}/metrics", timeout=2) as r:
-                        code, body = 200, r.read()
-                except OSError as exc:
-                    code, body = 503, f"loadgen unreachable: {exc}\n".encode()
-            else:
-                code, body = 404, b""
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(path: str) -> tuple[int, bytes]:
+        if path == "/health":
+            return (200, b"") if time.monotonic() >= ready_at else (503, b"loading model\n")
+        if path == "/metrics":
+            try:
+                with urllib.request.urlopen(f"{loadgen_url}/pods/{pod}/metrics", timeout=2) as r:
+                    return 200, r.read()
+            except OSError as exc:
+                return 503, f"loadgen unreachable: {exc}\n".encode()
+        return 404, b""
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = TextHTTPServer(respond, host="0.0.0.0", port=port, name="pod")
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     stop.wait()
-    server.shutdown()
+    server.close()
     return 0

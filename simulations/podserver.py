@@ -27,35 +27,56 @@ from .exposition import render_text
 from .fleet.metrics import pod_metrics
 
 
-class _PodHTTP:
-    def __init__(self, owner: "PodServer", pod: str):
-        owner_ref, pod_name = owner, pod
+EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+Respond = Callable[[str], "tuple[int, bytes] | None"]
+
+
+class TextHTTPServer:
+    """A threaded HTTP server answering GET with ``respond(path)`` -> ``(status, body)``, or 404 on ``None``.
+
+    Bodies are sent as Prometheus' text exposition type. The one small server behind every simulated
+    endpoint: per-pod ``/metrics`` here, and the demo's pod slots, router, loadgen and pod roles.
+    """
+
+    def __init__(self, respond: Respond, *, host: str = "127.0.0.1", port: int = 0, name: str = "http",
+                 poll_interval: float = 0.5):
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                if self.path.split("?")[0] != "/metrics":
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                answer = respond(self.path.split("?")[0])
+                if answer is None:
                     self.send_error(404)
                     return
-                body = owner_ref.render(pod_name).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                code, body = answer
+                self.send_response(code)
+                self.send_header("Content-Type", EXPOSITION_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *a):
+            def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name=f"pod-{pod}", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": poll_interval},
+                                       name=f"{name}-{self.port}", daemon=True)
         self.thread.start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+def metrics_only(body: Callable[[], str]) -> Respond:
+    """A ``respond`` serving ``body()`` at ``/metrics`` and 404 elsewhere."""
+    return lambda path: (200, body().encode()) if path == "/metrics" else None
+
+
+def _pod_http(owner: "PodServer", pod: str) -> TextHTTPServer:
+    return TextHTTPServer(metrics_only(lambda: owner.render(pod)), name=f"pod-{pod}")
 
 
 class PodServer:
@@ -68,7 +89,7 @@ class PodServer:
         self.fleet, self.start_v, self.speed, self.tick = fleet, start, speed, tick
         self.namespace, self.model_name, self.names, self.wall = namespace, model_name, names, wall
         self._lock = threading.Lock()
-        self._pods: dict[str, _PodHTTP] = {}
+        self._pods: dict[str, TextHTTPServer] = {}
         self._metrics: dict = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,7 +106,7 @@ class PodServer:
             self._metrics = {p.pod: p for p in pms}
             self.now = now
             for name in set(self._metrics) - set(self._pods):
-                self._pods[name] = _PodHTTP(self, name)
+                self._pods[name] = _pod_http(self, name)
             gone = [n for n in self._pods if n not in self._metrics]
         for n in gone:
             self._pods.pop(n).close()
