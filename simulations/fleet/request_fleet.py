@@ -156,6 +156,9 @@ class RequestFleet(FleetBase):
         req = self.req
         pods = self._reporting()
         lo_t = now - window
+        # Rates over the part of the window since the trace started, as Prometheus' rate() over a counter
+        # that appeared mid-window: dividing by the whole window would read the time before the start as idle.
+        span = min(window, now - self.start)
         A = req.arrival
         hi = int(np.searchsorted(A, now, side="right"))
         a_lo = int(np.searchsorted(A, lo_t, side="right"))
@@ -180,7 +183,12 @@ class RequestFleet(FleetBase):
             output_mean = float(o.mean())
         demand_history: tuple[tuple[float, float], ...] = ()
         if history > 0:
-            edges = np.arange(now - history, now + 1e-9, 60.0)
+            # What DemandHistoryReader reads: the rate over each minute ending at an absolute minute boundary,
+            # as of the start of now's minute. Minutes before the trace starts are absent, not zero (Prometheus
+            # has no sample before a series exists): zeros would read as a ramp from nothing to the trace's rate.
+            at = math.floor(now / 60.0) * 60.0
+            edges = np.arange(at - history, at + 1e-9, 60.0)
+            edges = edges[edges >= self.start]
             counts = np.diff(np.searchsorted(A, edges, side="right"))
             demand_history = tuple((float(t), float(c) / 60.0) for t, c in zip(edges[1:], counts))
         n = len(pods)
@@ -192,8 +200,8 @@ class RequestFleet(FleetBase):
             kv_cache_usage=(sum(e.kv_usage() for e in pods) / n) if n else None,
             ttft_p95=ttft_p95,
             tpot_p95=tpot_p95,
-            completion_rate=done / window,
-            arrival_rate=arrivals / window,
+            completion_rate=done / span if span > 0 else None,
+            arrival_rate=arrivals / span if span > 0 else None,
             prompt_tokens_mean=prompt_mean,
             output_tokens_mean=output_mean,
             ready_replicas=self.rs.count("ready"),

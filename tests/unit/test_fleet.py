@@ -124,6 +124,22 @@ def test_signals_unknown_is_none_not_zero():
     assert s.waiting == 0.0 and s.ttft_p95 is None and s.tpot_p95 is None and s.arrival_rate == 0.0
 
 
+def test_rates_near_the_start_cover_the_elapsed_span_and_history_starts_with_the_trace():
+    # 1 req/s from T0 (T0 is not on a minute boundary). The part of a window before the trace started is
+    # unknown, not idle: a rate over it (like Prometheus' rate() over a new counter) covers the elapsed span.
+    arr = [0.5 + k for k in range(300)]
+    f = fleet(arr, [10] * 300, [2] * 300, replicas=1)
+    assert f.signals(T0, 60).arrival_rate is None
+    assert f.signals(T0 + 15, 60).arrival_rate == pytest.approx(1.0)
+    # History as DemandHistoryReader reads it: minutes ending on absolute minute boundaries up to the start
+    # of now's minute, none reaching before the trace (no zeros for "before it existed").
+    s = f.signals(T0 + 250, 60, history=600)
+    at = math.floor((T0 + 250) / 60) * 60
+    assert [t for t, _ in s.demand_history] == [at - 120, at - 60, at]
+    assert all(t - 60 >= T0 for t, _ in s.demand_history)
+    assert [r for _, r in s.demand_history] == pytest.approx([1.0, 1.0, 1.0])
+
+
 def test_window_attainment():
     t = np.array([0, 1, 2, 61, 62, 200.0])
     ok = np.array([1, 1, 1, 1, 0, 1.0])

@@ -30,6 +30,20 @@ def test_worked_example() -> None:
     assert p.upper == pytest.approx(22.106, abs=1e-3)
 
 
+def test_residual_variance_is_the_mean_of_the_first_errors() -> None:
+    # alpha = beta = 1e-9: a frozen level (10) and no trend, so each one-step error is y - 10.
+    # Errors 4, 1, 1, 1 (rho = 0.05): sigma^2 = mean of their squares (19/4) while n <= 1/rho = 20,
+    # not an EWMA that keeps 0.95^3 of the first error's 16.
+    params = ForecastParams(alpha=1e-9, beta=1e-9, residual_weight=0.05)
+    fc = fold_all([10, 14, 11, 11, 11], params)
+    assert fc.variance == pytest.approx((16 + 1 + 1 + 1) / 4, rel=1e-6)
+    # After 1/rho errors the EWMA takes over: the 21st error (n = 21) has weight rho, not 1/21.
+    fc = fold_all([10] + [11] * 20, params)
+    assert fc.variance == pytest.approx(1.0, rel=1e-6)
+    fc2 = fc.fold(fc.last_bucket + 1, 13.0)  # error 3
+    assert fc2.variance == pytest.approx(0.95 * 1.0 + 0.05 * 9.0, rel=1e-5)
+
+
 def test_linear_ramp_is_extrapolated() -> None:
     # 1 req/s more every minute for two hours: Holt learns the slope and forecasts 4 minutes ahead.
     fc = fold_all([1.0 * k for k in range(120)])
