@@ -313,7 +313,17 @@ class DemandForecaster:
         if key in self._memo:
             return self._memo[key]
         season, season_at = self.season, self.season_at
-        best = max((season[i % RING] for i in range(lo, hi + 1) if season_at[i % RING] == i), default=None)
+        # max over the buckets i in [lo, hi] still held in the ring (season_at[i mod RING] == i), walked as
+        # contiguous runs of slots (at most two: the range may wrap around the ring)
+        held: list[float] = []
+        i = lo
+        while i <= hi:
+            s0 = i % RING
+            n = min(hi - i + 1, RING - s0)
+            held += [v for v, at, want in zip(season[s0:s0 + n], season_at[s0:s0 + n], range(i, i + n))
+                     if at == want]
+            i += n
+        best = max(held, default=None)
         self._memo[key] = best
         return best
 
@@ -383,23 +393,47 @@ class DemandForecaster:
         """What a decision reads from the forecast, in one pass over :meth:`path` ``(now, window)``: the
         largest upper bound over the window, the largest point forecast up to ``now + horizon``, and the
         forecast at ``now + horizon``. Same numbers as reading :meth:`path` and :meth:`at`, without
-        building the points (``tests/unit/test_forecast.py::test_outlook_matches_path_and_at``)."""
+        building the points (``tests/unit/test_forecast.py::test_outlook_matches_path_and_at``).
+
+        This runs at every decision, so :meth:`_point` is inlined here with its loop invariants hoisted;
+        every float operation is the one :meth:`_point` does, in the same order (``a * b * h`` is
+        ``(a * b) * h``), so the numbers are bit-identical to it."""
         then = self._then()
-        sd = self.params.z * math.sqrt(self.variance)
+        p = self.params
+        sd = p.z * math.sqrt(self.variance)
+        a, b = p.alpha, p.beta
+        aa, ab, bb = a * a, a * b, b * b
+        last = self.last_bucket
+        mid = (last + 0.5) * STEP
+        level, trend = self.level, self.trend
+        memo, yesterday = self._memo, self._yesterday
+        sqrt = math.sqrt
         peak_upper = peak_rate = -math.inf
         limit = now + horizon + 1e-9
-        point = self._point
         t_h = now + horizon
         at_h = None
         for t in self._times(now, window):
-            rate, upper, _ = point(t, then, sd)
+            h = (t - mid) / STEP
+            if h < 1.0:
+                h = 1.0
+            change = 0.0
+            if then is not None:
+                j = last + max(1, round(h)) - SEASON
+                later = memo[j] if j in memo else yesterday(j)
+                if later is not None:
+                    change = later - then
+            ahead = h * trend
+            rate = level + (ahead if ahead > change else change)
+            if rate < 0.0:
+                rate = 0.0
+            upper = rate + sd * sqrt(1 + (h - 1) * (aa + ab * h + bb * h * (2 * h - 1) / 6))
             if upper > peak_upper:
                 peak_upper = upper
             if t <= limit and rate > peak_rate:
                 peak_rate = rate
             if t == t_h:
                 at_h = (rate, upper)
-        rate_h, upper_h = at_h if at_h is not None else point(t_h, then, sd)[:2]
+        rate_h, upper_h = at_h if at_h is not None else self._point(t_h, then, sd)[:2]
         return Outlook(peak_upper=peak_upper, peak_rate=peak_rate, rate_at_horizon=rate_h,
                        upper_at_horizon=upper_h)
 

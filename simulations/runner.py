@@ -336,8 +336,10 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
             k += 1
             if t >= next_tl - 1e-9:
                 cache = getattr(ctrl, "cache", None)
-                if cache is not None and cache.window == s.timeline_step and not cache.history:
-                    sig = cache(t)          # the signals KEDA just read at this instant
+                if cache is not None and cache.window == s.timeline_step:
+                    # the signals KEDA just read at this instant (arrival rate and P95 TTFT do not depend on
+                    # the demand history the predictive cache also carries)
+                    sig = cache(t)
                 else:
                     sig = fleet.signals(t, s.timeline_step)
                 tl.t.append(t)

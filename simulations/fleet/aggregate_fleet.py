@@ -119,6 +119,9 @@ class AggregateFleet(FleetBase):
         self._state = (0.0, 0.0, 0.0)    # running per replica, iteration time, P (last slice)
         self._merge_key: tuple | None = None   # (bin, R, rate) of the last slice when it can be extended
         self._merge_share = (0.0, 0.0, 0.0)
+        self._cum: np.ndarray | None = None      # cumulative counts at bin edges (built on first _history)
+        self._edges: np.ndarray | None = None
+        self._history_memo: dict[float, tuple[float, float]] = {}   # t -> (t, req/s): see _history
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _on_drain(self, r: Replica, now: float) -> bool:
@@ -333,23 +336,35 @@ class AggregateFleet(FleetBase):
             i = 0
         arrivals = served = psum = lsum = 0.0
         ttft_pairs, tpot_pairs = [], []
-        for k in range(i, len(s_t)):
-            st = s_t[k]
+        n_slices = len(s_t)
+        if i < n_slices:
+            # Only the first slice can straddle the window's start (slice starts increase strictly): its
+            # share f of the span; every later slice counts whole (f = 1, and x * 1.0 == x exactly).
+            st = s_t[i]
             if st >= lo_t:
                 f = 1.0
             else:
-                d = s_dt[k]
+                d = s_dt[i]
                 f = (st + d - lo_t) / d if d > 0 else 0.0
-                if f <= 0:
-                    continue
-            arrivals += s_arr[k] * f
-            sv = s_served[k] * f
-            if sv > 0:
-                served += sv
-                ttft_pairs.append((s_base[k], sv))
-                tpot_pairs.append((s_iter[k], sv))
-                psum += s_p[k] * sv
-                lsum += s_l[k] * sv
+            if f > 0:
+                arrivals += s_arr[i] * f
+                sv = s_served[i] * f
+                if sv > 0:
+                    served += sv
+                    ttft_pairs.append((s_base[i], sv))
+                    tpot_pairs.append((s_iter[i], sv))
+                    psum += s_p[i] * sv
+                    lsum += s_l[i] * sv
+            j = i + 1
+            for a_k, sv, base_k, it_k, p_k, l_k in zip(s_arr[j:], s_served[j:], s_base[j:], s_iter[j:],
+                                                       s_p[j:], s_l[j:]):
+                arrivals += a_k
+                if sv > 0:
+                    served += sv
+                    ttft_pairs.append((base_k, sv))
+                    tpot_pairs.append((it_k, sv))
+                    psum += p_k * sv
+                    lsum += l_k * sv
         base95 = _weighted_quantile(ttft_pairs, 0.95)
         ttft95 = base95 + self.params.gamma * self.prompt_p95 if base95 is not None else None
         n_ready = self.rs.count("ready")
@@ -380,14 +395,29 @@ class AggregateFleet(FleetBase):
         )
 
     def _history(self, now: float, history: float) -> tuple[tuple[float, float], ...]:
-        """(t, req/s over the minute ending at t) every 60 s over the last ``history`` seconds."""
-        if not hasattr(self, "_cum"):
+        """(t, req/s over the minute ending at t) every 60 s over the last ``history`` seconds.
+
+        The count over ``(t - 60, t]`` is ``C(t) - C(t - 60)``, ``C`` the cumulative count, linear within
+        a bin (``np.interp`` over the bin edges). A point depends on ``t`` alone, and consecutive decisions
+        share all their points but the newest (the points of ``now`` and ``now + 60`` are the same instants
+        shifted by one), so each point is computed once, by the same numpy calls, and memoised by ``t``:
+        the tuple is the one the direct computation gives
+        (``tests/unit/test_aggregate_history.py::test_memoised_history_matches_the_direct_computation``).
+        """
+        if self._cum is None:
             self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
             self._edges = self.start + self.bin * np.arange(len(self._cum))
-        ts = np.arange(now - history + 60.0, now + 1e-9, 60.0)
-        ts = ts[ts - 60.0 >= self.start]
-        c = np.interp(ts, self._edges, self._cum) - np.interp(ts - 60.0, self._edges, self._cum)
-        return tuple((float(t), float(x) / 60.0) for t, x in zip(ts, c))
+        start, memo = self.start, self._history_memo
+        ts = [t for t in np.arange(now - history + 60.0, now + 1e-9, 60.0).tolist() if t - 60.0 >= start]
+        for t in ts:
+            if t not in memo:
+                ends = np.array([t, t - 60.0])
+                c = np.interp(ends, self._edges, self._cum)
+                memo[t] = (t, float(c[0] - c[1]) / 60.0)
+        if len(memo) > 4096:   # a long run: keep the recent points (later decisions read those)
+            for t in sorted(memo)[:-1024]:
+                del memo[t]
+        return tuple([memo[t] for t in ts])
 
     def pod_states(self) -> list[tuple[Replica, int, int, float]]:
         n, _, P = self._state

@@ -24,3 +24,29 @@ def test_history_interpolates_within_a_bin():
     f = fleet(counts, 1000.0)
     pts = dict(f._history(1125.0, 60.0))
     assert abs(pts[1125.0] - 30.0 / 60.0) < 1e-12   # window (1065, 1125]: half of bin 6
+
+
+def _direct_history(f, now, history):
+    """The reference: every point computed from scratch (np.arange + np.interp), no memo."""
+    import numpy as np
+
+    cum = np.concatenate([[0.0], np.cumsum(f.counts)])
+    edges = f.start + f.bin * np.arange(len(cum))
+    ts = np.arange(now - history + 60.0, now + 1e-9, 60.0)
+    ts = ts[ts - 60.0 >= f.start]
+    c = np.interp(ts, edges, cum) - np.interp(ts - 60.0, edges, cum)
+    return tuple((float(t), float(x) / 60.0) for t, x in zip(ts, c))
+
+
+def test_memoised_history_matches_the_direct_computation():
+    # irregular counts, a start that is not a whole minute, decision instants every 15 s and a few odd ones
+    import random
+
+    rng = random.Random(7)
+    f = fleet([rng.random() * 50 for _ in range(400)], 1715299213.25)
+    nows = [f.start + 15.0 * k for k in range(1, 260)] + [f.start + 1234.567, f.start + 3999.9]
+    for now in nows:
+        for history in (600.0, 180.0):
+            got = f._history(now, history)
+            assert got == _direct_history(f, now, history), (now, history)   # exact: bit-identical floats
+    assert len(f._history_memo) > 0

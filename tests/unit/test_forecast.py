@@ -187,3 +187,50 @@ def test_memoised_reads_belong_to_their_state() -> None:
     assert later.yesterday_peak(now2, 225.0) == fresh.yesterday_peak(now2, 225.0)
     # and reading the old state again still gives its own numbers
     assert (fc.outlook(now, 225.0, 225.0), fc.yesterday_peak(now, 225.0)) == before
+
+
+def _states_with_gaps():
+    """Forecasters with a season, with gaps in the ring (skipped buckets), ending at various ring slots."""
+    rng = random.Random(11)
+    out = []
+    for n in (SEASON + 40, SEASON + 777, 2 * SEASON + 1555):
+        fc = DemandForecaster()
+        k = 0
+        while k < n:
+            fc = fc.fold(k, max(0.0, _daily(k) + rng.gauss(0.0, 2.0)))
+            k += 1 if rng.random() > 0.05 else rng.randint(2, 15)   # some missing minutes, some long gaps
+        out.append(fc)
+    return out
+
+
+def test_outlook_is_bit_identical_to_the_point_formula_at_any_instant() -> None:
+    """``outlook`` inlines ``_point`` for speed: at many instants, windows and horizons (h clamped at 1,
+    fractional h, a horizon off the minute grid) its numbers equal ``_point``'s exactly."""
+    for fc in _states_with_gaps():
+        then = fc._then()
+        base = (fc.last_bucket + 1) * STEP
+        for now in [base + x for x in (-59.0, -30.0, 0.0, 0.5, 15.0, 29.99, 44.0, 59.0, 75.0, 130.0)]:
+            for window, horizon in ((277.6, 277.6), (400.0, 225.0), (30.0, 30.0), (600.0, 600.0)):
+                ref = [(t, fc._point(t, then)) for t in fc._times(now, window)]
+                o = fc.outlook(now, window, horizon)
+                assert o.peak_upper == max(u for _, (_, u, _) in ref)
+                assert o.peak_rate == max(r for t, (r, _, _) in ref if t <= now + horizon + 1e-9)
+                r_h, u_h, _ = fc._point(now + horizon, then)
+                assert (o.rate_at_horizon, o.upper_at_horizon) == (r_h, u_h)
+
+
+def test_yesterday_peak_is_the_max_over_the_held_buckets() -> None:
+    """The run-wise scan equals the plain definition: max of season[i mod RING] over i in the range whose
+    slot still holds bucket i (ranges that wrap around the ring, gaps, buckets already overwritten)."""
+    from scaler.forecast import RING
+
+    def reference(fc, now, horizon):
+        j = fc.params.wake_jitter
+        lo, hi = bucket_of(now) - SEASON - j, bucket_of(now + horizon) - SEASON + j
+        return max((fc.season[i % RING] for i in range(lo, hi + 1) if fc.season_at[i % RING] == i), default=None)
+
+    for fc in _states_with_gaps():
+        base = (fc.last_bucket + 1) * STEP
+        for now in [base + 60.0 * m + 7.0 for m in range(-3, 4)] + [base - 2 * 86400.0]:
+            for horizon in (0.0, 225.0, 3600.0, 200 * 60.0):
+                assert fc.yesterday_peak(now, horizon) == reference(fc, now, horizon), (now, horizon)
