@@ -214,7 +214,7 @@ KEYS: tuple[Key, ...] = (
         "The vLLM Deployment; its pods are matched as `pod=~\"<name>-.*\"`. Default: the ScaledObject's name."),
     Key("modelName", "model_name", _label_value, None, "string",
         "If set, only series with this vLLM `model_name` label are read."),
-    Key("policy", "policy", _choice(*POLICIES), "reactive", "enum",
+    Key("policy", "policy", _choice(*POLICIES), "predictive", "enum",
         "Formula inside `decide()`: `reactive` (queue, latency, KV, running) or `predictive`."),
     Key("minReplicas", "min_replicas", _int(0), 0, "int",
         "Lowest replica count the policy asks for (KEDA's `minReplicaCount` still applies)."),
@@ -253,7 +253,7 @@ KEYS: tuple[Key, ...] = (
         "KEDA poll + HPA sync delay added to the cold start to form the forecast horizon."),
     Key("capacityPerReplica", "capacity_per_replica", _float(0, lo_open=True), None, "requests/s",
         "Requests/s one replica sustains within the SLO. Default: learned online, else calibrated."),
-    Key("targetUtilization", "target_utilization", _float(0, 1, lo_open=True), 0.8, "fraction",
+    Key("targetUtilization", "target_utilization", _float(0, 1, lo_open=True), 0.9, "fraction",
         "Predictive: plan for forecast demand at this fraction of per-replica capacity."),
     Key("forecast", "forecast", _choice("holt", "none"), "holt", "enum",
         "Predictive: demand forecaster (`holt`: Holt trend + daily season when a day of history exists; "
@@ -291,7 +291,7 @@ class PolicyConfig:
     deployment: str
     prometheus_address: str
     model_name: str | None = None
-    policy: str = "reactive"
+    policy: str = "predictive"
     min_replicas: int = 0
     max_replicas: int = 10
     ttft_p95: float = 2.5
@@ -308,7 +308,7 @@ class PolicyConfig:
     cold_start: float | None = None
     reaction_lag: float = 45.0
     capacity_per_replica: float | None = None
-    target_utilization: float = 0.8
+    target_utilization: float = 0.9
     forecast: str = "holt"
     fleet_model: Any = None  # scaler.capacity.FleetModel
     forecast_activation_rate: float = 0.05

@@ -146,7 +146,7 @@ SCALED_OBJECT_EXAMPLES = ["examples/scaledobject-external", "examples/scaledobje
 # Keys an example sets on purpose to something other than the KEYS default, with the reason.
 SITE_SPECIFIC = {"deploymentName": "llama-3-8b", "modelName": "llama-3-8b"}   # the example vLLM Deployment
 OVERRIDES = {
-    "examples/scaledobject-external": {},
+    "examples/scaledobject-external": {"policy": "reactive"},   # shows the reactive policy (default: predictive)
     "examples/scaledobject-external-push": {"policy": "predictive"},   # shows the predictive policy's keys
 }
 

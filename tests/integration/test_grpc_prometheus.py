@@ -104,14 +104,14 @@ def test_keda_calls_answer_what_the_policy_says_for_the_loaded_series(backfilled
             stub = pb_grpc.ExternalScalerStub(channel)
             seen = {}
             for deployment in ("llama", "mistral", "gemma"):  # gemma: no pods at all (at zero)
-                r = ref(deployment)
+                r = ref(deployment, policy="reactive")  # fleets built for the reactive formula's terms
                 spec = stub.GetMetricSpec(r, timeout=DEADLINE).metricSpecs[0]
                 assert (spec.metricName, spec.targetSize, spec.targetSizeFloat) == (METRIC_NAME, 1, 1.0)
                 value = stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=r, metricName=METRIC_NAME),
                                         timeout=DEADLINE).metricValues[0]
                 active = stub.IsActive(r, timeout=DEADLINE).result
                 seen[deployment] = (value.metricValue, value.metricValueFloat, active)
-        cfg = lambda d: parse_metadata({"window": "60"}, scaled_object=d, namespace=NS,  # noqa: E731
+        cfg = lambda d: parse_metadata({"window": "60", "policy": "reactive"}, scaled_object=d, namespace=NS,  # noqa: E731
                                        defaults=ServerDefaults(prometheus_url=prom.url))
         llama = decide(expected_signals("llama", T_END), None, cfg("llama"), T_END)
         mistral = decide(expected_signals("mistral", T_END), None, cfg("mistral"), T_END)

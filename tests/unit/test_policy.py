@@ -10,6 +10,7 @@ NOW = 1_700_000_000.0
 
 
 def cfg(**md):
+    md.setdefault("policy", "reactive")  # this file pins the reactive policy (the default is predictive)
     return parse_metadata({k: str(v) for k, v in md.items()}, scaled_object="llama", namespace="ml")
 
 

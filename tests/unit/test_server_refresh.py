@@ -17,7 +17,7 @@ from scaler.signals import Signals
 
 T0 = 1_800_000_000.0
 BUSY = Signals(observed_at=T0, pods_reporting=3, waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1,
-               tpot_p95=0.05)
+               tpot_p95=0.05, completion_rate=8.0)
 IDLE = Signals(observed_at=T0, pods_reporting=1, waiting=0, running=0, kv_cache_usage=0.0)
 
 
@@ -93,7 +93,8 @@ def test_policy_state_is_carried_between_refreshes() -> None:
     # scaleToZeroAfter=300: after demand, an idle fleet stays active for 300 s. Without the state carried from
     # Decision.next_state into the next decide(), the first idle refresh would already be inactive.
     clock, source, store, refresher = setup()
-    md = {"scaleToZeroAfter": "300"}
+    # reactive: its activation is the idle clock alone (the predictive one also waits for the forecast to decay)
+    md = {"scaleToZeroAfter": "300", "policy": "reactive"}
     t = store.resolve("llama", "ml", md, T0)
     source.set("ml", "llama", BUSY)
     refresher.refresh_due(T0)
