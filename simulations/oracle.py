@@ -28,7 +28,8 @@ Assumptions (what makes it a bound, and what it leaves out):
    run, one cold start ``C`` before it, and between two runs the cheaper of
    keeping the replica (the gap) or releasing it and paying ``C`` again.
    Replicas that are warm at the start (``initial``) pay no cold start for a
-   run that begins at the start.
+   first run that begins within one cold start of the start; they are paid from
+   the start.
 4. No drain time, no scale-up/down rate limits, no HPA tolerance.
 
 So the bound holds for policies that hold a replica count per minute and
@@ -113,11 +114,14 @@ def layered_bound(c: np.ndarray, minute: float, cold: float, initial: int = 0,
         cur = None
         for a, b in runs:
             t_a, t_b = start + a * minute, start + b * minute
-            warm = k <= initial and a == 0
-            lead = 0.0 if warm else cold
-            if cur is None:
-                cur = [t_a - lead, t_b]
-                total += (t_b - t_a) + lead
+            if cur is None and k <= initial and t_a - cold <= start:
+                # A warm replica at the start, needed before one it requested now could be ready: paid from
+                # the start (the time before the trace is nobody's), no cold start.
+                cur = [start, t_b]
+                total += t_b - start
+            elif cur is None:
+                cur = [t_a - cold, t_b]
+                total += (t_b - t_a) + cold
             elif t_a - cur[1] <= cold:
                 total += t_b - cur[1]
                 cur[1] = t_b
@@ -144,10 +148,14 @@ def peak_rates(trace: Trace, minute: float = MINUTE, burst_bin: float = BURST_BI
     return padded.reshape(n, per).max(axis=1) / burst_bin
 
 
-def plan(trace: Trace, *, params: ModelParams, slo_ttft: float, slo_tpot: float, cold_start: float,
-         initial: int = 0, max_replicas: int | None = None) -> OraclePlan:
+def minute_replicas(trace: Trace, *, params: ModelParams, slo_ttft: float, slo_tpot: float,
+                    max_replicas: int | None = None, minutes: int | None = None) -> tuple[np.ndarray, int]:
+    """``c_m`` per minute (assumptions 1-2), for the first ``minutes`` minutes or all; and how many minutes
+    were infeasible (sized at 99 % of saturation instead)."""
     counts, pm, om = trace.counts_view(MINUTE)
     peak = peak_rates(trace)
+    if minutes is not None:
+        counts = counts[:minutes]
     p95 = float(np.percentile(trace.tokens.prompt, 95)) if len(trace.tokens.prompt) else 0.0
     c = np.zeros(len(counts), dtype=np.int64)
     infeasible = 0
@@ -162,5 +170,24 @@ def plan(trace: Trace, *, params: ModelParams, slo_ttft: float, slo_tpot: float,
         c[m] = max(1, math.ceil(lam / cap - 1e-9))
     if max_replicas is not None:
         c = np.minimum(c, max_replicas)
+    return c, infeasible
+
+
+def replicas_at_start(trace: Trace, *, params: ModelParams, slo_ttft: float, slo_tpot: float, cold_start: float,
+                      max_replicas: int | None = None) -> int:
+    """The replicas the plan holds when the trace starts: ``max(c_m)`` over the minutes ``m <= C / 60`` (a
+    replica for any of them had to be requested at or before the start). The fair start for every policy: a
+    trace cut out of a serving day starts on a fleet sized for it, as the oracle's does; starting a policy
+    from fewer replicas charges it a cold start that the oracle does not pay. Pinned by
+    ``tests/unit/test_oracle.py::test_replicas_at_start_is_what_the_plan_holds_at_the_start``."""
+    c, _ = minute_replicas(trace, params=params, slo_ttft=slo_ttft, slo_tpot=slo_tpot, max_replicas=max_replicas,
+                           minutes=int(math.floor(cold_start / MINUTE + 1e-9)) + 1)
+    return int(c.max()) if c.size else 0
+
+
+def plan(trace: Trace, *, params: ModelParams, slo_ttft: float, slo_tpot: float, cold_start: float,
+         initial: int = 0, max_replicas: int | None = None) -> OraclePlan:
+    c, infeasible = minute_replicas(trace, params=params, slo_ttft=slo_ttft, slo_tpot=slo_tpot,
+                                    max_replicas=max_replicas)
     total, hold = layered_bound(c, MINUTE, cold_start, initial, trace.start)
     return OraclePlan(trace.start, c, total, tuple(hold), infeasible)

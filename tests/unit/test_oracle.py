@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from simulations.fleet import ModelParams
-from simulations.oracle import layered_bound, plan
+from simulations.oracle import layered_bound, plan, replicas_at_start
 from simulations.traces import load
 
 
@@ -65,3 +65,20 @@ def test_executing_the_plan_meets_the_ttft_slo_on_the_bursty_code_trace(offset):
     o = r.policies["oracle"].outcome
     assert o.ttft_ok / o.requests >= 0.9
     assert o.gpu_seconds == pytest.approx(r.oracle.gpu_seconds, rel=0.1)
+
+
+@pytest.mark.parametrize("name", ["azure-2023-conv", "azure-2023-code", "azure-2024-week"])
+@pytest.mark.parametrize("cold", [60.0, 180.0, 600.0])
+def test_replicas_at_start_is_what_the_plan_holds_at_the_start(name, cold):
+    trace = load(name)
+    kw = dict(params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1)
+    full = plan(trace, cold_start=cold, **kw)
+    assert replicas_at_start(trace, cold_start=cold, **kw) == full.desired(trace.start)
+
+
+def test_warm_replicas_are_paid_from_the_start_for_a_run_within_one_cold_start():
+    # c = [0, 2, 2], C = 120 s, 1 warm: layer 1 runs minutes 1-2, within C of the start: paid from the start
+    # (180 s), no cold start; layer 2 is not warm: 120 s of cold start + 120 s. Nothing warm: 240 + 240.
+    total, hold = layered_bound(np.array([0, 2, 2]), 60.0, 120.0, initial=1, start=0.0)
+    assert total == pytest.approx(180 + 240) and sorted(hold) == [(-60.0, 180.0), (0.0, 180.0)]
+    assert layered_bound(np.array([0, 2, 2]), 60.0, 120.0, initial=0, start=0.0)[0] == pytest.approx(480)
