@@ -112,7 +112,8 @@ Terms, each a replica count (a real number)::
                                             requested now can serve (W / q* when c is
                                             unknown)
     latency  = N min(2, max(T1/T1*, T2/T2*))  if that ratio > 1 and the fleet is loaded
-                                            (W >= N, or λ >= 0.5 N c), else 0
+                                            (W >= N, or λ >= 0.5 N c), continuously for
+                                            at least 30 s (LATENCY_PERSISTENCE), else 0
     kv       = N K / k*                     (as reactive)
     hold     = previous desired             only while pods report but the rate is
                                             unknown, or pods load and none reports:
@@ -143,7 +144,16 @@ And a latency over the SLO at light load is not a shortage: on the code trace
 one 2,000-token prompt's prefill stalls the decode steps of its batch (P95 TPOT
 0.7 s with two requests running); more replicas would not change it, so the
 correction applies only when a queue forms (``W >= N``) or the arrivals reach
-half the capacity (:data:`LOADED_FRACTION`).
+half the capacity (:data:`LOADED_FRACTION`). Finally it applies only to a shortage
+that lasts (:data:`LATENCY_PERSISTENCE`, 30 s, timed by ``"shortage_since"`` in
+the state): replicas requested now serve after a cold start, so a burst that is
+over by the next poll gains nothing from them. On the 2023 code trace one 15 s
+snapshot of a 34 req/s burst (W = 36 on 7 replicas, P95 TPOT 0.74 s) doubled the
+fleet to 14; the burst was over 15 s later and the HPA took 20 minutes to hand
+the replicas back (``tests/unit/test_policy_predictive.py::
+test_latency_correction_waits_for_a_lasting_shortage``). A real shortfall (a
+capacity figure too high) still gets its correction 30 s later, a small delay
+next to a cold start of minutes.
 
 Why ``u`` defaults to 0.9: ``c`` is already the rate at the SLO and ``U`` already
 carries the forecast's P90 error, so ``u`` only has to absorb the bursts inside a
@@ -174,7 +184,7 @@ after it was raised.
 
 Forecaster and capacity learner state live in ``PolicyState.extra`` (immutable
 values, copied): ``"forecast"`` (:class:`~scaler.forecast.DemandForecaster`),
-``"capacity"`` (:class:`~scaler.capacity.CapacityLearner`), ``"raised_at"``.
+``"capacity"`` (:class:`~scaler.capacity.CapacityLearner`), ``"raised_at"``, ``"shortage_since"`` (when the latency shortage began).
 When ``Signals.demand_history`` is given (range queries from Prometheus, the same
 for every scaler replica) the forecaster folds it instead of its own
 observations, and is rebuilt from it when its state is older than the
@@ -402,6 +412,9 @@ def _raised(state: PolicyState, desired: int, now: float) -> Mapping[str, Any]:
 # (see the module docstring).
 MAX_LATENCY_CORRECTION = 2.0
 LOADED_FRACTION = 0.5
+# Seconds a loaded fleet must stay over the latency SLO before the predictive latency correction applies
+# (see the module docstring).
+LATENCY_PERSISTENCE = 30.0
 # Terms that measure a shortage's symptoms, capped at the supply on the way while replicas load.
 REACTIVE_SYMPTOMS = ("queue", "latency", "kv")
 PREDICTIVE_SYMPTOMS = ("backlog", "latency", "kv")
@@ -527,13 +540,20 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     ratio = latency_ratio(signals, config)
     loaded = (signals.waiting or 0.0) >= max(1, n) or (
         cap is not None and cap.per_replica > 0 and (observed or 0.0) >= LOADED_FRACTION * n * cap.per_replica)
-    if ratio is not None and ratio > 1.0 and (loaded or cap is None):
+    shortage = ratio is not None and ratio > 1.0 and (loaded or cap is None)
+    shortage_since = state.extra.get("shortage_since") if shortage else None
+    if shortage and shortage_since is None:
+        shortage_since = now
+    terms["latency"] = 0.0
+    if shortage and now - shortage_since >= LATENCY_PERSISTENCE:
         terms["latency"] = latency_correction(n, ratio)
-    else:
-        terms["latency"] = 0.0
-        if ratio is not None and ratio > 1.0:
-            reasons.append(f"latency {ratio:.3g}x the SLO at light load (no queue, rate under "
-                           f"{LOADED_FRACTION:g} of capacity): not a shortage, no correction")
+    elif shortage:
+        reasons.append(f"latency {ratio:.3g}x the SLO on a loaded fleet for {now - shortage_since:.0f}s < "
+                       f"{LATENCY_PERSISTENCE:g}s: a burst shorter than that is gone before a replica could "
+                       "load, no correction yet")
+    elif ratio is not None and ratio > 1.0:
+        reasons.append(f"latency {ratio:.3g}x the SLO at light load (no queue, rate under "
+                       f"{LOADED_FRACTION:g} of capacity): not a shortage, no correction")
     terms["kv"] = n * (signals.kv_cache_usage or 0.0) / config.kv_cache_target
     if signals.pods_reporting > 0 and signals.load_rate is None and state.desired is not None:
         terms["hold"] = float(state.desired)
@@ -562,7 +582,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     if desired > (state.desired or 0):
         raised_at = now
     extra = dict(state.extra)
-    extra.update(forecast=fc, capacity=learner, raised_at=raised_at)
+    extra.update(forecast=fc, capacity=learner, raised_at=raised_at, shortage_since=shortage_since)
     next_state = PolicyState(desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now,
                              extra=extra)
     return Decision(desired=desired, active=active, dominant=dominant, terms=terms, reasons=tuple(reasons),

@@ -84,14 +84,16 @@ def test_predictive_worked_example() -> None:
     ],
 )
 def test_predictive_table(signals, md, desired, dominant) -> None:
-    d = decide(sig(**signals), None, cfg(**md), NOW)
+    # A shortage (if any) seen for a minute already: the latency correction's persistence is its own test.
+    d = decide(sig(**signals), PolicyState(extra={"shortage_since": NOW - 60}), cfg(**md), NOW)
     assert (d.desired, d.dominant) == (desired, dominant), d.reasons
 
 
 def test_replicas_on_the_way_stop_cascading_scale_ups() -> None:
     c = cfg(capacityPerReplica=4, coldStart=180)
     # Three Ready, five asked for 60 s ago (two loading); TTFT is 3x the SLO while they load.
-    state = PolicyState(desired=5, active=True, last_demand_at=NOW - 60, extra={"raised_at": NOW - 60})
+    state = PolicyState(desired=5, active=True, last_demand_at=NOW - 60,
+                        extra={"raised_at": NOW - 60, "shortage_since": NOW - 60})
     d = decide(sig(pods_reporting=3, arrival_rate=4.0, waiting=3, running=60, ttft_p95=7.5), state, c, NOW)
     assert d.desired == 5 and d.inputs["starting_replicas"] == 2
     assert any("on the way" in r for r in d.reasons)
@@ -271,3 +273,26 @@ def test_pods_loading_with_none_reporting_hold_count_and_activity(policy) -> Non
     # Once nothing loads and nothing reports, the idle clock (restarted while loading) runs out as usual.
     idle = decide(sig(pods_reporting=0, starting_replicas=0), d.next_state, c, NOW + 121)
     assert not idle.active
+
+
+def test_latency_correction_waits_for_a_lasting_shortage() -> None:
+    # The 2023 code trace's burst: 7 replicas, W = 36, P95 TPOT 0.74 s (7.4x the SLO), 8.3 req/s over the
+    # window against a capacity of 3.67 each. One snapshot of it is no reason to double the fleet.
+    c = cfg(capacityPerReplica=3.67, maxReplicas=50)
+    burst = dict(pods_reporting=7, arrival_rate=8.3, waiting=36, running=248, tpot_p95=0.74, ttft_p95=4.2)
+    d = decide(sig(**burst), None, c, NOW)
+    assert d.terms["latency"] == 0.0 and d.desired < 7
+    assert d.next_state.extra["shortage_since"] == NOW
+    assert any("no correction yet" in r for r in d.reasons)
+    # Still loaded and over the SLO 15 s later: not yet (15 s < 30 s).
+    d = decide(sig(observed_at=NOW + 15, **burst), d.next_state, c, NOW + 15)
+    assert d.terms["latency"] == 0.0 and d.next_state.extra["shortage_since"] == NOW
+    # 30 s: a lasting shortage, the correction applies (at most doubling the 7 serving replicas).
+    d = decide(sig(observed_at=NOW + 30, **burst), d.next_state, c, NOW + 30)
+    assert d.terms["latency"] == 14.0 and d.dominant == "latency"
+    # The queue clears: the shortage clock stops, and a new burst starts it again from zero.
+    calm = dict(burst, waiting=0, running=10, arrival_rate=2.0)
+    d = decide(sig(observed_at=NOW + 45, **calm), d.next_state, c, NOW + 45)
+    assert d.next_state.extra["shortage_since"] is None and d.terms["latency"] == 0.0
+    d = decide(sig(observed_at=NOW + 60, **burst), d.next_state, c, NOW + 60)
+    assert d.terms["latency"] == 0.0 and d.next_state.extra["shortage_since"] == NOW + 60
