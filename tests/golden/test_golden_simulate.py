@@ -1,4 +1,4 @@
-"""Golden summary: the first 15 minutes of the bundled Azure 2023 conversation trace, every baseline policy.
+"""Golden summary: the first 15 minutes of the bundled Azure 2023 conversation trace, every policy.
 
 The simulation is deterministic (fixed seed), so the summary must match the
 committed ``simulate_conv_15min.json`` exactly (floats to 1e-9). When a change
@@ -18,7 +18,7 @@ from simulations.runner import Settings, run
 from simulations.traces import load
 
 GOLDEN = Path(__file__).with_name("simulate_conv_15min.json")
-POLICIES = ["reactive", "keda-threshold", "kpa", "oracle"]
+POLICIES = ["predictive", "reactive", "keda-threshold", "kpa", "oracle"]
 
 
 def summary() -> dict:
