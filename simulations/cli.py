@@ -25,6 +25,7 @@ from scaler.errors import ConfigError
 
 from . import report
 from .fleet import ColdStartModel, ModelParams
+from .oracle import replicas_at_start
 from .runner import DEFAULT_POLICIES, POLICIES, Settings, check_metadata, parse_metadata_pairs, run, run_policy
 from .traces import BUNDLED, BUNDLED_DOC, TraceError, load
 
@@ -49,7 +50,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="trigger metadata for predictive/reactive (scaler/config.py keys), repeatable")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="simulate only the first S seconds")
     p.add_argument("--max-replicas", type=int, default=50, help="maxReplicaCount/maxReplicas of every policy (50)")
-    p.add_argument("--initial-replicas", type=int, default=1, help="ready replicas at the start (default 1)")
+    p.add_argument("--initial-replicas", type=_initial_replicas, default="auto", metavar="N|auto",
+                   help="ready replicas at the start; `auto` (default): what the oracle's plan holds at the "
+                        "trace's start, the same for every policy (a trace cut out of a serving day starts on a "
+                        "fleet sized for it)")
     p.add_argument("--request-timeout", type=float, default=60.0, metavar="S",
                    help="a request held with no ready replica this long is unserved (default 60)")
     p.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
@@ -112,15 +116,31 @@ def register(subparsers) -> None:
     sw.set_defaults(func=cmd_sweep)
 
 
-def _settings(args, fidelity: str) -> Settings:
+def _initial_replicas(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a replica count or `auto`, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _settings(args, fidelity: str, trace) -> Settings:
     params = ModelParams()
     if args.model_param:
         params = params.with_overrides(dict(parse_metadata_pairs(args.model_param)))
+    initial = args.initial_replicas
+    if initial == "auto":
+        initial = replicas_at_start(trace, params=params, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                                    cold_start=args.cold_start, max_replicas=args.max_replicas)
     return Settings(
         fidelity=fidelity, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
         cold_start=ColdStartModel(args.cold_start, args.cold_start_sigma), params=params,
         metadata=parse_metadata_pairs(args.metadata), max_replicas=args.max_replicas,
-        initial_replicas=args.initial_replicas, request_timeout=args.request_timeout,
+        initial_replicas=initial, request_timeout=args.request_timeout,
         keda_threshold=args.keda_threshold, kpa_target=args.kpa_target, kpa_scale_down_delay=args.kpa_scale_down_delay,
         seed=args.seed,
         scaled_object=args.scaled_object, idle_gap=args.idle_gap, idle_first_n=args.idle_first_n)
@@ -145,7 +165,7 @@ def _fail(msg: str) -> int:
 def cmd_simulate(args) -> int:
     try:
         tr, fid = _trace(args)
-        s = _settings(args, fid)
+        s = _settings(args, fid, tr)
         policies = args.policy or list(DEFAULT_POLICIES)
         check_metadata(s, [p for p in policies if p in ("predictive", "reactive")])
     except (TraceError, ConfigError, ValueError, OSError) as exc:
@@ -188,7 +208,7 @@ _WORKER: dict = {}
 def _worker_init(args_dict: dict) -> None:
     args = argparse.Namespace(**args_dict)
     tr, fid = _trace(args)
-    _WORKER["trace"], _WORKER["settings"], _WORKER["policy"] = tr, _settings(args, fid), args.policy
+    _WORKER["trace"], _WORKER["settings"], _WORKER["policy"] = tr, _settings(args, fid, tr), args.policy
 
 
 def _sweep_point(point: tuple[tuple[str, str], ...]) -> tuple[tuple[tuple[str, str], ...], dict | None, str | None]:
@@ -244,7 +264,7 @@ def cmd_sweep(args) -> int:
     try:
         points = grid_points(args.policy, args.grid)
         tr, fid = _trace(args)
-        s = _settings(args, fid)
+        s = _settings(args, fid, tr)
         if args.policy != "keda-threshold":
             for pt in points:
                 check_metadata(replace(s, metadata=s.metadata + pt), [args.policy])

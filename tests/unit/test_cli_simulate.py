@@ -27,6 +27,28 @@ def test_simulate_json_schema(tmp_path, capsys):
     assert "keda-threshold" in capsys.readouterr().out
 
 
+def test_initial_replicas_default_is_the_oracles_count_at_the_start(tmp_path, capsys):
+    # Every policy starts on what the oracle's plan holds at the trace's start (2 on the conversation trace:
+    # oracle.replicas_at_start), not on one replica that the oracle never has to wait for.
+    from simulations.fleet import ModelParams
+    from simulations.oracle import replicas_at_start
+    from simulations.traces import load
+
+    want = replicas_at_start(load("azure-2023-conv").sliced(300), params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1,
+                             cold_start=180.0, max_replicas=50)
+    assert want == 2
+    out = tmp_path / "s.json"
+    assert main(["simulate", "--duration", "300", "--policy", "oracle", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["initial_replicas"] == want
+    assert main(["simulate", "--duration", "300", "--policy", "oracle", "--initial-replicas", "3",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["initial_replicas"] == 3
+    for bad, needle in (("some", "expected a replica count or `auto`, got 'some'"), ("-1", "must be >= 0, got -1")):
+        with pytest.raises(SystemExit) as exc:
+            main(["simulate", "--initial-replicas", bad])
+        assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--metadata", "queuePerReplica=abc"], "queuePerReplica"),
     (["--trace", "nope.csv"], "nope.csv"),
