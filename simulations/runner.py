@@ -253,9 +253,9 @@ class KpaController(Controller):
         self.tick = tick
 
     def step(self, now: float) -> None:
-        self.kpa.record(now, self.fleet.in_flight())
-        n = self.kpa.desired(now, self.fleet.ready_replicas())
-        self.fleet.scale_to(n, now)
+        fleet, kpa = self.fleet, self.kpa
+        kpa.record(now, fleet.in_flight())
+        fleet.scale_to(kpa.desired(now, fleet.ready_replicas()), now)
 
 
 class OracleController(Controller):
@@ -324,9 +324,10 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
     t = start
     steps = max(1, int((end - start) / ctrl.tick))
     k = 0
+    stop, tick = end - 1e-9, ctrl.tick
     try:
-        while t < end - 1e-9:
-            t = min(t + ctrl.tick, end)
+        while t < stop:
+            t = min(t + tick, end)
             while next_scrape <= t:
                 fleet.advance_to(next_scrape)
                 scrape[1](fleet, next_scrape)

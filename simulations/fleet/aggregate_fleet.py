@@ -151,7 +151,7 @@ class AggregateFleet(FleetBase):
     def advance_to(self, T: float) -> None:
         # Hot path (called several times per controller tick): locals, no call when nothing is due.
         rs = self.rs
-        pending = rs.pending          # loading pods sorted by ready_at (the ReplicaSet's own list)
+        pending = rs._pending         # loading pods sorted by ready_at (ReplicaSet.pending, without the property)
         drains = self._drains
         start, bin_, nbins = self.start, self.bin, self._nbins
         now = self.now
@@ -176,8 +176,9 @@ class AggregateFleet(FleetBase):
                 nr = pending[0].ready_at
                 if nr < t1:
                     t1 = nr
-            if drains:
-                t1 = min(t1, min(e for e, _ in drains))
+            for e, _ in drains:       # = min(t1, min(drain ends)), without a generator per slice
+                if e < t1:
+                    t1 = e
             if t1 <= t0:
                 t1 = min(T, t0 + 1e-6)
             self._slice(t0, t1, b)
@@ -218,13 +219,13 @@ class AggregateFleet(FleetBase):
         self.s_t.append(t0)
         self.s_dt.append(dt)
         self.s_arr.append(arrivals)
-        self.s_ttft_ok.append(0.0)
-        self.s_tpot_ok.append(0.0)
         self.s_p.append(P)
         self.s_l.append(L)
-        self.s_rec_served.append(0.0)
-        self.s_rec_base.append(0.0)
         if R == 0:
+            self.s_ttft_ok.append(0.0)
+            self.s_tpot_ok.append(0.0)
+            self.s_rec_served.append(0.0)
+            self.s_rec_base.append(0.0)
             if arrivals > 0:
                 self.backlog.append([t0 + dt / 2, arrivals, rec])
                 self.backlog_total += arrivals
@@ -245,19 +246,24 @@ class AggregateFleet(FleetBase):
             running = per * max(1.0, L) * t
             base = 1.5 * t
             share = self._share_ttft_ok(base)
-            self.s_ttft_ok[rec] = arrivals * share
-            self.s_tpot_ok[rec] = arrivals if t <= self.slo_tpot else 0.0
+            tpot_share = 1.0 if t <= self.slo_tpot else 0.0
+            self.s_ttft_ok.append(arrivals * share)
+            self.s_tpot_ok.append(arrivals if t <= self.slo_tpot else 0.0)
+            self.s_rec_served.append(arrivals)
+            self.s_rec_base.append(arrivals * base)
             self.s_served.append(arrivals)
             self.s_base.append(base)
-            self.s_rec_served[rec] = arrivals
-            self.s_rec_base[rec] = arrivals * base
             self.s_t_iter.append(t)
             self._state = (running, t, P)
             self._merge_key = (b, R, a)
-            self._merge_share = (share, 1.0 if t <= self.slo_tpot else 0.0, base)
+            self._merge_share = (share, tpot_share, base)
             self.backlog.clear()
             self.backlog_total = 0.0
             return
+        self.s_ttft_ok.append(0.0)
+        self.s_tpot_ok.append(0.0)
+        self.s_rec_served.append(0.0)
+        self.s_rec_base.append(0.0)
         # Saturated, or draining a backlog: FIFO service at `cap` req/s.
         # Hot path (most slices of an under-provisioned week): locals, _share_ttft_ok inlined.
         backlog = self.backlog

@@ -169,16 +169,15 @@ class ReplicaSet:
         """Set the Deployment's replica count (``spec.replicas``) at ``now``."""
         if n < 0:
             raise ValueError(f"replica count must be >= 0, got {n}")
-        if n == self._n[LOADING] + self._n[READY]:
-            return
-        active = self.active()
-        if n == len(active):
+        current = self._n[LOADING] + self._n[READY]   # = len(self.active()): every loading/ready pod is live
+        if n == current:
             return
         self.scale_events += 1
-        if n > len(active):
-            for _ in range(n - len(active)):
+        if n > current:
+            for _ in range(n - current):
                 self._new(now)
             return
+        active = self.active()
         # Kubernetes removes not-ready pods first, youngest first; then ready ones, youngest first.
         victims = sorted(active, key=lambda r: (r.phase == READY, -r.requested_at, -r.index))[: len(active) - n]
         for r in victims:

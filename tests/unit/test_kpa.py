@@ -181,3 +181,38 @@ def test_scale_down_delay_rejects_bad_values() -> None:
     for bad in (-1.0, 3601.0, float("nan")):
         with pytest.raises(ValueError, match="scale_down_delay"):
             KnativeKpa(target_concurrency=10, scale_down_delay=bad)
+
+
+def test_both_window_averages_equal_the_single_ones() -> None:
+    """``window_averages`` (what a decision reads) is exactly ``window_average`` for each window: before,
+    at and after samples, at the first sample (the origin binds), with coarse and repeated samples."""
+    import random
+
+    rng = random.Random(3)
+    kpa = KnativeKpa(target_concurrency=10)
+    t = 100.0
+    instants = []
+    for _ in range(12_000):
+        t += rng.choice([0.0, 0.5, 1.0, 2.0, 10.0])
+        kpa.record(t, rng.random() * 40)
+        instants.append(t)
+        for now in (t, t + 0.7, t + 3.0, t + 90.0):
+            assert kpa.window_averages(now) == (kpa.window_average(now, 60.0), kpa.window_average(now, 6.0))
+    assert len(kpa._t) < len(set(instants))   # long enough that the history was trimmed (origin re-based)
+
+
+def test_scale_clamps_as_min_max() -> None:
+    """``scale``'s counts are ``min(max(ceil(c / target), max_down), max_up)`` (autoscaler.go), checked outside
+    panic against that expression on random inputs, including max_up below max_down (rates near 1)."""
+    import math
+    import random
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        up, down = rng.choice([1.01, 1.5, 1000.0]), rng.choice([1.01, 2.0, 50.0])
+        kpa = KnativeKpa(target_concurrency=rng.choice([1.0, 7.5, 32.0]), max_scale_up_rate=up,
+                         max_scale_down_rate=down, panic_threshold=1e9)
+        stable, ready = rng.random() * 500, rng.randint(0, 60)
+        r = max(1.0, float(ready))
+        expect = int(min(max(math.ceil(stable / kpa.target), math.floor(r / down)), math.ceil(up * r)))
+        assert kpa.scale(0.0, stable, stable, ready) == expect
