@@ -320,8 +320,11 @@ class DemandForecaster:
         while i <= hi:
             s0 = i % RING
             n = min(hi - i + 1, RING - s0)
-            held += [v for v, at, want in zip(season[s0:s0 + n], season_at[s0:s0 + n], range(i, i + n))
-                     if at == want]
+            ats = season_at[s0:s0 + n]
+            if ats == tuple(range(i, i + n)):   # the usual case: every bucket of the run is held
+                held += season[s0:s0 + n]
+            else:
+                held += [v for v, at, want in zip(season[s0:s0 + n], ats, range(i, i + n)) if at == want]
             i += n
         best = max(held, default=None)
         self._memo[key] = best
@@ -418,7 +421,7 @@ class DemandForecaster:
                 h = 1.0
             change = 0.0
             if then is not None:
-                j = last + max(1, round(h)) - SEASON
+                j = last + round(h) - SEASON      # _point's max(1, round(h)): h >= 1 here, so round(h) >= 1
                 later = memo[j] if j in memo else yesterday(j)
                 if later is not None:
                     change = later - then
@@ -449,4 +452,7 @@ class Outlook:
 
 
 def _set(t: tuple, i: int, v) -> tuple:
-    return t[:i] + (v,) + t[i + 1:]
+    """``t`` with item ``i`` replaced by ``v`` (one list copy and one tuple copy: fewer than slicing)."""
+    items = list(t)
+    items[i] = v
+    return tuple(items)
