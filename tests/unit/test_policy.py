@@ -131,3 +131,21 @@ def test_signals_reject_nan_and_negative() -> None:
 @pytest.mark.parametrize("x, n", [(0, 0), (2.0, 2), (2.0000000001, 2), (2.01, 3), (-1, 0)])
 def test_ceil_replicas(x, n) -> None:
     assert ceil_replicas(x) == n
+
+
+def test_reasons_read_as_the_strings_of_their_decision() -> None:
+    from scaler.policy import Reasons, TermsText
+
+    terms = {"queue": 2.4, "kv": 3.375}
+    r = Reasons(["plain"])
+    r.add("desired={} driven by {}: {}", 4, "kv", TermsText(terms))
+    r.insert(1, "ratio {:.3g}x", 1.23456)
+    terms["queue"] = 99.0          # values are captured when a line is added
+    assert len(r) == 3 and r[0] == "plain" and r[-1] == "desired=4 driven by kv: queue=2.4, kv=3.38"
+    assert list(r) == ["plain", "ratio 1.23x", "desired=4 driven by kv: queue=2.4, kv=3.38"]
+    assert r == tuple(r) and r == list(r) and r != ("plain",) and hash(r) == hash(tuple(r))
+    # A decision's reasons equal the text the server logs, and a same-input decision's.
+    d = decide(sig(waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1, tpot_p95=0.05), None, cfg(), NOW)
+    again = decide(sig(waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1, tpot_p95=0.05), None, cfg(), NOW)
+    assert d.reasons == again.reasons and all(isinstance(x, str) for x in d.reasons)
+    assert d.reasons[1].startswith("active: vLLM waiting+running 52 > 0")

@@ -83,7 +83,7 @@ def test_needed_worked_example():
 
 def test_replay_marks_ticks_where_the_policy_asks_too_few():
     # reactive policy with runningPerReplica=32: running 20 -> 1 replica, but the TTFT SLO was missed with 2 running
-    cfg = _config(ttftP95="2.5", tpotP95="10", kvCacheTarget="1", minReplicas="0")
+    cfg = _config(ttftP95="2.5", tpotP95="10", kvCacheTarget="1", minReplicas="0", policy="reactive")
     ticks = [Tick(t=1000.0 + 15 * i, pods_reporting=2, waiting=0.0, running=20.0, kv_cache_usage=0.1,
                   ttft_p95=3.0 if i == 2 else 1.0, tpot_p95=0.05, replicas=2) for i in range(4)]
     ticks.append(Tick(t=1060.0, error="no_data: stale"))
