@@ -307,6 +307,23 @@ class ReplayTick:
     under: bool
     dominant: str | None
     note: str = ""
+    terms: dict[str, float] = field(default_factory=dict)     # every term of the decision (replicas)
+    inputs: dict[str, float] = field(default_factory=dict)    # forecast, horizon, cold start, capacity, ...
+    reasons: tuple[str, ...] = ()                              # the decision's explanation, as the server logs it
+
+    def explain(self) -> str:
+        """One line: every term, then the forecast, horizon and cold start the decision used."""
+        parts = [", ".join(f"{k}={v:.3g}" for k, v in self.terms.items())]
+        i = self.inputs
+        if "horizon_s" in i:
+            parts.append(f"H={i['horizon_s']:.0f}s (cold start P90 {i['cold_start_p90_s']:.0f}s)")
+        elif "cold_start_p90_s" in i:
+            parts.append(f"cold start P90 {i['cold_start_p90_s']:.0f}s")
+        if "forecast_peak_upper" in i:
+            parts.append(f"forecast {i['forecast_rate']:.3g} req/s at H, peak upper {i['forecast_peak_upper']:.3g}")
+        if "capacity_per_replica" in i:
+            parts.append(f"capacity {i['capacity_per_replica']:.3g} req/s")
+        return "; ".join(p for p in parts if p)
 
 
 def needed_replicas(tick: Tick, config) -> tuple[int | None, bool]:
@@ -339,7 +356,8 @@ def replay(recording: Recording, config) -> list[ReplayTick]:
         d = decide(tick.signals(), state, config, tick.t)
         state = d.next_state
         out.append(ReplayTick(tick.t, tick.replicas, d.desired, d.active, needed, short,
-                              needed is not None and d.desired < needed, d.dominant))
+                              needed is not None and d.desired < needed, d.dominant, terms=dict(d.terms),
+                              inputs=dict(d.inputs), reasons=tuple(d.reasons)))
     return out
 
 
@@ -601,11 +619,13 @@ def _run_replay(args: argparse.Namespace) -> int:
           "open loop: the recorded fleet did not react to these answers")
     shown = rows if args.all_ticks else [r for r in rows if r.under]
     if shown:
-        print(f"{'t (UTC)':20} {'ran':>4} {'desired':>7} {'needed':>6} {'short':>5} {'under':>5}  dominant / note")
+        print(f"{'t (UTC)':20} {'ran':>4} {'desired':>7} {'needed':>6} {'short':>5} {'under':>5}  dominant: terms; "
+              "horizon, forecast, capacity / note")
         for r in shown:
             ts = datetime.fromtimestamp(r.t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            why = f"{r.dominant}: {r.explain()}" if r.dominant else ""
             print(f"{ts:20} {_fmt(r.replicas):>4} {_fmt(r.desired):>7} {_fmt(r.needed):>6} {_fmt(r.short):>5} "
-                  f"{_fmt(r.under):>5}  {r.dominant or ''}{r.note}")
+                  f"{_fmt(r.under):>5}  {why}{r.note}")
     for k, v in summary.items():
         print(f"{k:26} {_fmt(v)}")
     if args.json:

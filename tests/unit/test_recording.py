@@ -97,6 +97,31 @@ def test_replay_marks_ticks_where_the_policy_asks_too_few():
     assert [r.under for r in capped] == [False, False, True, False]
 
 
+def test_replay_output_explains_each_decision(tmp_path, capsys):
+    # Each replayed tick carries the decision's terms, inputs and reasons (the server's log line), and the
+    # printed line shows the terms, the horizon with its cold start, the forecast and the capacity.
+    from scaler.policy import decide
+
+    cfg = _config(policy="predictive", capacityPerReplica="4", coldStart="180")
+    ticks = [Tick(t=1000.0 + 15 * i, pods_reporting=2, waiting=12.0, running=40.0, kv_cache_usage=0.3,
+                  ttft_p95=1.0, tpot_p95=0.05, completion_rate=6.0, replicas=2) for i in range(6)]
+    rows = replay(_rec(ticks), cfg)
+    first = decide(ticks[0].signals(), None, cfg, ticks[0].t)
+    assert rows[0].terms == dict(first.terms) and rows[0].reasons == tuple(first.reasons)
+    assert set(rows[-1].terms) >= {"forecast", "backlog", "latency", "kv"}
+    line = rows[-1].explain()
+    assert "H=225s (cold start P90 180s)" in line and "forecast " in line and "capacity 4 req/s" in line
+    path = tmp_path / "r.jsonl"
+    _rec(ticks).save(path)
+    out = tmp_path / "replay.json"
+    assert main(["replay", str(path), "--metadata", "capacityPerReplica=4", "--metadata", "coldStart=180",
+                 "--all-ticks", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "H=225s (cold start P90 180s)" in printed
+    doc = json.loads(out.read_text())
+    assert doc["ticks"][-1]["reasons"][0].startswith("desired=") and "forecast" in doc["ticks"][-1]["terms"]
+
+
 def test_calibrate_recovers_known_parameters():
     alpha, beta, gamma = 0.02, 0.0005, 0.0001
     ticks = []
