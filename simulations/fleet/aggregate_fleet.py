@@ -337,6 +337,9 @@ class AggregateFleet(FleetBase):
     def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
         self.advance_to(now)
         lo_t = now - window
+        # Rates over the part of the window since the trace started (Prometheus' rate() over a counter that
+        # appeared mid-window): the time before the start is unknown, not idle.
+        span = min(window, now - self.start)
         s_t, s_dt, s_arr, s_served = self.s_t, self.s_dt, self.s_arr, self.s_served
         s_base, s_iter, s_p, s_l = self.s_base, self.s_t_iter, self.s_p, self.s_l
         i = bisect.bisect_right(s_t, lo_t) - 1
@@ -391,8 +394,8 @@ class AggregateFleet(FleetBase):
             kv_cache_usage=min(1.0, n * (P + L / 2) / self.params.kv_tokens) * n_ready / pods if pods else None,
             ttft_p95=ttft95,
             tpot_p95=_weighted_quantile(tpot_pairs, 0.95),
-            completion_rate=served / window,
-            arrival_rate=arrivals / window,
+            completion_rate=served / span if span > 0 else None,
+            arrival_rate=arrivals / span if span > 0 else None,
             prompt_tokens_mean=psum / served if served > 0 else None,
             output_tokens_mean=lsum / served if served > 0 else None,
             ready_replicas=n_ready,
@@ -403,7 +406,9 @@ class AggregateFleet(FleetBase):
         )
 
     def _history(self, now: float, history: float) -> tuple[tuple[float, float], ...]:
-        """(t, req/s over the minute ending at t) every 60 s over the last ``history`` seconds.
+        """(t, req/s over the minute ending at t) every 60 s over the last ``history`` seconds, as
+        ``DemandHistoryReader`` reads them: ``t`` on absolute minute boundaries up to the start of ``now``'s
+        minute, none reaching before the trace (no zeros for "before it existed").
 
         The count over ``(t - 60, t]`` is ``C(t) - C(t - 60)``, ``C`` the cumulative count, linear within
         a bin (``np.interp`` over the bin edges). A point depends on ``t`` alone, and consecutive decisions
@@ -416,7 +421,8 @@ class AggregateFleet(FleetBase):
             self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
             self._edges = self.start + self.bin * np.arange(len(self._cum))
         start, memo = self.start, self._history_memo
-        ts = [t for t in np.arange(now - history + 60.0, now + 1e-9, 60.0).tolist() if t - 60.0 >= start]
+        at = math.floor(now / 60.0) * 60.0   # as DemandHistoryReader: minutes ending on absolute boundaries
+        ts = [t for t in np.arange(at - history + 60.0, at + 1e-9, 60.0).tolist() if t - 60.0 >= start]
         for t in ts:
             if t not in memo:
                 # Decisions come at a steady pace: compute this point and the next 255 at the stride since the

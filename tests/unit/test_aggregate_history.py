@@ -10,20 +10,24 @@ def fleet(counts, start, bin_s=10.0):
 
 
 def test_history_rates_are_the_minute_counts():
-    # 6 req per 10 s bin = 0.6 req/s; the first minute-long window ends 60 s after the start
+    # 6 req per 10 s bin = 0.6 req/s; points on absolute minute boundaries (1080, 1140, ...) up to the start
+    # of now's minute (1260), none whose minute reaches before the start (1000)
     f = fleet([6.0] * 30, 1000.0)
     pts = f._history(1300.0, 600.0)
-    assert [t for t, _ in pts] == [1060.0 + 60.0 * i for i in range(5)]
+    assert [t for t, _ in pts] == [1080.0, 1140.0, 1200.0, 1260.0]
     assert all(abs(r - 0.6) < 1e-12 for _, r in pts)
 
 
 def test_history_interpolates_within_a_bin():
-    # counts 0, 60, 0, ... per 10 s bin: the minute ending mid-bin holds half of that bin's 60 requests
+    # counts 0, 60, 0, ... per 10 s bin from a start that is not on a minute: the minute ending at 1140 holds
+    # half of the bin [1075, 1085) and all of [1125, 1135)
     counts = [0.0] * 12
-    counts[6] = 60.0          # bin [1060, 1070)
-    f = fleet(counts, 1000.0)
-    pts = dict(f._history(1125.0, 60.0))
-    assert abs(pts[1125.0] - 30.0 / 60.0) < 1e-12   # window (1065, 1125]: half of bin 6
+    counts[2] = 60.0          # bin [1075, 1085)
+    counts[7] = 20.0          # bin [1125, 1135)
+    f = fleet(counts, 1055.0)
+    pts = dict(f._history(1150.0, 60.0))
+    assert list(pts) == [1140.0]
+    assert abs(pts[1140.0] - (30.0 + 20.0) / 60.0) < 1e-12   # window (1080, 1140]
 
 
 def _direct_history(f, now, history):
@@ -32,7 +36,8 @@ def _direct_history(f, now, history):
 
     cum = np.concatenate([[0.0], np.cumsum(f.counts)])
     edges = f.start + f.bin * np.arange(len(cum))
-    ts = np.arange(now - history + 60.0, now + 1e-9, 60.0)
+    at = np.floor(now / 60.0) * 60.0
+    ts = np.arange(at - history + 60.0, at + 1e-9, 60.0)
     ts = ts[ts - 60.0 >= f.start]
     c = np.interp(ts, edges, cum) - np.interp(ts - 60.0, edges, cum)
     return tuple((float(t), float(x) / 60.0) for t, x in zip(ts, c))
@@ -50,3 +55,12 @@ def test_memoised_history_matches_the_direct_computation():
             got = f._history(now, history)
             assert got == _direct_history(f, now, history), (now, history)   # exact: bit-identical floats
     assert len(f._history_memo) > 0
+
+
+def test_rates_near_the_start_cover_the_elapsed_span():
+    # 0.6 req/s from the start: 15 s in, the 60 s window's rate is 0.6 (the 45 s before the trace are unknown,
+    # not idle); at the start itself there is no rate at all.
+    f = fleet([6.0] * 30, 1000.0)
+    assert f.signals(1000.0, 60.0).arrival_rate is None
+    assert abs(f.signals(1015.0, 60.0).arrival_rate - 0.6) < 1e-9
+    assert abs(f.signals(1120.0, 60.0).arrival_rate - 0.6) < 1e-9
