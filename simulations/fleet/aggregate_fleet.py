@@ -378,11 +378,12 @@ class AggregateFleet(FleetBase):
                     lsum += l_k * sv
         base95 = _weighted_quantile(ttft_pairs, 0.95)
         ttft95 = base95 + self.params.gamma * self.prompt_p95 if base95 is not None else None
-        n_ready = self.rs.count("ready")
-        pods = n_ready + self.rs.count("draining")
+        phases = self.rs._n                     # ReplicaSet.count(phase), without a call per phase
+        n_ready = phases["ready"]
+        pods = n_ready + phases["draining"]
         n, t, P = self._state
-        b = self._bin_index(now - 1e-9)
-        L = self.L[b] if b is not None else 1.0
+        k = int((now - 1e-9 - self.start) // self.bin)   # _bin_index(now - 1e-9), inlined
+        L = self.L[k] if 0 <= k < self._nbins else 1.0
         history_pairs: tuple[tuple[float, float], ...] = ()
         if history > 0:
             history_pairs = self._history(now, history)
@@ -399,7 +400,7 @@ class AggregateFleet(FleetBase):
             prompt_tokens_mean=psum / served if served > 0 else None,
             output_tokens_mean=lsum / served if served > 0 else None,
             ready_replicas=n_ready,
-            starting_replicas=self.rs.count("loading"),
+            starting_replicas=phases["loading"],
             upstream_demand=self.in_flight() if upstream else None,
             cold_start=self._cold_signal,
             demand_history=history_pairs,

@@ -241,7 +241,13 @@ class HorizontalPodAutoscaler:
 
     @property
     def tolerances(self) -> Tolerances:
-        return Tolerances(up=self.behavior.scale_up.tolerance, down=self.behavior.scale_down.tolerance)
+        # built once per behavior (read at every sync; the behavior is a frozen value, replaced, never mutated)
+        behavior = self.behavior
+        cached = self.__dict__.get("_tolerances")
+        if cached is None or cached[0] is not behavior:
+            cached = (behavior, Tolerances(up=behavior.scale_up.tolerance, down=behavior.scale_down.tolerance))
+            self.__dict__["_tolerances"] = cached
+        return cached[1]
 
     def reconcile(self, now: float, *, spec_replicas: int, status_replicas: int, ready_replicas: int,
                   readings: Sequence[MetricReading | Exception]) -> HpaOutcome:
@@ -278,6 +284,8 @@ class HorizontalPodAutoscaler:
         why = f"metrics ask {desired}"
         if stabilized != desired:
             why += f", stabilized to {stabilized}"
+        if stabilized == current:
+            return stabilized, why   # what convert_with_behavior_rate returns for no change (DesiredWithinRange)
         out, condition = convert_with_behavior_rate(
             current=current, desired=stabilized, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
             up_events=self.up_events, down_events=self.down_events, behavior=self.behavior, now=now)

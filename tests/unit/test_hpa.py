@@ -418,3 +418,14 @@ def test_stabilize_matches_a_full_scan_of_the_recommendations(up_window, down_wi
         expected = min(max(current, up_rec), down_rec)
         assert h._stabilize(now, current, desired) == expected, (now, current, desired)
         recs.append((now, desired))
+
+
+def test_tolerances_follow_a_replaced_behavior() -> None:
+    """``tolerances`` is built once per behavior value: replacing the behavior gives the new band."""
+    import dataclasses
+
+    h = HorizontalPodAutoscaler(min_replicas=1, max_replicas=10, behavior=HpaBehavior(default_scale_up(),
+                                default_scale_down()), start=0.0, current_replicas=2)
+    assert h.tolerances == Tolerances(0.1, 0.1) and h.tolerances is h.tolerances
+    h.behavior = HpaBehavior(dataclasses.replace(default_scale_up(), tolerance=0.0), default_scale_down())
+    assert h.tolerances == Tolerances(up=0.0, down=0.1)
