@@ -124,6 +124,7 @@ class AggregateFleet(FleetBase):
         self._edges: np.ndarray | None = None
         self._history_memo: dict[float, tuple[float, float]] = {}   # t -> (t, req/s): see _history
         self._history_last_miss = -math.inf
+        self._history_last: tuple | None = None    # (minute end, history, points) of the last call
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _on_drain(self, r: Replica, now: float) -> bool:
@@ -412,17 +413,20 @@ class AggregateFleet(FleetBase):
         minute, none reaching before the trace (no zeros for "before it existed").
 
         The count over ``(t - 60, t]`` is ``C(t) - C(t - 60)``, ``C`` the cumulative count, linear within
-        a bin (``np.interp`` over the bin edges). A point depends on ``t`` alone, and consecutive decisions
-        share all their points but the newest (the points of ``now`` and ``now + 60`` are the same instants
-        shifted by one), so each point is computed once, by the same numpy calls, and memoised by ``t``:
+        a bin (``np.interp`` over the bin edges). A point depends on ``t`` alone: every decision within one
+        minute reads the same points (the last tuple is returned again), and the next minute's share all
+        but the newest, so each point is computed once, by the same numpy calls, and memoised by ``t``:
         the tuple is the one the direct computation gives
         (``tests/unit/test_aggregate_history.py::test_memoised_history_matches_the_direct_computation``).
         """
         if self._cum is None:
             self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
             self._edges = self.start + self.bin * np.arange(len(self._cum))
-        start, memo = self.start, self._history_memo
         at = math.floor(now / 60.0) * 60.0   # as DemandHistoryReader: minutes ending on absolute boundaries
+        last = self._history_last
+        if last is not None and last[0] == at and last[1] == history:
+            return last[2]    # every decision within one minute reads the same points
+        start, memo = self.start, self._history_memo
         ts = [t for t in np.arange(at - history + 60.0, at + 1e-9, 60.0).tolist() if t - 60.0 >= start]
         for t in ts:
             if t not in memo:
@@ -438,7 +442,9 @@ class AggregateFleet(FleetBase):
         if len(memo) > 4096:   # a long run: keep the latest points (later decisions read those)
             for t in sorted(memo)[:-1024]:
                 del memo[t]
-        return tuple([memo[t] for t in ts])
+        out = tuple([memo[t] for t in ts])
+        self._history_last = (at, history, out)
+        return out
 
     def pod_states(self) -> list[tuple[Replica, int, int, float]]:
         n, _, P = self._state

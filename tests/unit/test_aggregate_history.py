@@ -50,10 +50,12 @@ def test_memoised_history_matches_the_direct_computation():
     rng = random.Random(7)
     f = fleet([rng.random() * 50 for _ in range(400)], 1715299213.25)
     nows = [f.start + 15.0 * k for k in range(1, 260)] + [f.start + 1234.567, f.start + 3999.9]
-    for now in nows:
+    for now in nows:                # one history length: decisions of one minute reuse the last tuple
+        assert f._history(now, 600.0) == _direct_history(f, now, 600.0), now   # exact: bit-identical floats
+    for now in nows:                # two lengths read alternately
         for history in (600.0, 180.0):
             got = f._history(now, history)
-            assert got == _direct_history(f, now, history), (now, history)   # exact: bit-identical floats
+            assert got == _direct_history(f, now, history), (now, history)
     assert len(f._history_memo) > 0
 
 
