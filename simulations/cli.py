@@ -278,14 +278,18 @@ def cmd_sweep(args) -> int:
     args_dict = dict(vars(args))
     args_dict.pop("func", None)
     jobs = max(1, args.jobs)
+    # The trace and settings just built are what _worker_init would build again: this process and forked
+    # workers use them as they are (no second parse of the trace per worker); spawned workers rebuild them.
+    _WORKER["trace"], _WORKER["settings"], _WORKER["policy"] = tr, s, args.policy
     if jobs == 1:
-        _worker_init(args_dict)
         for i, pt in enumerate(points):
             results.append(_sweep_point(pt))
             bar("sweep", (i + 1) / len(points))
     else:
-        ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
-        with ctx.Pool(jobs, initializer=_worker_init, initargs=(args_dict,)) as pool:
+        method = "fork" if sys.platform != "win32" else "spawn"
+        ctx = multiprocessing.get_context(method)
+        init = (None, ()) if method == "fork" else (_worker_init, (args_dict,))
+        with ctx.Pool(jobs, initializer=init[0], initargs=init[1]) as pool:
             for i, res in enumerate(pool.imap_unordered(_sweep_point, points)):
                 results.append(res)
                 bar("sweep", (i + 1) / len(points))
