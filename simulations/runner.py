@@ -167,6 +167,9 @@ class DecideTrigger:
 
     def __init__(self, config, signals: _SignalCache):
         self.config = config
+        # every read at one instant returns the same cached decision (recomputed only once refreshInterval > 0
+        # has passed): the HPA sync at a poll's instant may reuse the poll's read (simulations.keda.triggers)
+        self.same_answer_within_instant = config.refresh_interval > 0
         self.signals = signals
         self.state: PolicyState | None = None
         self.decision = None

@@ -90,6 +90,8 @@ class KedaHpa:
         self._syncs_done = 0
         # the latest poll's result per trigger (KEDA's metrics cache, read by the HPA with useCachedMetrics)
         self._cache: list[TriggerRead | SourceError | None] = [None] * len(self.triggers)
+        self._cache_at: list[float | None] = [None] * len(self.triggers)   # when each cache entry was read
+        self._last_reading: list[MetricReading | None] = [None] * len(self.triggers)
         # The HPA's target per metric, written when KEDA creates the HPA (GetMetricSpec at reconcile) and
         # not updated until the ScaledObject changes (kedacore/keda#7793): later target() values are ignored.
         self.hpa_targets: list[float | None] = [self._initial_target(trig) for trig in self.triggers]
@@ -143,9 +145,11 @@ class KedaHpa:
                 read = self._read(i, t)
             except SourceError as err:
                 self._cache[i] = err
+                self._cache_at[i] = t
                 error = True
                 continue
             self._cache[i] = read
+            self._cache_at[i] = t
             active = active or read.active
         self.last_poll = (active, error)
         self._request_scale(t, active=active, error=error, why="poll")
@@ -198,6 +202,11 @@ class KedaHpa:
         trig = self.triggers[i]
         try:
             cached = self._cache[i] if getattr(trig, "use_cached_metrics", False) else None
+            if cached is None and self._cache_at[i] == t and getattr(trig, "same_answer_within_instant", False) \
+                    and isinstance(self._cache[i], TriggerRead):
+                # a trigger that answers the same for every read at one instant (e.g. the scaler's cached
+                # decision), already read successfully by this instant's poll: reading it again gives that read
+                cached = self._cache[i]
             if isinstance(cached, SourceError):
                 raise cached
             read: TriggerRead = cached if cached is not None else self._read(i, t)
@@ -210,7 +219,12 @@ class KedaHpa:
         self.failures[i] = 0
         if self.hpa_targets[i] is None:
             self.hpa_targets[i] = read.target
-        return MetricReading(to_milli(read.usage), to_milli(self.hpa_targets[i]), trig.metric_type)
+        usage, target = to_milli(read.usage), to_milli(self.hpa_targets[i])
+        last = self._last_reading[i]   # an immutable value: the previous sync's when nothing changed
+        if last is None or last.usage_milli != usage or last.target_milli != target \
+                or last.metric_type != trig.metric_type:
+            last = self._last_reading[i] = MetricReading(usage, target, trig.metric_type)
+        return last
 
     def _fallback_reading(self, i: int, err: SourceError, ready_replicas: int) -> MetricReading | Exception:
         trig = self.triggers[i]

@@ -29,6 +29,9 @@ class Trigger(Protocol):
 
     metric_type: str  # "AverageValue" | "Value"
     # optional attribute ``use_cached_metrics: bool`` (default False): the HPA reads KEDA's last poll
+    # optional attribute ``same_answer_within_instant: bool`` (default False): every successful read at one
+    # instant returns the same values (target, metric, activity), so an HPA sync at the instant of a successful
+    # poll may reuse that poll's read instead of asking again (the simulator's speed; same results)
 
     def target(self) -> float: ...
 

@@ -393,3 +393,46 @@ def test_request_scale_cases(spec_kw, replicas, active, error, expected) -> None
     k = KedaHpa(ScaledObjectSpec(**spec_kw), [FakeTrigger()], start=T0, replicas=replicas)
     k._request_scale(T0 + 1, active=active, error=error, why="test")   # never active: initial cooldown 0 passed
     assert k.replicas == expected
+
+
+def test_a_sync_at_a_polls_instant_reuses_its_read_only_for_a_stable_trigger() -> None:
+    """``same_answer_within_instant``: the HPA sync at the instant of a successful poll reuses that read; a
+    sync at another instant, after a failed poll, or for a trigger without the flag asks again. Either way
+    the replicas are the same as asking again (the trigger answers the same within an instant)."""
+    class Counting:
+        metric_type = "AverageValue"
+
+        def __init__(self, stable: bool, fail_at=()):
+            self.same_answer_within_instant = stable
+            self.reads, self.fail_at = [], set(fail_at)
+
+        def target(self) -> float:
+            return 1.0
+
+        def metric(self, now: float) -> float:
+            self.reads.append(now)
+            if now in self.fail_at:
+                raise SourceError("down", source="test")
+            return 4.0 + (now - T0) // 60   # one value per instant (and per minute)
+
+        def is_active(self, now: float) -> bool:
+            return True
+
+    outcomes = {}
+    for stable in (True, False):
+        trig = Counting(stable, fail_at={T0 + 60})
+        k = KedaHpa(ScaledObjectSpec(polling_interval=30), [trig], start=T0, replicas=3)
+        replicas = []
+        for t in range(0, 181, 15):
+            replicas.append(k.step(T0 + t, status_replicas=k.replicas, ready_replicas=k.replicas))
+        outcomes[stable] = (replicas, [e[:4] for e in k.events])
+        polls = [T0 + t for t in range(0, 181, 30)]
+        syncs = [T0 + t for t in range(0, 181, 15)]
+        if stable:
+            # polls read once each (twice at T0 + 60: the failure is retried); syncs at a successful poll's
+            # instant reuse it; the sync at T0 + 60 (failed poll) and the off-poll syncs read (twice when failing)
+            expected = sorted(polls + [T0 + 60] + [t for t in syncs if t not in polls] + [T0 + 60, T0 + 60])
+        else:
+            expected = sorted(polls + [T0 + 60] + syncs + [T0 + 60])
+        assert sorted(trig.reads) == expected, stable
+    assert outcomes[True] == outcomes[False]
