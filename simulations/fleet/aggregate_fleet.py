@@ -155,9 +155,13 @@ class AggregateFleet(FleetBase):
         # Hot path (called several times per controller tick): locals, no call when nothing is due.
         rs = self.rs
         pending = rs._pending         # loading pods sorted by ready_at (ReplicaSet.pending, without the property)
+        now = self.now
+        if now >= T - 1e-9:           # already there (a controller's scale_to right after the runner's advance)
+            if pending and pending[0].ready_at <= now:
+                rs.promote_due(now)
+            return
         drains = self._drains
         start, bin_, nbins = self.start, self.bin, self._nbins
-        now = self.now
         stop = T - 1e-9
         while now < stop:
             t0 = now
@@ -191,7 +195,7 @@ class AggregateFleet(FleetBase):
 
     def _slice(self, t0: float, t1: float, b: int | None) -> None:
         dt = t1 - t0
-        R = self.rs.n_ready
+        R = self.rs._n["ready"]      # ReplicaSet.n_ready, without the property call (every slice)
         if b is not None:
             a = self.rate[b]
             mk = self._merge_key
@@ -282,6 +286,7 @@ class AggregateFleet(FleetBase):
         rec_served, rec_base = self.s_rec_served, self.s_rec_base
         slo, g, pool = self.slo_ttft, self.params.gamma, self.pool
         npool = len(pool)
+        pool_max = pool[-1]
         busy = 1.5 * t_sat
         bisect_right = bisect.bisect_right
         while backlog and budget > 1e-12:
@@ -299,7 +304,8 @@ class AggregateFleet(FleetBase):
             elif g <= 0:
                 share = 1.0
             else:
-                share = bisect_right(pool, room / g) / npool
+                x = room / g           # every prompt fits: bisect_right would give npool, and npool / npool == 1.0
+                share = 1.0 if x >= pool_max else bisect_right(pool, x) / npool
             j = chunk[2]
             ttft_ok_log[j] += take * share
             if tpot_ok:
