@@ -344,13 +344,14 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
                     # the signals KEDA just read at this instant (arrival rate and P95 TTFT do not depend on
                     # the demand history the predictive cache also carries)
                     sig = cache(t)
+                    rate, ttft_p95 = sig.arrival_rate, sig.ttft_p95
                 else:
-                    sig = fleet.signals(t, s.timeline_step)
+                    rate, ttft_p95 = fleet.rate_and_ttft_p95(t, s.timeline_step)
                 tl.t.append(t)
-                tl.arrival_rate.append(sig.arrival_rate or 0.0)
+                tl.arrival_rate.append(rate or 0.0)
                 tl.spec.append(fleet.spec_replicas())
                 tl.ready.append(fleet.ready_replicas())
-                tl.ttft_p95.append(sig.ttft_p95 if sig.ttft_p95 is not None else math.nan)
+                tl.ttft_p95.append(ttft_p95 if ttft_p95 is not None else math.nan)
                 next_tl += s.timeline_step
             if progress is not None and k % 200 == 0:
                 progress(min(1.0, k / steps))

@@ -341,7 +341,9 @@ class AggregateFleet(FleetBase):
         pods = self.rs.count("ready") + self.rs.count("draining")
         return (self.backlog_total if pods else None), pods
 
-    def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
+    def _window(self, now: float, window: float):
+        """The slices of ``(now - window, now]``: (arrivals, served, prompt sum, output sum, TTFT pairs, TPOT
+        pairs, span), read by :meth:`signals` and :meth:`rate_and_ttft_p95`."""
         self.advance_to(now)
         lo_t = now - window
         # Rates over the part of the window since the trace started (Prometheus' rate() over a counter that
@@ -383,8 +385,22 @@ class AggregateFleet(FleetBase):
                     tpot_pairs.append((it_k, sv))
                     psum += p_k * sv
                     lsum += l_k * sv
+        return arrivals, served, psum, lsum, ttft_pairs, tpot_pairs, span
+
+    def rate_and_ttft_p95(self, now: float, window: float) -> tuple[float | None, float | None]:
+        """``(signals(now, window).arrival_rate, .ttft_p95)`` without the rest (the runner's timeline)."""
+        arrivals, _, _, _, ttft_pairs, _, span = self._window(now, window)
+        return (arrivals / span if span > 0 else None), self._ttft_p95(ttft_pairs)
+
+    def _ttft_p95(self, ttft_pairs: list[tuple[float, float]]) -> float | None:
+        """P95 TTFT: the weighted 95th percentile of ``wait + 1.5 t`` plus ``gamma`` x the 95th-percentile
+        prompt (module docstring)."""
         base95 = _weighted_quantile(ttft_pairs, 0.95)
-        ttft95 = base95 + self.params.gamma * self.prompt_p95 if base95 is not None else None
+        return base95 + self.params.gamma * self.prompt_p95 if base95 is not None else None
+
+    def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
+        arrivals, served, psum, lsum, ttft_pairs, tpot_pairs, span = self._window(now, window)
+        ttft95 = self._ttft_p95(ttft_pairs)
         phases = self.rs._n                     # ReplicaSet.count(phase), without a call per phase
         n_ready = phases["ready"]
         pods = n_ready + phases["draining"]

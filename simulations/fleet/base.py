@@ -154,6 +154,12 @@ class FleetBase:
                 history: float = 0.0) -> Signals:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def rate_and_ttft_p95(self, now: float, window: float) -> tuple[float | None, float | None]:
+        """``(signals(now, window).arrival_rate, .ttft_p95)``: what the runner's timeline records (a fleet
+        may compute just these two)."""
+        sig = self.signals(now, window)
+        return sig.arrival_rate, sig.ttft_p95
+
     def in_flight(self) -> float:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -66,3 +66,21 @@ def test_rates_near_the_start_cover_the_elapsed_span():
     assert f.signals(1000.0, 60.0).arrival_rate is None
     assert abs(f.signals(1015.0, 60.0).arrival_rate - 0.6) < 1e-9
     assert abs(f.signals(1120.0, 60.0).arrival_rate - 0.6) < 1e-9
+
+
+def test_rate_and_ttft_p95_are_the_signals_values():
+    """The runner's timeline reads ``rate_and_ttft_p95``: the same two numbers ``signals`` reports, at
+    every instant (saturated and idle stretches, replica changes, the trace's start and end)."""
+    import random
+
+    rng = random.Random(2)
+    counts = [rng.choice([0.0, 5.0, 40.0, 400.0]) for _ in range(300)]
+    f = fleet(counts, 5000.0)
+    for k in range(1, 330):
+        now = 5000.0 + 10.0 * k
+        if k % 17 == 0:
+            f.scale_to(rng.randint(0, 4), now)
+        for window in (60.0, 25.0):
+            sig = f.signals(now, window)
+            got = f.rate_and_ttft_p95(now, window)
+            assert got == (sig.arrival_rate, sig.ttft_p95), (now, window)
