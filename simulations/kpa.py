@@ -104,11 +104,12 @@ class KnativeKpa:
             raise ValueError(f"concurrency={concurrency!r}: must be a finite number >= 0")
         now = float(now)
         v = float(concurrency)
-        if not self._t:
+        t = self._t
+        if not t:
             self._t, self._v, self._cum = [now], [v], [v * 1.0]
             self._origin = now - 1.0
             return
-        last = self._t[-1]
+        last = t[-1]
         if now < last:
             raise ValueError(f"now={now!r}: samples must not go back in time (last sample at {last!r})")
         if now == last:
@@ -120,10 +121,11 @@ class KnativeKpa:
             self._cum[-1] = prev_cum + self._v[-1] * span
             return
         self._n_last = 1
-        self._t.append(now)
+        t.append(now)
         self._v.append(v)
-        self._cum.append(self._cum[-1] + v * (now - last))
-        if len(self._t) > 8192:
+        cum = self._cum
+        cum.append(cum[-1] + v * (now - last))
+        if len(t) > 8192:
             keep = bisect.bisect_left(self._t, now - self.stable_window - 2.0)
             if keep > 1:
                 self._origin = self._t[keep - 1]
@@ -163,13 +165,26 @@ class KnativeKpa:
         lo_p = now - self.panic_window
         if lo_p < origin:
             lo_p = origin
-        last_t = self._t[-1]
+        t, v, cum = self._t, self._v, self._cum
+        last_t = t[-1]
         if now >= last_t:   # _integral(now) after the last sample (every decision of a run): inlined
-            i_now = self._cum[-1] + last_v * (now - last_t)
+            i_now = cum[-1] + last_v * (now - last_t)
         else:
             i_now = self._integral(now) if (now > lo_s or now > lo_p) else 0.0
-        stable = last_v if now <= lo_s else (i_now - self._integral(lo_s)) / (now - lo_s)
-        panic = last_v if now <= lo_p else (i_now - self._integral(lo_p)) / (now - lo_p)
+        if now <= lo_s:
+            stable = last_v
+        elif lo_s >= last_t:
+            stable = (i_now - (cum[-1] + last_v * (lo_s - last_t))) / (now - lo_s)
+        else:               # _integral(lo_s) inside the samples, inlined
+            j = bisect.bisect_left(t, lo_s)
+            stable = (i_now - (cum[j] - v[j] * (t[j] - lo_s))) / (now - lo_s)
+        if now <= lo_p:
+            panic = last_v
+        elif lo_p >= last_t:
+            panic = (i_now - (cum[-1] + last_v * (lo_p - last_t))) / (now - lo_p)
+        else:
+            j = bisect.bisect_left(t, lo_p)
+            panic = (i_now - (cum[j] - v[j] * (t[j] - lo_p))) / (now - lo_p)
         return stable, panic
 
     def desired(self, now: float, ready_pods: int) -> int:

@@ -196,7 +196,7 @@ def test_both_window_averages_equal_the_single_ones() -> None:
         t += rng.choice([0.0, 0.5, 1.0, 2.0, 10.0])
         kpa.record(t, rng.random() * 40)
         instants.append(t)
-        for now in (t, t + 0.7, t + 3.0, t + 90.0):
+        for now in (t - 7.0, t - 0.3, t, t + 0.7, t + 3.0, t + 90.0):   # inside, at and after the samples
             assert kpa.window_averages(now) == (kpa.window_average(now, 60.0), kpa.window_average(now, 6.0))
     assert len(kpa._t) < len(set(instants))   # long enough that the history was trimmed (origin re-based)
 
