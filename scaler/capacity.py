@@ -97,6 +97,12 @@ class FleetModel:
         if self.kv_tokens is not None and self.kv_tokens <= 0:
             raise ValueError(f"FleetModel.kv_tokens must be > 0, got {self.kv_tokens!r}")
 
+    def metadata(self) -> str:
+        """The ``fleetModel`` trigger metadata value that parses back to this model
+        (``tests/unit/test_capacity.py::test_fleet_model_metadata_round_trips``)."""
+        text = f"alpha={self.alpha:.6g},beta={self.beta:.6g},gamma={self.gamma:.6g},maxNumSeqs={self.max_num_seqs}"
+        return text + (f",kvTokens={self.kv_tokens:.0f}" if self.kv_tokens is not None else "")
+
 
 @dataclass(frozen=True)
 class Capacity:

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from scaler.capacity import FleetModel
 from scaler.errors import ConfigError
 
 from . import report
@@ -48,6 +49,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         f"up to {REQUEST_MODE_LIMIT:,} requests, else aggregate)")
     p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                    help="trigger metadata for predictive/reactive (scaler/config.py keys), repeatable")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="do not hand the predictive policy the simulated fleet's parameters as `fleetModel` (by "
+                        "default it gets them, as `vllm-scaler calibrate` fits them from a recording, unless "
+                        "--metadata sets fleetModel or capacityPerReplica)")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="simulate only the first S seconds")
     p.add_argument("--max-replicas", type=int, default=50, help="maxReplicaCount/maxReplicas of every policy (50)")
     p.add_argument("--initial-replicas", type=_initial_replicas, default="auto", metavar="N|auto",
@@ -132,6 +137,12 @@ def _settings(args, fidelity: str, trace) -> Settings:
     params = ModelParams()
     if args.model_param:
         params = params.with_overrides(dict(parse_metadata_pairs(args.model_param)))
+    metadata = parse_metadata_pairs(args.metadata)
+    if not args.uncalibrated and not {k for k, _ in metadata} & {"fleetModel", "capacityPerReplica"}:
+        # What a calibrated deployment passes (docs/predictive.md): the fleet model of the fleet being simulated.
+        model = FleetModel(alpha=params.alpha, beta=params.beta, gamma=params.gamma,
+                           max_num_seqs=params.max_num_seqs, kv_tokens=params.kv_tokens)
+        metadata = (("fleetModel", model.metadata()),) + metadata
     initial = args.initial_replicas
     if initial == "auto":
         initial = replicas_at_start(trace, params=params, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
@@ -139,7 +150,7 @@ def _settings(args, fidelity: str, trace) -> Settings:
     return Settings(
         fidelity=fidelity, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
         cold_start=ColdStartModel(args.cold_start, args.cold_start_sigma), params=params,
-        metadata=parse_metadata_pairs(args.metadata), max_replicas=args.max_replicas,
+        metadata=metadata, max_replicas=args.max_replicas,
         initial_replicas=initial, request_timeout=args.request_timeout,
         keda_threshold=args.keda_threshold, kpa_target=args.kpa_target, kpa_scale_down_delay=args.kpa_scale_down_delay,
         seed=args.seed,
@@ -186,6 +197,11 @@ def cmd_simulate(args) -> int:
     else:
         result = run(tr, policies, s, progress=bar)
     print(report.table(result))
+    given = dict(s.metadata).get("fleetModel")
+    if given and not any(k == "fleetModel" for k, _ in parse_metadata_pairs(args.metadata)) and (
+            "predictive" in policies):
+        print(f"predictive: given the simulated fleet's parameters, fleetModel={given} (as `vllm-scaler calibrate` "
+              "fits them; --uncalibrated to run without)")
     if args.json:
         with open(args.json, "w") as fh:
             report.write_json(result, fh)

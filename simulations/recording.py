@@ -653,6 +653,18 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     values = params if isinstance(params, dict) else {k: getattr(params, k) for k in ("alpha", "beta", "gamma")}
     print("simulate with: " + " ".join(f"--model-param {k}={v:.6g}" for k, v in values.items()))
+    from scaler.capacity import FleetModel
+
+    try:
+        model = FleetModel(alpha=values["alpha"], beta=values["beta"], gamma=values["gamma"],
+                           max_num_seqs=args.max_num_seqs, kv_tokens=args.kv_tokens)
+    except ValueError as exc:
+        print(f"no fleetModel metadata: {exc}")
+    else:
+        print(f'trigger metadata for the predictive policy: fleetModel: "{model.metadata()}"'
+              f" (maxNumSeqs{' and kvTokens' if args.kv_tokens else ''} from the command line: vLLM's "
+              "--max-num-seqs and its KV-cache tokens are not in the recording)")
+        values = {**values, "fleetModel": model.metadata()}
     if args.json:
         doc = {"recording": str(args.recording), "params": values,
                "fits": {k: asdict(f) for k, f in fits.items()}, "note": note}
@@ -702,5 +714,10 @@ def register(subparsers) -> None:
                     "TTFT - 1.5 TPOT on mean prompt tokens over ticks with no queue in their window (gamma).")
     p.add_argument("recording", help="a file written by `vllm-scaler record`")
     p.add_argument("--min-ticks", type=int, default=10, help="fewest usable ticks per fit (default: %(default)s)")
+    p.add_argument("--max-num-seqs", type=int, default=256,
+                   help="the Deployment's vLLM --max-num-seqs, for the fleetModel metadata (default %(default)s)")
+    p.add_argument("--kv-tokens", type=float, default=None,
+                   help="KV-cache capacity in tokens per replica (vLLM logs it at start-up), for fleetModel; "
+                        "optional")
     p.add_argument("--json", default=None, metavar="OUT", help="write the fitted numbers and fit quality as JSON")
     p.set_defaults(func=_run_calibrate)

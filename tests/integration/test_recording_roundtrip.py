@@ -126,6 +126,7 @@ def test_record_gives_the_demand_back(backfilled_prometheus, tmp_path, capsys):
     cal = json.loads(cj.read_text())
     assert cal["params"]["alpha"] == pytest.approx(0.03, abs=1e-9)
     assert cal["params"]["beta"] == pytest.approx(0.0, abs=1e-9)
+    assert cal["params"]["fleetModel"].startswith("alpha=0.03,") and "maxNumSeqs=256" in cal["params"]["fleetModel"]
     # TTFT without a queue was 0.2 s: gamma = (0.2 - 1.5 * 0.03) / 800 tokens; within 2 %, because a brief
     # queue between two 15 s ticks (invisible to the recording) adds a little waiting to some windows
     assert cal["params"]["gamma"] == pytest.approx((0.2 - 0.045) / PROMPT, rel=0.02)

@@ -119,3 +119,15 @@ def test_little_fallback_uses_the_learners_running_means() -> None:
     steady = little_capacity(sig(0, running=0.0), 32, learner)
     assert steady == pytest.approx(32 * 10 / 20, rel=0.1)
     assert little_capacity(sig(0, running=0.0), 32, None) is None  # the snapshot alone has no load
+
+
+def test_fleet_model_metadata_round_trips():
+    from scaler.capacity import FleetModel
+    from scaler.config import parse_metadata
+
+    for m in (FleetModel(alpha=0.02058, beta=0.00041, gamma=0.0001, max_num_seqs=256, kv_tokens=400000),
+              FleetModel(alpha=0.015, beta=0.0003, gamma=5e-05, max_num_seqs=64)):
+        cfg = parse_metadata({"fleetModel": m.metadata()}, scaled_object="a", namespace="b")
+        assert cfg.fleet_model == m
+    assert FleetModel(alpha=0.02058, beta=0.00041, gamma=0.0001, max_num_seqs=256, kv_tokens=400000).metadata() == \
+        "alpha=0.02058,beta=0.00041,gamma=0.0001,maxNumSeqs=256,kvTokens=400000"

@@ -124,3 +124,23 @@ def test_kpa_scale_down_delay_reaches_knative_and_damps_flapping(tmp_path, capsy
     capsys.readouterr()
     assert main(["simulate", "--policy", "kpa", "--kpa-scale-down-delay", "5000"]) != 0
     assert "kpa-scale-down-delay" in capsys.readouterr().err
+
+
+def test_predictive_gets_the_simulated_fleet_model_unless_told_otherwise(tmp_path, capsys):
+    from scaler.capacity import FleetModel
+    from simulations.fleet import ModelParams
+
+    m = ModelParams()
+    want = FleetModel(alpha=m.alpha, beta=m.beta, gamma=m.gamma, max_num_seqs=m.max_num_seqs,
+                      kv_tokens=m.kv_tokens).metadata()
+    out = tmp_path / "s.json"
+    base = ["simulate", "--duration", "120", "--policy", "predictive", "--json", str(out)]
+    assert main(base) == 0
+    assert json.loads(out.read_text())["settings"]["metadata"]["fleetModel"] == want
+    assert "given the simulated fleet's parameters, fleetModel=" + want in capsys.readouterr().out
+    assert main(base + ["--uncalibrated"]) == 0
+    assert "fleetModel" not in json.loads(out.read_text())["settings"]["metadata"]
+    assert main(base + ["--metadata", "capacityPerReplica=3"]) == 0
+    assert json.loads(out.read_text())["settings"]["metadata"] == {"capacityPerReplica": "3"}
+    assert main(base + ["--model-param", "alpha=0.03"]) == 0     # the model simulated is the model given
+    assert json.loads(out.read_text())["settings"]["metadata"]["fleetModel"].startswith("alpha=0.03,")

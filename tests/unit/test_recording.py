@@ -145,6 +145,21 @@ def test_calibrate_recovers_known_parameters():
         assert params["alpha"] == pytest.approx(alpha)
 
 
+def test_calibrate_prints_the_fleet_model_metadata_to_paste(tmp_path, capsys):
+    alpha, beta, gamma = 0.02, 0.0005, 0.0001
+    ticks = [Tick(t=15.0 * i, pods_reporting=1 + i % 3, replicas=1 + i % 3, waiting=0.0,
+                  running=float((4 + 3 * (i % 10)) * (1 + i % 3)), tpot_mean=alpha + beta * (4 + 3 * (i % 10)),
+                  prompt_tokens_mean=200.0 + 50 * i, ttft_mean=1.5 * (alpha + beta * (4 + 3 * (i % 10)))
+                  + gamma * (200 + 50 * i)) for i in range(30)]
+    path = tmp_path / "r.jsonl"
+    _rec(ticks).save(path)
+    assert main(["calibrate", str(path), "--max-num-seqs", "64", "--json", str(tmp_path / "c.json")]) == 0
+    assert 'fleetModel: "alpha=0.02,beta=0.0005,gamma=0.0001,maxNumSeqs=64"' in capsys.readouterr().out
+    doc = json.loads((tmp_path / "c.json").read_text())
+    cfg = parse_metadata({"fleetModel": doc["params"]["fleetModel"]}, scaled_object="a", namespace="b")
+    assert cfg.fleet_model.max_num_seqs == 64 and cfg.fleet_model.alpha == pytest.approx(alpha)
+
+
 def test_calibrate_says_what_is_missing():
     with pytest.raises(ValueError, match="only 0 ticks have replicas > 0, running and tpot_mean"):
         calibrate(_rec([Tick(t=1.0, replicas=1, running=3.0)]))
