@@ -401,15 +401,18 @@ class DemandForecaster:
         This runs at every decision, so :meth:`_point` is inlined here with its loop invariants hoisted;
         every float operation is the one :meth:`_point` does, in the same order (``a * b * h`` is
         ``(a * b) * h``), so the numbers are bit-identical to it."""
-        then = self._then()
+        last = self.last_bucket
+        if last is None:
+            raise ValueError("forecaster has no data yet")
+        memo, yesterday = self._memo, self._yesterday
+        j = last - SEASON                      # then = _then() = Y(k - m), read through the memo
+        then = memo[j] if j in memo else yesterday(j)
         p = self.params
         sd = p.z * math.sqrt(self.variance)
         a, b = p.alpha, p.beta
         aa, ab, bb = a * a, a * b, b * b
-        last = self.last_bucket
         mid = (last + 0.5) * STEP
         level, trend = self.level, self.trend
-        memo, yesterday = self._memo, self._yesterday
         sqrt = math.sqrt
         peak_upper = peak_rate = -math.inf
         limit = now + horizon + 1e-9
@@ -429,7 +432,10 @@ class DemandForecaster:
             rate = level + (ahead if ahead > change else change)
             if rate < 0.0:
                 rate = 0.0
-            upper = rate + sd * sqrt(1 + (h - 1) * (aa + ab * h + bb * h * (2 * h - 1) / 6))
+            if h == 1.0:   # sqrt(1 + 0 * (...)) is exactly 1.0 (the polynomial is finite), sd * 1.0 is sd
+                upper = rate + sd
+            else:
+                upper = rate + sd * sqrt(1 + (h - 1) * (aa + ab * h + bb * h * (2 * h - 1) / 6))
             if upper > peak_upper:
                 peak_upper = upper
             if t <= limit and rate > peak_rate:

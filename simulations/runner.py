@@ -170,6 +170,7 @@ class DecideTrigger:
         # every read at one instant returns the same cached decision (recomputed only once refreshInterval > 0
         # has passed): the HPA sync at a poll's instant may reuse the poll's read (simulations.keda.triggers)
         self.same_answer_within_instant = config.refresh_interval > 0
+        self.refresh_interval = config.refresh_interval   # a frozen config: read once, not per read
         self.signals = signals
         self.state: PolicyState | None = None
         self.decision = None
@@ -177,7 +178,7 @@ class DecideTrigger:
         self.decisions = 0
 
     def _decision(self, now: float):
-        if self.decision is None or now - self.decided_at >= self.config.refresh_interval:
+        if self.decision is None or now - self.decided_at >= self.refresh_interval:
             try:
                 d = decide(self.signals(now), self.state, self.config, now)
             except ValueError as exc:
