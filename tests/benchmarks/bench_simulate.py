@@ -2,7 +2,8 @@
 
     python3 tests/benchmarks/bench_simulate.py [--quick] [--repeat N]
 
-1. aggregate fidelity over the bundled 2024 week (60,481 ten-second bins), per policy (target <= 5 s each);
+1. aggregate fidelity over the bundled 2024 week (60,481 ten-second bins), per policy (target <= 5 s each), and the
+   predictive policy given the simulated fleet's parameters as ``fleetModel`` (what ``simulate`` does by default);
 2. per-request fidelity over the 2023 conversation trace (19,366 requests), per policy (target <= 10 s each);
 3. a 50-point sweep over the week (predictive, aggregate) on 2 worker processes (target <= 2 min).
 Baseline measured in the same run: the cost of reading the trace, and the fleet alone at a fixed replica count
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+from dataclasses import replace
 import os
 import sys
 import time
@@ -22,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from scaler.capacity import FleetModel  # noqa: E402
 from simulations import cli as sim_cli  # noqa: E402
 from simulations.runner import POLICIES, Settings, build_fleet, run_policy  # noqa: E402
 from simulations.traces import load  # noqa: E402
@@ -83,6 +86,13 @@ def main() -> None:
         extra = f"unavailable: {r.unavailable}" if r.outcome is None else f"{r.gpu_hours:.0f} GPU-h"
         print(f"aggregate week  {p:<20} {t:6.2f} s wall {cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
               f"target <= 5 s)  {extra}; runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
+    # what `vllm-scaler simulate` runs by default: the predictive policy given the simulated fleet's parameters
+    fm = FleetModel(alpha=s.params.alpha, beta=s.params.beta, gamma=s.params.gamma,
+                    max_num_seqs=s.params.max_num_seqs, kv_tokens=s.params.kv_tokens)
+    sc = replace(s, metadata=(("fleetModel", fm.metadata()),))
+    t, cpu, runs, r = repeated(lambda: run_policy("predictive", week, sc), n)
+    print(f"aggregate week  {'predictive+fleetModel':<20} {t:6.2f} s wall {cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
+          f"target <= 5 s)  {r.gpu_hours:.0f} GPU-h; runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
     tload, conv = timed(lambda: load("azure-2023-conv"))
     print(f"load azure-2023-conv: {tload:.2f} s ({int(conv.requests):,} requests)")
     s = Settings(fidelity="request")
