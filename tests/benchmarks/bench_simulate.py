@@ -5,11 +5,11 @@
 1. aggregate fidelity over the bundled 2024 week (60,481 ten-second bins), per policy (target <= 5 s each), and the
    predictive policy given the simulated fleet's parameters as ``fleetModel`` (what ``simulate`` does by default);
 2. per-request fidelity over the 2023 conversation trace (19,366 requests), per policy (target <= 10 s each);
-3. a 50-point sweep over the week (predictive, aggregate) on 2 worker processes (target <= 2 min).
+3. 50-point sweeps over the week (reactive, then predictive; aggregate) on 2 worker processes (target <= 2 min).
 Baseline measured in the same run: the cost of reading the trace, and the fleet alone at a fixed replica count
 (no controller), so the ratio shows what the control loop adds. The machine may be shared: every run of a
-single-process figure is repeated ``--repeat`` times (default 2) and all runs are printed, the best first
-(the target applies to it); the UTC time and the load average are printed at the start and the end.
+single-process figure is repeated ``--repeat`` times (default 2): the line shows the best run (the target
+applies to it), then every run in order; the UTC time and the load average are printed at the start and the end.
 """
 
 from __future__ import annotations
