@@ -303,6 +303,18 @@ class TermsText:
         return ", ".join(f"{k}={v:.3g}" for k, v in self.terms.items())
 
 
+class _Seen:
+    """The demand signals an activity check saw, ``; ``-joined when its reason line is read."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[tuple[Any, ...]]) -> None:
+        self.lines = lines
+
+    def __format__(self, spec: str) -> str:
+        return "; ".join(t.format(*v) for t, *v in self.lines)
+
+
 def _on_the_way(starting: int, capped: Sequence[str], cap_to: float) -> tuple[Any, ...]:
     return ("{} replica(s) on the way: {} capped at {:g} (no cascading scale-up during a cold start)", starting,
             ", ".join(capped), cap_to)
@@ -423,7 +435,7 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
     if observed_rate is not None and observed_rate > config.forecast_activation_rate:
         seen.append(("arrivals {:.3g} req/s > {:g}", observed_rate, config.forecast_activation_rate))
     if seen:
-        return True, now, ("active: " + "; ".join(t for t, *_ in seen), *(v for _, *vs in seen for v in vs))
+        return True, now, ("active: {}", _Seen(seen))
     if loading(signals) and state.active is not False:
         # No pod reports because they are still loading: demand is unknown, not absent.
         return True, now, ("active: {} pod(s) loading, none reporting yet (held)", signals.starting_replicas)
