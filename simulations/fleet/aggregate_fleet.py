@@ -346,9 +346,7 @@ class AggregateFleet(FleetBase):
         pairs, span), read by :meth:`signals` and :meth:`rate_and_ttft_p95`."""
         self.advance_to(now)
         lo_t = now - window
-        # Rates over the part of the window since the trace started (Prometheus' rate() over a counter that
-        # appeared mid-window): the time before the start is unknown, not idle.
-        span = min(window, now - self.start)
+        span = self.observed_span(now, window)
         s_t, s_dt, s_arr, s_served = self.s_t, self.s_dt, self.s_arr, self.s_served
         s_base, s_iter, s_p, s_l = self.s_base, self.s_t_iter, self.s_p, self.s_l
         i = bisect.bisect_right(s_t, lo_t) - 1
@@ -444,12 +442,12 @@ class AggregateFleet(FleetBase):
         if self._cum is None:
             self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
             self._edges = self.start + self.bin * np.arange(len(self._cum))
-        at = math.floor(now / 60.0) * 60.0   # as DemandHistoryReader: minutes ending on absolute boundaries
+        at = self.history_minute(now)
         last = self._history_last
         if last is not None and last[0] == at and last[1] == history:
             return last[2]    # every decision within one minute reads the same points
-        start, memo = self.start, self._history_memo
-        ts = [t for t in np.arange(at - history + 60.0, at + 1e-9, 60.0).tolist() if t - 60.0 >= start]
+        memo = self._history_memo
+        ts = self.history_instants(at, history)
         for t in ts:
             if t not in memo:
                 # Decisions come at a steady pace: compute this point and the next 255 at the stride since the

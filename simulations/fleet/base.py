@@ -22,10 +22,12 @@ Outcome definitions (docs/simulation.md, "Outcomes"):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from scaler.forecast import STEP as HISTORY_STEP
 from scaler.signals import Signals
 
 
@@ -143,6 +145,26 @@ class FleetBase:
 
     def gpu_seconds(self, now: float) -> float:
         return self.rs.gpu_seconds(now)
+
+    # -- what Prometheus would return, shared by both fidelities -------------------------------------------
+    def observed_span(self, now: float, window: float) -> float:
+        """Seconds of ``(now - window, now]`` since the trace started: rates are over this span, as
+        Prometheus' ``rate()`` over a counter that appeared mid-window (the time before the start is unknown,
+        not idle); 0 at the start itself (no rate)."""
+        return min(window, now - self.start)
+
+    @staticmethod
+    def history_minute(now: float) -> float:
+        """The instant ``DemandHistoryReader`` evaluates its range query at: the start of ``now``'s minute."""
+        return math.floor(now / HISTORY_STEP) * HISTORY_STEP
+
+    def history_instants(self, at: float, history: float) -> list[float]:
+        """The instants of the reader's points as of ``at`` (:meth:`history_minute`): absolute minute
+        boundaries over the last ``history`` seconds, each ending a minute wholly after the trace's start.
+        Minutes before the start are absent, not zero (Prometheus has no sample before a series exists):
+        zeros would read as a ramp from nothing to the trace's rate."""
+        return [t for t in np.arange(at - history + HISTORY_STEP, at + 1e-9, HISTORY_STEP).tolist()
+                if t - HISTORY_STEP >= self.start]
 
     def advance_to(self, T: float) -> None:  # pragma: no cover - interface
         raise NotImplementedError

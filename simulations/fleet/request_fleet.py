@@ -156,9 +156,7 @@ class RequestFleet(FleetBase):
         req = self.req
         pods = self._reporting()
         lo_t = now - window
-        # Rates over the part of the window since the trace started, as Prometheus' rate() over a counter
-        # that appeared mid-window: dividing by the whole window would read the time before the start as idle.
-        span = min(window, now - self.start)
+        span = self.observed_span(now, window)
         A = req.arrival
         hi = int(np.searchsorted(A, now, side="right"))
         a_lo = int(np.searchsorted(A, lo_t, side="right"))
@@ -183,14 +181,12 @@ class RequestFleet(FleetBase):
             output_mean = float(o.mean())
         demand_history: tuple[tuple[float, float], ...] = ()
         if history > 0:
-            # What DemandHistoryReader reads: the rate over each minute ending at an absolute minute boundary,
-            # as of the start of now's minute. Minutes before the trace starts are absent, not zero (Prometheus
-            # has no sample before a series exists): zeros would read as a ramp from nothing to the trace's rate.
-            at = math.floor(now / 60.0) * 60.0
-            edges = np.arange(at - history, at + 1e-9, 60.0)
-            edges = edges[edges >= self.start]
-            counts = np.diff(np.searchsorted(A, edges, side="right"))
-            demand_history = tuple((float(t), float(c) / 60.0) for t, c in zip(edges[1:], counts))
+            # What DemandHistoryReader reads: the arrivals of each minute ending at one of its instants.
+            ts = self.history_instants(self.history_minute(now), history)
+            if ts:
+                edges = np.array([ts[0] - 60.0] + ts)
+                counts = np.diff(np.searchsorted(A, edges, side="right"))
+                demand_history = tuple((t, float(c) / 60.0) for t, c in zip(ts, counts))
         n = len(pods)
         return Signals(
             observed_at=now,
