@@ -111,8 +111,8 @@ def run_job(job: Job) -> Job:
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         job.seconds = (dt.datetime.now() - t0).total_seconds()
         if proc.returncode != 0:
-            job.error = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-            job.error = job.error[0]
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            job.error = lines[-1] if lines else f"exit {proc.returncode}"
         else:
             job.result = json.loads(out.read_text())
     return job

@@ -313,7 +313,9 @@ class ReplayTick:
 
     def explain(self) -> str:
         """One line: every term, then the forecast, horizon and cold start the decision used."""
-        parts = [", ".join(f"{k}={v:.3g}" for k, v in self.terms.items())]
+        from scaler.policy import TermsText
+
+        parts = [format(TermsText(self.terms))]
         i = self.inputs
         if "horizon_s" in i:
             parts.append(f"H={i['horizon_s']:.0f}s (cold start P90 {i['cold_start_p90_s']:.0f}s)")
