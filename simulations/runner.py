@@ -190,19 +190,39 @@ class DecideTrigger:
     def target(self) -> float:
         return 1.0
 
+    # metric() and is_active() read the cached decision themselves (each is called at every poll) and call
+    # _decision only when it is due, as _decision would decide
     def metric(self, now: float) -> float:
-        return float(self._decision(now).desired)
+        d = self.decision
+        if d is None or now - self.decided_at >= self.refresh_interval:
+            d = self._decision(now)
+        return float(d.desired)
 
     def is_active(self, now: float) -> bool:
-        return bool(self._decision(now).active)
+        d = self.decision
+        if d is None or now - self.decided_at >= self.refresh_interval:
+            d = self._decision(now)
+        return bool(d.active)
+
+
+_PARSED: dict[tuple[str, int, int], tuple] = {}   # (path, mtime ns, size) -> (ScaledObjectSpec, triggers)
 
 
 def _load_scaled_object(path: str | Path, max_replicas: int):
+    """The ScaledObject's spec (``maxReplicaCount`` = ``max_replicas``) and triggers from a YAML file.
+
+    A file is parsed once while it is unchanged (same mtime and size): every run of a sweep reads the same
+    two files twice (``policy_config`` and ``run_policy``); the results are frozen values."""
     from .keda import scaled_object_from_yaml, triggers_from_yaml
 
-    doc = yaml.safe_load(Path(path).read_text())
-    spec = scaled_object_from_yaml(doc)
-    trig = triggers_from_yaml(doc)
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        doc = yaml.safe_load(p.read_text())
+        parsed = _PARSED[key] = (scaled_object_from_yaml(doc), triggers_from_yaml(doc))
+    spec, trig = parsed
     return replace(spec, max_replica_count=max_replicas), trig
 
 

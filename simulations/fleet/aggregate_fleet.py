@@ -45,14 +45,18 @@ from .lifecycle import ColdStartModel, Replica, ReplicaSet
 from .model import ModelParams, saturation
 
 
-def _weighted_quantile(pairs: list[tuple[float, float]], q: float) -> float | None:
+def _weighted_quantile(pairs: list[tuple[float, float]], q: float, tot: float | None = None) -> float | None:
+    """The ``q`` quantile of values weighted by ``pairs = [(value, weight)]`` (sorts ``pairs``): the first
+    value in increasing order where the running weight reaches ``q`` x the total. ``tot``, when given, is
+    that total summed in the pairs' order (``AggregateFleet._window``'s ``served``): not summed again."""
     if not pairs:
         return None
     if len(pairs) == 1:
         return pairs[0][0]
-    tot = 0.0
-    for _, w in pairs:
-        tot += w
+    if tot is None:
+        tot = 0.0
+        for _, w in pairs:
+            tot += w
     if tot <= 1e-12:
         return None
     pairs.sort()
@@ -86,12 +90,19 @@ class AggregateFleet(FleetBase):
         self.pool = pool.tolist()
         self.prompt_p95 = float(np.percentile(pool, 95))
         self.params = params
-        # per-bin constants of the steady state (simulations.fleet.model), precomputed for speed
-        sat = [saturation(params, p_, l_) for p_, l_ in zip(self.P, self.L)]
-        self._lam_sat = [x[0] for x in sat]
-        self._t_sat = [x[1] for x in sat]
-        self._nmax = [float(x[2]) for x in sat]
-        self._cost = [params.beta * max(1.0, l_) + params.gamma * p_ for p_, l_ in zip(self.P, self.L)]
+        # per-bin constants of the steady state (simulations.fleet.model), precomputed for speed: computed once
+        # per distinct (P, L) pair (a count trace has one pair for every bin; a request trace one per bin)
+        consts: dict[tuple[float, float], tuple[float, float, float, float]] = {}
+        for pl in zip(self.P, self.L):
+            if pl not in consts:
+                p_, l_ = pl
+                lam_sat, t_sat, nmax = saturation(params, p_, l_)
+                consts[pl] = (lam_sat, t_sat, float(nmax), params.beta * max(1.0, l_) + params.gamma * p_)
+        per_bin = [consts[pl] for pl in zip(self.P, self.L)]
+        self._lam_sat = [x[0] for x in per_bin]
+        self._t_sat = [x[1] for x in per_bin]
+        self._nmax = [x[2] for x in per_bin]
+        self._cost = [x[3] for x in per_bin]
         self.slo_ttft, self.slo_tpot = slo_ttft, slo_tpot
         self.start = start
         self.now = start
@@ -343,12 +354,12 @@ class AggregateFleet(FleetBase):
 
     def _window(self, now: float, window: float):
         """The slices of ``(now - window, now]``: (arrivals, served, prompt sum, output sum, TTFT pairs, TPOT
-        pairs, span), read by :meth:`signals` and :meth:`rate_and_ttft_p95`."""
+        pairs, span), read by :meth:`signals` and :meth:`rate_and_ttft_p95`. ``served`` is the sum of the
+        pairs' weights, added in their order (what :func:`_weighted_quantile` would add up again)."""
         self.advance_to(now)
         lo_t = now - window
         span = self.observed_span(now, window)
-        s_t, s_dt, s_arr, s_served = self.s_t, self.s_dt, self.s_arr, self.s_served
-        s_base, s_iter, s_p, s_l = self.s_base, self.s_t_iter, self.s_p, self.s_l
+        s_t = self.s_t
         i = bisect.bisect_right(s_t, lo_t) - 1
         if i < 0:
             i = 0
@@ -356,6 +367,8 @@ class AggregateFleet(FleetBase):
         ttft_pairs, tpot_pairs = [], []
         n_slices = len(s_t)
         if i < n_slices:
+            s_dt, s_arr, s_served = self.s_dt, self.s_arr, self.s_served
+            s_base, s_iter, s_p, s_l = self.s_base, self.s_t_iter, self.s_p, self.s_l
             # Only the first slice can straddle the window's start (slice starts increase strictly): its
             # share f of the span; every later slice counts whole (f = 1, and x * 1.0 == x exactly).
             st = s_t[i]
@@ -373,32 +386,31 @@ class AggregateFleet(FleetBase):
                     tpot_pairs.append((s_iter[i], sv))
                     psum += s_p[i] * sv
                     lsum += s_l[i] * sv
-            j = i + 1
-            for a_k, sv, base_k, it_k, p_k, l_k in zip(s_arr[j:], s_served[j:], s_base[j:], s_iter[j:],
-                                                       s_p[j:], s_l[j:]):
-                arrivals += a_k
+            for k in range(i + 1, n_slices):    # indexing: no copies of the lists' tails (zip over slices)
+                arrivals += s_arr[k]
+                sv = s_served[k]
                 if sv > 0:
                     served += sv
-                    ttft_pairs.append((base_k, sv))
-                    tpot_pairs.append((it_k, sv))
-                    psum += p_k * sv
-                    lsum += l_k * sv
+                    ttft_pairs.append((s_base[k], sv))
+                    tpot_pairs.append((s_iter[k], sv))
+                    psum += s_p[k] * sv
+                    lsum += s_l[k] * sv
         return arrivals, served, psum, lsum, ttft_pairs, tpot_pairs, span
 
     def rate_and_ttft_p95(self, now: float, window: float) -> tuple[float | None, float | None]:
         """``(signals(now, window).arrival_rate, .ttft_p95)`` without the rest (the runner's timeline)."""
-        arrivals, _, _, _, ttft_pairs, _, span = self._window(now, window)
-        return (arrivals / span if span > 0 else None), self._ttft_p95(ttft_pairs)
+        arrivals, served, _, _, ttft_pairs, _, span = self._window(now, window)
+        return (arrivals / span if span > 0 else None), self._ttft_p95(ttft_pairs, served)
 
-    def _ttft_p95(self, ttft_pairs: list[tuple[float, float]]) -> float | None:
+    def _ttft_p95(self, ttft_pairs: list[tuple[float, float]], served: float | None = None) -> float | None:
         """P95 TTFT: the weighted 95th percentile of ``wait + 1.5 t`` plus ``gamma`` x the 95th-percentile
         prompt (module docstring)."""
-        base95 = _weighted_quantile(ttft_pairs, 0.95)
+        base95 = _weighted_quantile(ttft_pairs, 0.95, served)
         return base95 + self.params.gamma * self.prompt_p95 if base95 is not None else None
 
     def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
         arrivals, served, psum, lsum, ttft_pairs, tpot_pairs, span = self._window(now, window)
-        ttft95 = self._ttft_p95(ttft_pairs)
+        ttft95 = self._ttft_p95(ttft_pairs, served)
         phases = self.rs._n                     # ReplicaSet.count(phase), without a call per phase
         n_ready = phases["ready"]
         pods = n_ready + phases["draining"]
@@ -415,7 +427,7 @@ class AggregateFleet(FleetBase):
             running=n * n_ready if pods else None,
             kv_cache_usage=min(1.0, n * (P + L / 2) / self.params.kv_tokens) * n_ready / pods if pods else None,
             ttft_p95=ttft95,
-            tpot_p95=_weighted_quantile(tpot_pairs, 0.95),
+            tpot_p95=_weighted_quantile(tpot_pairs, 0.95, served),
             completion_rate=served / span if span > 0 else None,
             arrival_rate=arrivals / span if span > 0 else None,
             prompt_tokens_mean=psum / served if served > 0 else None,

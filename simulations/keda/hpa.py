@@ -238,6 +238,7 @@ class HorizontalPodAutoscaler:
         # Seeded with the current count at ``start`` (``recordInitialRecommendation``).
         self._up_recs: deque[tuple[float, int]] = deque([(self.start, self.current_replicas)])
         self._down_recs: deque[tuple[float, int]] = deque([(self.start, self.current_replicas)])
+        self._outcomes: dict[tuple, HpaOutcome] = {}   # _normalize's outcomes by (proposal, stabilized, result, why)
 
     @property
     def tolerances(self) -> Tolerances:
@@ -261,37 +262,53 @@ class HorizontalPodAutoscaler:
         else:
             proposals = []
             errors = []
+            tol = self.tolerances
             for r in readings:
                 if isinstance(r, Exception):
                     errors.append(r)
+                elif r.metric_type == AVERAGE_VALUE:   # proposal(), without its keyword call (every sync)
+                    proposals.append(average_value_proposal(r.usage_milli, r.target_milli, status_replicas, tol))
                 else:
                     proposals.append(proposal(r, spec_replicas=spec_replicas, status_replicas=status_replicas,
-                                              ready_pods=ready_replicas, tol=self.tolerances))
+                                              ready_pods=ready_replicas, tol=tol))
             if len(errors) >= len(readings):
                 first = errors[0] if errors else "no metrics"
                 return HpaOutcome(spec_replicas, f"no valid metric, keeping {spec_replicas}: {first}")
             best = max(proposals)
             if errors and best < spec_replicas:
                 return HpaOutcome(spec_replicas, f"a metric failed ({errors[0]}): no scale-down", best)
-            desired, why = self._normalize(now, spec_replicas, best)
-            out = HpaOutcome(desired, why, best)
+            out = self._normalize(now, spec_replicas, best)
         if out.desired != spec_replicas:
             self._store_event(now, spec_replicas, out.desired)
         return out
 
-    def _normalize(self, now: float, current: int, desired: int) -> tuple[int, str]:
+    def _normalize(self, now: float, current: int, desired: int) -> HpaOutcome:
+        """Stabilization, then the rate limits: the outcome for the metrics' proposal ``desired``.
+
+        The outcome is a value of (proposal, stabilized, result, limiting condition) alone: the one built
+        for the same four is returned again (most syncs repeat the previous one; no string formatting)."""
         stabilized = self._stabilize(now, current, desired)
-        why = f"metrics ask {desired}"
-        if stabilized != desired:
-            why += f", stabilized to {stabilized}"
         if stabilized == current:
-            return stabilized, why   # what convert_with_behavior_rate returns for no change (DesiredWithinRange)
-        out, condition = convert_with_behavior_rate(
-            current=current, desired=stabilized, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
-            up_events=self.up_events, down_events=self.down_events, behavior=self.behavior, now=now)
-        if out != stabilized:
-            why += f", {condition}"
-        return out, why
+            out, condition = stabilized, None   # what convert_with_behavior_rate returns for no change
+        else:
+            out, condition = convert_with_behavior_rate(
+                current=current, desired=stabilized, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
+                up_events=self.up_events, down_events=self.down_events, behavior=self.behavior, now=now)
+            if out == stabilized:
+                condition = None
+        key = (desired, stabilized, out, condition)
+        outcomes = self._outcomes
+        found = outcomes.get(key)
+        if found is None:
+            why = f"metrics ask {desired}"
+            if stabilized != desired:
+                why += f", stabilized to {stabilized}"
+            if condition is not None:
+                why += f", {condition}"
+            if len(outcomes) >= 1024:   # bounded: a handful of counts recur
+                outcomes.clear()
+            found = outcomes[key] = HpaOutcome(out, why, desired)
+        return found
 
     def _stabilize(self, now: float, current: int, desired: int) -> int:
         """``stabilizeRecommendationWithBehaviors`` (``test_docs_stabilization_window_takes_highest_recommendation``,

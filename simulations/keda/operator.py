@@ -113,15 +113,17 @@ class KedaHpa:
         if status_replicas < 0 or ready_replicas < 0 or ready_replicas > status_replicas:
             raise ValueError(f"status_replicas={status_replicas}, ready_replicas={ready_replicas}: "
                              "need 0 <= ready_replicas <= status_replicas")
+        start, spec = self.start, self.spec
         while True:
-            next_poll = self.start + self._polls_done * self.spec.polling_interval
-            next_sync = self.start + self._syncs_done * self.spec.hpa_sync_period
+            next_poll = start + self._polls_done * spec.polling_interval
+            next_sync = start + self._syncs_done * spec.hpa_sync_period
             if next_poll <= now and next_poll <= next_sync:
                 self._polls_done += 1
                 self._poll(next_poll)
             elif next_sync <= now:
                 self._syncs_done += 1
-                self._hpa_sync(next_sync, status_replicas, ready_replicas)
+                if self.replicas != 0:   # the HPA is disabled at 0 and asks KEDA for nothing
+                    self._hpa_sync(next_sync, status_replicas, ready_replicas)
             else:
                 return self.replicas
 
@@ -191,7 +193,10 @@ class KedaHpa:
     def _hpa_sync(self, t: float, status_replicas: int, ready_replicas: int) -> None:
         if self.replicas == 0:
             return  # the HPA is disabled at 0 and asks KEDA for nothing
-        readings = [self._hpa_reading(i, t, ready_replicas) for i in range(len(self.triggers))]
+        if len(self.triggers) == 1:   # the usual ScaledObject: no list comprehension per sync
+            readings = [self._hpa_reading(0, t, ready_replicas)]
+        else:
+            readings = [self._hpa_reading(i, t, ready_replicas) for i in range(len(self.triggers))]
         out = self.hpa.reconcile(t, spec_replicas=self.replicas, status_replicas=status_replicas,
                                  ready_replicas=ready_replicas, readings=readings)
         self.last_hpa = out
@@ -201,12 +206,13 @@ class KedaHpa:
     def _hpa_reading(self, i: int, t: float, ready_replicas: int) -> MetricReading | Exception:
         trig = self.triggers[i]
         try:
-            cached = self._cache[i] if getattr(trig, "use_cached_metrics", False) else None
-            if cached is None and self._cache_at[i] == t and getattr(trig, "same_answer_within_instant", False) \
-                    and isinstance(self._cache[i], TriggerRead):
+            polled = self._cache[i]
+            cached = polled if getattr(trig, "use_cached_metrics", False) else None
+            if cached is None and self._cache_at[i] == t and type(polled) is TriggerRead \
+                    and getattr(trig, "same_answer_within_instant", False):
                 # a trigger that answers the same for every read at one instant (e.g. the scaler's cached
                 # decision), already read successfully by this instant's poll: reading it again gives that read
-                cached = self._cache[i]
+                cached = polled
             if isinstance(cached, SourceError):
                 raise cached
             read: TriggerRead = cached if cached is not None else self._read(i, t)

@@ -84,3 +84,45 @@ def test_rate_and_ttft_p95_are_the_signals_values():
             sig = f.signals(now, window)
             got = f.rate_and_ttft_p95(now, window)
             assert got == (sig.arrival_rate, sig.ttft_p95), (now, window)
+
+
+def test_per_bin_constants_are_computed_once_per_distinct_sizes():
+    """The steady-state constants per bin (saturation rate, iteration time, batch, cost per request) are
+    computed once per distinct (prompt, output) pair: the same values as ``saturation`` for each bin, with
+    per-bin sizes (a request trace) and one pair for every bin (a count trace)."""
+    import numpy as np
+
+    from simulations.fleet.model import saturation
+
+    params = ModelParams()
+    for pm, om in ((np.array([100.0, 2500.0, 100.0, 7.0, 2500.0]), np.array([50.0, 800.0, 50.0, 0.5, 900.0])),
+                   (300.0, 120.0)):
+        f = AggregateFleet([5.0] * 5, bin_seconds=10.0, prompt_mean=pm, output_mean=om, prompt_pool=[100.0],
+                           params=params, cold_start=ColdStartModel(100.0, 0.0), start=0.0, initial_replicas=1,
+                           slo_ttft=2.5, slo_tpot=0.1)
+        for b in range(5):
+            lam_sat, t_sat, nmax = saturation(params, f.P[b], f.L[b])
+            assert (f._lam_sat[b], f._t_sat[b], f._nmax[b]) == (lam_sat, t_sat, float(nmax))
+            assert f._cost[b] == params.beta * max(1.0, f.L[b]) + params.gamma * f.P[b]
+
+
+def test_window_quantiles_equal_the_plain_weighted_quantile():
+    """``signals`` hands ``_weighted_quantile`` the window's served total (summed in the pairs' order) instead
+    of summing the weights again: the P95 TTFT and TPOT are the plain quantile's, at every instant."""
+    import random
+
+    from simulations.fleet.aggregate_fleet import _weighted_quantile
+
+    rng = random.Random(3)
+    f = fleet([rng.choice([0.0, 5.0, 40.0, 400.0, 900.0]) for _ in range(300)], 7000.0)
+    f.prompt_pool = sorted(rng.uniform(10, 3000) for _ in range(50))
+    for k in range(1, 330):
+        now = 7000.0 + 15.0 * k
+        if k % 13 == 0:
+            f.scale_to(rng.randint(0, 5), now)
+        for window in (60.0, 25.0, 600.0):
+            sig = f.signals(now, window)
+            _, _, _, _, ttft_pairs, tpot_pairs, _ = f._window(now, window)
+            base95 = _weighted_quantile(list(ttft_pairs), 0.95)
+            assert sig.ttft_p95 == (base95 + f.params.gamma * f.prompt_p95 if base95 is not None else None)
+            assert sig.tpot_p95 == _weighted_quantile(list(tpot_pairs), 0.95)

@@ -429,3 +429,29 @@ def test_tolerances_follow_a_replaced_behavior() -> None:
     assert h.tolerances == Tolerances(0.1, 0.1) and h.tolerances is h.tolerances
     h.behavior = HpaBehavior(dataclasses.replace(default_scale_up(), tolerance=0.0), default_scale_down())
     assert h.tolerances == Tolerances(up=0.0, down=0.1)
+
+
+def test_a_repeated_outcome_is_the_one_a_fresh_computation_gives() -> None:
+    """``_normalize`` returns the outcome built earlier for the same (proposal, stabilized, result, limiting
+    condition): on a random walk of readings, every outcome equals the one an identical HPA without those
+    earlier outcomes computes (desired count, reason string, proposal), and repeats are reused."""
+    import copy
+    import random
+
+    rng = random.Random(11)
+    h = hpa(3)
+    now, current, reused = 0.0, 3, 0
+    for _ in range(600):
+        now += rng.choice((15.0, 15.0, 30.0, 60.0))
+        reading = MetricReading.of(rng.choice((0.0, 1.0, 2.5, 3.0, 4.0, 9.0, 30.0)), 1.0)
+        fresh = copy.deepcopy(h)
+        fresh._outcomes.clear()
+        known = len(h._outcomes)
+        got = h.reconcile(now, spec_replicas=current, status_replicas=current, ready_replicas=current,
+                          readings=[reading])
+        want = fresh.reconcile(now, spec_replicas=current, status_replicas=current, ready_replicas=current,
+                               readings=[reading])
+        assert got == want, now
+        reused += len(h._outcomes) == known
+        current = got.desired
+    assert reused > 300   # most syncs repeat an earlier outcome

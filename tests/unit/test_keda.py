@@ -80,6 +80,23 @@ def test_sanitize(raw, expected) -> None:
     assert sanitize(raw) == expected
 
 
+def test_sanitize_rounds_as_the_3_decimal_format() -> None:
+    """``sanitize`` rounds with ``round(v, 3)``: the same float as formatting with 3 decimals and parsing back
+    (``float(f"{v:.3f}")``, Go's ``FormatFloat(v, 'f', 3, 64)``), on halfway cases, whole numbers, tiny and
+    huge values and random ones across magnitudes."""
+    import random
+
+    rng = random.Random(5)
+    values = [0.0005, 0.0015, 0.0025, 1.0005, 2.0005, 2.675, 1e-7, 5e-324, 1e300, 1.7976931348623157e308, 0.0,
+              7.0, 123456789.0, 2.0 ** 53, 0.1 + 0.2]
+    values += [rng.random() * 10.0 ** rng.randint(-6, 12) for _ in range(20000)]
+    values += [k / 1000 + rng.choice((0.0, 0.0005, -0.0005, 1e-12)) for k in range(1, 20000)]
+    for v in values:
+        v = abs(v)
+        got, want = sanitize(v), float(f"{v:.3f}")
+        assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), v
+
+
 def test_values_are_summed_after_sanitizing() -> None:
     assert metric_sum([1.5, -2.0, float("nan"), 0.0004, 2.25]) == pytest.approx(3.75)
 

@@ -112,3 +112,24 @@ def test_kpa_rate_limits_use_ready_pods_and_may_cut_loading_ones():
     ctrl.step(100.0)
     assert fleet.scaled == [(2, 100.0)]
     assert ctrl.kpa.panicking            # ceil(20 / 10) / 1 ready >= 2
+
+
+def test_a_scaled_object_file_is_parsed_again_once_changed(tmp_path):
+    """``_load_scaled_object`` parses a file once while it is unchanged (every run of a sweep reads it) and
+    again when it changes; ``maxReplicaCount`` is the caller's each time."""
+    import os
+
+    from simulations.runner import SCENARIOS, _load_scaled_object
+
+    path = tmp_path / "so.yaml"
+    text = (SCENARIOS / "scaler-external.yaml").read_text()
+    path.write_text(text)
+    spec, trig = _load_scaled_object(path, 7)
+    again, trig2 = _load_scaled_object(path, 9)
+    assert (spec.max_replica_count, again.max_replica_count) == (7, 9) and trig2 is trig
+    assert spec.polling_interval == 15
+    path.write_text(text.replace("pollingInterval: 15", "pollingInterval: 30"))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # a new mtime even on a coarse clock
+    changed, _ = _load_scaled_object(path, 7)
+    assert changed.polling_interval == 30
