@@ -72,6 +72,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .frozen import new
+
 if TYPE_CHECKING:  # signals.py imports config.py, which builds FleetModel from metadata
     from .signals import Signals
 
@@ -115,30 +117,49 @@ class Capacity:
 def model_batch(model: FleetModel, *, ttft_slo: float, tpot_slo: float, prompt_tokens: float,
                 output_tokens: float) -> float:
     """n*: the largest mean batch within the SLO (see the module docstring); may be < 1."""
-    i, o = max(prompt_tokens, 0.0), max(output_tokens, 1.0)
-    bounds = [float(model.max_num_seqs)]
-    per_seq = model.beta + model.gamma * i / o
-    if per_seq > 0:
-        bounds.append((tpot_slo - model.alpha) / per_seq)
-    elif tpot_slo < model.alpha:
-        bounds.append(0.0)
-    if model.beta > 0:
-        bounds.append((ttft_slo - model.alpha - model.gamma * i) / model.beta)
-    elif ttft_slo < model.alpha + model.gamma * i:
-        bounds.append(0.0)
-    if model.kv_tokens is not None:
-        bounds.append(model.kv_tokens / (i + o))
-    return min(bounds)
+    return _batch(model, ttft_slo, tpot_slo, prompt_tokens, output_tokens)
 
 
 def model_capacity(model: FleetModel, *, ttft_slo: float, tpot_slo: float, prompt_tokens: float,
                    output_tokens: float) -> float:
     """λ(n*) in requests/s per replica; 0 when the SLO is out of reach (n* < 1)."""
-    n = model_batch(model, ttft_slo=ttft_slo, tpot_slo=tpot_slo, prompt_tokens=prompt_tokens,
-                    output_tokens=output_tokens)
+    return _capacity(model, ttft_slo, tpot_slo, prompt_tokens, output_tokens)
+
+
+# The two above with positional arguments and no list: they run at every predictive decision.
+def _batch(model: FleetModel, ttft_slo: float, tpot_slo: float, prompt_tokens: float,
+           output_tokens: float) -> float:
+    i = 0.0 if 0.0 > prompt_tokens else prompt_tokens      # max(prompt_tokens, 0.0)
+    o = 1.0 if 1.0 > output_tokens else output_tokens      # max(output_tokens, 1.0)
+    alpha, beta, gamma = model.alpha, model.beta, model.gamma
+    n = float(model.max_num_seqs)                          # the smallest bound, in this order
+    per_seq = beta + gamma * i / o
+    if per_seq > 0:
+        b = (tpot_slo - alpha) / per_seq
+        if b < n:
+            n = b
+    elif tpot_slo < alpha and 0.0 < n:
+        n = 0.0
+    if beta > 0:
+        b = (ttft_slo - alpha - gamma * i) / beta
+        if b < n:
+            n = b
+    elif ttft_slo < alpha + gamma * i and 0.0 < n:
+        n = 0.0
+    if model.kv_tokens is not None:
+        b = model.kv_tokens / (i + o)
+        if b < n:
+            n = b
+    return n
+
+
+def _capacity(model: FleetModel, ttft_slo: float, tpot_slo: float, prompt_tokens: float,
+              output_tokens: float) -> float:
+    n = _batch(model, ttft_slo, tpot_slo, prompt_tokens, output_tokens)
     if n < 1:
         return 0.0
-    i, o = max(prompt_tokens, 0.0), max(output_tokens, 1.0)
+    i = 0.0 if 0.0 > prompt_tokens else prompt_tokens
+    o = 1.0 if 1.0 > output_tokens else output_tokens
     return n / (o * (model.alpha + model.beta * n) + n * model.gamma * i)
 
 
@@ -169,9 +190,10 @@ class CapacityLearner:
         if sample is not None:
             estimate = sample if estimate is None else (1 - LEARN_WEIGHT) * estimate + LEARN_WEIGHT * sample
             samples += 1
-        # One constructor call, not a chain of dataclasses.replace: this runs at every decision.
-        return CapacityLearner(estimate=estimate, samples=samples, pods=pods, pods_since=pods_since,
-                               mean_rate=mean_rate, mean_running=mean_running)
+        # this runs at every decision: scaler.frozen.new, not the generated __init__
+        return new(CapacityLearner, {"estimate": estimate, "samples": samples, "pods": pods,
+                                     "pods_since": pods_since, "mean_rate": mean_rate,
+                                     "mean_running": mean_running})
 
     @staticmethod
     def _sample(signals: Signals, n: int, steady_for: float | None, window: float, ttft_slo: float,
@@ -215,8 +237,8 @@ def resolve_capacity(*, metadata: float | None, model: FleetModel | None, learne
     if metadata is not None:
         return Capacity(metadata, "metadata")
     if model is not None and prompt_tokens is not None and output_tokens is not None:
-        return Capacity(model_capacity(model, ttft_slo=ttft_slo, tpot_slo=tpot_slo, prompt_tokens=prompt_tokens,
-                                       output_tokens=output_tokens), "model")
+        return new(Capacity, {"per_replica": _capacity(model, ttft_slo, tpot_slo, prompt_tokens, output_tokens),
+                              "source": "model"})
     if learned is not None and learned.usable is not None:
         return Capacity(learned.usable, "learned")
     little = little_capacity(signals, running_per_replica, learned)
