@@ -262,8 +262,9 @@ class KedaController(Controller):
         self.tick = tick
 
     def step(self, now: float) -> None:
-        n = self.keda.step(now, status_replicas=self.fleet.status_replicas(),
-                           ready_replicas=self.fleet.ready_replicas())
+        phases = self.fleet.rs._n   # status_replicas() and ready_replicas() without two calls per tick
+        ready = phases["ready"]
+        n = self.keda.step(now, status_replicas=phases["loading"] + ready, ready_replicas=ready)
         self.fleet.scale_to(n, now)
 
 
@@ -329,12 +330,22 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
         if name.endswith("min0"):
             spec = replace(spec, min_replica_count=0)
 
+        last = [math.nan, 0.0]   # (instant, value) of the latest query
+
         def avg_waiting(now: float) -> float:
-            # only the waiting sum and the pod count: the rest of the signals is not read by this trigger
+            # only the waiting sum and the pod count: the rest of the signals is not read by this trigger.
+            # GetMetrics and IsActive both run the query at the poll's instant: the fleet does not change
+            # within one KedaHpa.step (scale_to comes after it), so the second read is the first's value.
+            if now == last[0]:
+                return last[1]
             waiting, pods = fleet.waiting_and_pods(now)
-            return (waiting or 0.0) / pods if pods else 0.0
+            v = (waiting or 0.0) / pods if pods else 0.0
+            last[0], last[1] = now, v
+            return v
 
         trig = ThresholdTrigger(avg_waiting, threshold=s.keda_threshold, activation_threshold=s.keda_activation)
+        # and the HPA sync at a poll's instant reads what the poll read (simulations.keda.triggers.Trigger)
+        trig.same_answer_within_instant = True
         ctrl = KedaController(fleet, spec, [trig], start, initial, s.tick)
     elif name == "kpa":
         ctrl = KpaController(fleet, s, min(s.tick, 2.0))

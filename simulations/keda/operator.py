@@ -91,7 +91,8 @@ class KedaHpa:
         # the latest poll's result per trigger (KEDA's metrics cache, read by the HPA with useCachedMetrics)
         self._cache: list[TriggerRead | SourceError | None] = [None] * len(self.triggers)
         self._cache_at: list[float | None] = [None] * len(self.triggers)   # when each cache entry was read
-        self._last_reading: list[MetricReading | None] = [None] * len(self.triggers)
+        # the previous sync's reading per trigger, with the (usage, HPA target, metric type) it was made of
+        self._last_reading: list[tuple[tuple, MetricReading] | None] = [None] * len(self.triggers)
         # The HPA's target per metric, written when KEDA creates the HPA (GetMetricSpec at reconcile) and
         # not updated until the ScaledObject changes (kedacore/keda#7793): later target() values are ignored.
         self.hpa_targets: list[float | None] = [self._initial_target(trig) for trig in self.triggers]
@@ -225,12 +226,13 @@ class KedaHpa:
         self.failures[i] = 0
         if self.hpa_targets[i] is None:
             self.hpa_targets[i] = read.target
-        usage, target = to_milli(read.usage), to_milli(self.hpa_targets[i])
+        hpa_target = self.hpa_targets[i]
+        key = (read.usage, hpa_target, trig.metric_type)
         last = self._last_reading[i]   # an immutable value: the previous sync's when nothing changed
-        if last is None or last.usage_milli != usage or last.target_milli != target \
-                or last.metric_type != trig.metric_type:
-            last = self._last_reading[i] = MetricReading(usage, target, trig.metric_type)
-        return last
+        if last is None or last[0] != key:
+            last = self._last_reading[i] = (key, MetricReading(to_milli(read.usage), to_milli(hpa_target),
+                                                              trig.metric_type))
+        return last[1]
 
     def _fallback_reading(self, i: int, err: SourceError, ready_replicas: int) -> MetricReading | Exception:
         trig = self.triggers[i]
