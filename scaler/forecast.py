@@ -195,14 +195,34 @@ class DemandForecaster:
     def _evolve(self, **changes) -> "DemandForecaster":
         """``dataclasses.replace`` without its per-call introspection (this runs several times per decision).
         The memo is shared while the season ring is unchanged (token levels, pending bucket, level and
-        trend do not enter it) and starts empty when the ring changes (a fold)."""
+        trend do not enter it) and starts empty when the ring changes, unless the caller passes the
+        entries still true of the new ring (a fold: :meth:`_memo_after_fold`)."""
         new = object.__new__(DemandForecaster)
         d = new.__dict__
         d.update(self.__dict__)
         d.update(changes)
-        if "season" in changes or "season_at" in changes or "params" in changes:
+        if "_memo" not in changes and ("season" in changes or "season_at" in changes or "params" in changes):
             d["_memo"] = {}
         return new
+
+    def _memo_after_fold(self, bucket: int, evicted: int) -> dict:
+        """The memoised ``Y(j)`` still true once ``bucket`` is written to its slot, which held ``evicted``.
+
+        ``Y(j)`` reads the slots of buckets ``j - w .. j + w``, each counted when the slot holds that bucket.
+        Writing ``bucket`` changes one slot: the only buckets whose "held" status changes are ``bucket`` (now
+        held) and ``evicted`` (no longer held), so ``Y(j)`` is unchanged unless one of them is within ``w``
+        of ``j``. Kept: those entries, for ``j >= bucket - m`` (what later reads ask for: the next fold reads
+        ``Y(bucket - m)`` on, the forecast ``Y(bucket - m)`` and later; with ``RING - m = 120 > w`` this bound
+        already excludes every ``j`` near ``evicted <= bucket - RING``); peak entries are dropped. Each read
+        then computes only the newest ``Y`` instead of all of them
+        (``tests/unit/test_forecast.py::test_memo_carried_through_a_fold_is_what_the_new_ring_gives``)."""
+        w = self.params.season_window
+        keep = {}
+        for j, v in self._memo.items():
+            if type(j) is int and j >= bucket - SEASON and not (j - w <= bucket <= j + w) \
+                    and not (j - w <= evicted <= j + w):
+                keep[j] = v
+        return keep
 
     # ---- building the state -------------------------------------------------------------------
     @classmethod
@@ -287,7 +307,8 @@ class DemandForecaster:
         w = max(p.residual_weight, 1.0 / self.folded)  # the n-th error (n = folded): mean until n = 1/ρ
         variance = (1 - w) * self.variance + w * err * err
         return self._evolve(last_bucket=bucket, level=level, trend=trend, variance=variance,
-                       folded=self.folded + 1, **stored)
+                            folded=self.folded + 1, _memo=self._memo_after_fold(bucket, season_at[slot]),
+                            **stored)
 
     # ---- reading it ---------------------------------------------------------------------------
     def _yesterday(self, j: int) -> float | None:

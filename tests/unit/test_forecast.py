@@ -229,8 +229,35 @@ def test_yesterday_peak_is_the_max_over_the_held_buckets() -> None:
         lo, hi = bucket_of(now) - SEASON - j, bucket_of(now + horizon) - SEASON + j
         return max((fc.season[i % RING] for i in range(lo, hi + 1) if fc.season_at[i % RING] == i), default=None)
 
-    for fc in _states_with_gaps():
+    unbroken = fold_all([_daily(k) for k in range(SEASON + 900)])   # no gap: the slice path
+    unbroken_late_gap = unbroken.fold(unbroken.last_bucket + 5, 3.0)  # a gap inside yesterday's window
+    for fc in _states_with_gaps() + [unbroken, unbroken_late_gap]:
         base = (fc.last_bucket + 1) * STEP
-        for now in [base + 60.0 * m + 7.0 for m in range(-3, 4)] + [base - 2 * 86400.0]:
+        for now in [base + 60.0 * m + 7.0 for m in range(-3, 4)] + [base - 2 * 86400.0, base - 86400.0 + 3.0]:
             for horizon in (0.0, 225.0, 3600.0, 200 * 60.0):
+                fc._memo.clear()
                 assert fc.yesterday_peak(now, horizon) == reference(fc, now, horizon), (now, horizon)
+
+
+def test_memo_carried_through_a_fold_is_what_the_new_ring_gives() -> None:
+    """A fold keeps the memoised Y(j) its new slot does not touch: every kept entry, and every forecast read
+    from a state with a carried memo, equals the same read on a copy of that state with an empty memo. Reads
+    between folds fill the memo; gaps and a ring that wraps (evicted buckets) are both covered."""
+    import dataclasses
+
+    rng = random.Random(5)
+    fc, k, checked = DemandForecaster(), 0, 0
+    while k < SEASON + 400:   # past RING: the ring wraps, folds evict
+        fc = fc.fold(k, max(0.0, _daily(k) + rng.gauss(0.0, 2.0)))
+        now = (k + 1) * STEP + rng.choice((0.0, 15.0, 30.0, 45.0))
+        fresh = dataclasses.replace(fc)          # same state, empty memo
+        assert not fresh._memo
+        for j, v in list(fc._memo.items()):
+            assert fresh._yesterday(j) == v, (k, j)
+            checked += 1
+        assert fc.outlook(now, 277.6, 277.6) == fresh.outlook(now, 277.6, 277.6)
+        assert fc.yesterday_peak(now, 277.6) == fresh.yesterday_peak(now, 277.6)
+        if k % 151 == 0:   # a day-long window: it reads Y(j) up to the newest buckets, which the next folds write
+            assert fc.outlook(now, 86400.0, 600.0) == fresh.outlook(now, 86400.0, 600.0)
+        k += 1 if rng.random() > 0.03 else rng.randint(2, 8)
+    assert checked > SEASON   # memo entries were carried and checked, not an empty loop
