@@ -309,6 +309,10 @@ def cmd_sweep(args) -> int:
             for i, res in enumerate(pool.imap_unordered(_sweep_point, points)):
                 results.append(res)
                 bar("sweep", (i + 1) / len(points))
+        # in grid order, as with one job: the report, the JSON and the choice among equal points do not depend
+        # on which worker finished first
+        order = {pt: k for k, pt in enumerate(points)}
+        results.sort(key=lambda res: order[res[0]])
     ok = [(pt, r) for pt, r, err in results if r is not None]
     errors = [(pt, err) for pt, r, err in results if r is None]
     print(f"sweep {args.policy} on {tr.name} ({fid} fidelity): {len(points)} points, {len(errors)} failed")

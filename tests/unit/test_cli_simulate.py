@@ -81,6 +81,21 @@ def test_sweep_prints_front_and_snippet(capsys):
     assert "Pareto front" in out and "query: avg(vllm:num_requests_waiting)" in out and "threshold:" in out
 
 
+def test_sweep_on_two_workers_reports_in_grid_order_as_one_worker(tmp_path, capsys):
+    """Two worker processes finish in any order; the JSON lists the points in grid order with the results a
+    single process computes (the report does not depend on which worker finished first)."""
+    docs = []
+    for jobs in ("2", "1"):
+        out = tmp_path / f"sweep{jobs}.json"
+        rc = main(["sweep", "--policy", "keda-threshold", "--grid", "threshold=9,1,4,2", "--duration", "600",
+                   "--jobs", jobs, "--json", str(out)])
+        assert rc == 0
+        docs.append(json.loads(out.read_text()))
+    capsys.readouterr()
+    assert [p["parameters"]["threshold"] for p in docs[0]["points"]] == ["9", "1", "4", "2"]
+    assert docs[0]["points"] == docs[1]["points"] and docs[0]["chosen"] == docs[1]["chosen"]
+
+
 @pytest.mark.parametrize("fidelity", ["request", "aggregate"])
 def test_first_after_idle_outcome_in_table_and_json(tmp_path, capsys, fidelity):
     """Two bursts 20 minutes apart: keda-threshold-min0 scales to zero in the gap (cooldown 300 s) and never
