@@ -130,7 +130,7 @@ class ForecastParams:
     z: float = Z_P90
     token_weight: float = 0.1
     wake_jitter: int = 30
-    # memo of _spread(alpha, beta, h) by h (DemandForecaster.outlook): not a parameter, not compared
+    # memo of (round(h), _spread(alpha, beta, h)) by h (DemandForecaster.outlook): not a parameter, not compared
     _spreads: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -344,12 +344,15 @@ class DemandForecaster:
         lo = bucket_of(now) - SEASON - j
         hi = bucket_of(now + horizon) - SEASON + j
         key = ("peak", lo, hi)
-        if key in self._memo:
-            return self._memo[key]
+        memo = self._memo
+        best = memo.get(key, memo)     # the memo itself: "not memoised" (None is a value)
+        if best is not memo:
+            return best
         season, season_at = self.season, self.season_at
         # max over the buckets i in [lo, hi] still held in the ring (season_at[i mod RING] == i), walked as
-        # contiguous runs of slots (at most two: the range may wrap around the ring), in increasing i
-        held: list[float] = []
+        # contiguous runs of slots (at most two: the range may wrap around the ring), in increasing i; a
+        # later run's max replaces the earlier one only when larger, as max() over the whole range does
+        best = None
         last, unbroken = self.last_bucket, self.unbroken_from
         every_held = (unbroken is not None and last is not None and unbroken <= lo and hi <= last
                       and lo > last - RING)   # in the gap-free run, not yet overwritten: all held
@@ -358,12 +361,15 @@ class DemandForecaster:
             s0 = i % RING
             n = min(hi - i + 1, RING - s0)
             if every_held:
-                held += season[s0:s0 + n]
+                run = season[s0:s0 + n]
             else:
-                held += [v for v, at, want in zip(season[s0:s0 + n], season_at[s0:s0 + n], range(i, i + n))
-                         if at == want]
+                run = [v for v, at, want in zip(season[s0:s0 + n], season_at[s0:s0 + n], range(i, i + n))
+                       if at == want]
+            if run:
+                top = max(run)
+                if best is None or top > best:
+                    best = top
             i += n
-        best = max(held, default=None)
         self._memo[key] = best
         return best
 
@@ -437,8 +443,9 @@ class DemandForecaster:
         This runs at every decision, so :meth:`_point` is inlined here with its loop invariants hoisted;
         every float operation is the one :meth:`_point` does, in the same order (``a * b * h`` is
         ``(a * b) * h``), so the numbers are bit-identical to it. The spread factor
-        ``sqrt(1 + (h - 1)(...))`` depends on ``h`` and the parameters alone, and a steady decision pace
-        meets the same few ``h`` again and again: it is memoised per parameters (:func:`_spread`)."""
+        ``sqrt(1 + (h - 1)(...))`` and ``round(h)`` depend on ``h`` and the parameters alone, and a steady
+        decision pace meets the same few ``h`` again and again: they are memoised per parameters
+        (``ForecastParams._spreads``, :func:`_spread`)."""
         last = self.last_bucket
         if last is None:
             raise ValueError("forecaster has no data yet")
@@ -469,9 +476,15 @@ class DemandForecaster:
             h = (t - mid) / STEP
             if h < 1.0:
                 h = 1.0
+            per_h = spreads.get(h)
+            if per_h is None:
+                if len(spreads) >= _SPREADS_MAX:   # a server's decisions come at arbitrary instants
+                    spreads.clear()
+                per_h = spreads[h] = (round(h), _spread(p.alpha, p.beta, h))
+            rounded, spread = per_h
             change = 0.0
             if then is not None:
-                j = last + round(h) - SEASON      # _point's max(1, round(h)): h >= 1 here, so round(h) >= 1
+                j = last + rounded - SEASON      # _point's max(1, round(h)): h >= 1 here, so round(h) >= 1
                 later = memo[j] if j in memo else yesterday(j)
                 if later is not None:
                     change = later - then
@@ -479,15 +492,7 @@ class DemandForecaster:
             rate = level + (ahead if ahead > change else change)
             if rate < 0.0:
                 rate = 0.0
-            if h == 1.0:   # sqrt(1 + 0 * (...)) is exactly 1.0 (the polynomial is finite), sd * 1.0 is sd
-                upper = rate + sd
-            else:
-                spread = spreads.get(h)
-                if spread is None:
-                    if len(spreads) >= _SPREADS_MAX:   # a server's decisions come at arbitrary instants
-                        spreads.clear()
-                    spread = spreads[h] = _spread(p.alpha, p.beta, h)
-                upper = rate + sd * spread
+            upper = rate + sd * spread   # h = 1: spread is sqrt(1 + 0 * (...)) = 1.0 exactly, sd * 1.0 = sd
             if upper > peak_upper:
                 peak_upper = upper
             if t <= limit and rate > peak_rate:

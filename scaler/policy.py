@@ -255,7 +255,7 @@ class Reasons(Sequence[str]):
     __slots__ = ("_lines", "_text")
 
     def __init__(self, lines: Iterable[str] = ()) -> None:
-        self._lines: list[tuple[str, tuple[Any, ...]]] = [(line, ()) for line in lines]
+        self._lines: list[tuple[str, tuple[Any, ...]]] = [(line, ()) for line in lines] if lines else []
         self._text: tuple[str, ...] | None = None
 
     def add(self, template: str, *values: Any) -> None:
