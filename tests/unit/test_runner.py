@@ -133,3 +133,23 @@ def test_a_scaled_object_file_is_parsed_again_once_changed(tmp_path):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # a new mtime even on a coarse clock
     changed, _ = _load_scaled_object(path, 7)
     assert changed.polling_interval == 30
+
+
+def test_keda_threshold_runs_its_query_once_per_poll(slice_, monkeypatch):
+    """KEDA's GetMetrics and IsActive, and the HPA sync at the poll's instant, read the same query value: the
+    fleet is asked once per poll (15 s), not three times; the outcome is pinned by the golden summary
+    (``tests/golden``) and the before/after identity check (docs/simulation.md, "Speed")."""
+    from simulations.fleet.request_fleet import RequestFleet
+
+    asked = []
+    real = RequestFleet.waiting_and_pods
+
+    def counting(self, now):
+        asked.append(now)
+        return real(self, now)
+
+    monkeypatch.setattr(RequestFleet, "waiting_and_pods", counting)
+    r = run_policy("keda-threshold", slice_, Settings())
+    assert r.outcome is not None
+    # one read per poll instant: the trace start, then every 15 s to its end
+    assert len(asked) == len(set(asked)) == int(slice_.duration // 15) + 1
