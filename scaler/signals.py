@@ -68,13 +68,21 @@ class Signals:
     metric_names: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate",
-                     "arrival_rate", "prompt_tokens_mean", "output_tokens_mean", "upstream_demand"):
+        # One pass without getattr (every source builds one per target per refresh; the simulator 40,321 per
+        # week): ``not v >= 0`` is true exactly for NaN and negatives; the name is looked up only to report.
+        for v in (self.waiting, self.running, self.kv_cache_usage, self.ttft_p95, self.tpot_p95,
+                  self.completion_rate, self.arrival_rate, self.prompt_tokens_mean, self.output_tokens_mean,
+                  self.upstream_demand):
+            if v is not None and not v >= 0:
+                self._reject()
+        if self.pods_reporting < 0:
+            raise ValueError(f"Signals.pods_reporting must be >= 0, got {self.pods_reporting}")
+
+    def _reject(self) -> None:
+        for name in _NON_NEGATIVE:
             v = getattr(self, name)
             if v is not None and (math.isnan(v) or v < 0):
                 raise ValueError(f"Signals.{name} must be None (unknown) or a non-negative number, got {v!r}")
-        if self.pods_reporting < 0:
-            raise ValueError(f"Signals.pods_reporting must be >= 0, got {self.pods_reporting}")
 
     @property
     def demand(self) -> float:
@@ -85,6 +93,10 @@ class Signals:
     def load_rate(self) -> float | None:
         """Best current estimate of the arrival rate (req/s): arrivals if known, else completions."""
         return self.arrival_rate if self.arrival_rate is not None else self.completion_rate
+
+
+_NON_NEGATIVE = ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate", "arrival_rate",
+                 "prompt_tokens_mean", "output_tokens_mean", "upstream_demand")
 
 
 @runtime_checkable
