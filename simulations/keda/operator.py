@@ -114,10 +114,10 @@ class KedaHpa:
         if status_replicas < 0 or ready_replicas < 0 or ready_replicas > status_replicas:
             raise ValueError(f"status_replicas={status_replicas}, ready_replicas={ready_replicas}: "
                              "need 0 <= ready_replicas <= status_replicas")
-        start, spec = self.start, self.spec
+        start, polling, sync = self.start, self.spec.polling_interval, self.spec.hpa_sync_period
         while True:
-            next_poll = start + self._polls_done * spec.polling_interval
-            next_sync = start + self._syncs_done * spec.hpa_sync_period
+            next_poll = start + self._polls_done * polling
+            next_sync = start + self._syncs_done * sync
             if next_poll <= now and next_poll <= next_sync:
                 self._polls_done += 1
                 self._poll(next_poll)
