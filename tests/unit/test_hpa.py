@@ -455,3 +455,26 @@ def test_a_repeated_outcome_is_the_one_a_fresh_computation_gives() -> None:
         reused += len(h._outcomes) == known
         current = got.desired
     assert reused > 300   # most syncs repeat an earlier outcome
+
+
+def test_one_answered_metric_gives_what_the_proposals_loop_gives() -> None:
+    """``reconcile`` takes a single answered metric without the loop over metrics: the outcome equals the
+    loop's (the same reading twice: its proposal is the largest, nothing failed), for both metric types."""
+    import copy
+    import random
+
+    rng = random.Random(4)
+    for metric_type in ("AverageValue", "Value"):
+        h = hpa(3)
+        now, current = 0.0, 3
+        for _ in range(300):
+            now += rng.choice((15.0, 30.0, 60.0))
+            reading = MetricReading.of(rng.choice((0.0, 1.0, 2.5, 4.0, 9.0, 30.0)), 1.0, metric_type)
+            twice = copy.deepcopy(h)
+            ready = max(1, current - rng.randint(0, 1))
+            got = h.reconcile(now, spec_replicas=current, status_replicas=current, ready_replicas=ready,
+                              readings=[reading])
+            want = twice.reconcile(now, spec_replicas=current, status_replicas=current, ready_replicas=ready,
+                                   readings=[reading, reading])
+            assert got == want, (metric_type, now)
+            current = got.desired
