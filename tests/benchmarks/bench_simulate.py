@@ -3,7 +3,8 @@
     python3 tests/benchmarks/bench_simulate.py [--quick] [--repeat N]
 
 1. aggregate fidelity over the bundled 2024 week (60,481 ten-second bins), per policy (target <= 5 s each), and the
-   predictive policy given the simulated fleet's parameters as ``fleetModel`` (what ``simulate`` does by default);
+   predictive policy given the simulated fleet's parameters as ``fleetModel`` (what ``simulate`` does by default),
+   then that run's simulator side alone (``decide()``'s answers replayed: the cost around the policy);
 2. per-request fidelity over the 2023 conversation trace (19,366 requests), per policy (target <= 10 s each);
 3. 50-point sweeps over the week (reactive, then predictive; aggregate) on 2 worker processes (target <= 2 min).
 Baseline measured in the same run: the cost of reading the trace, and the fleet alone at a fixed replica count
@@ -69,6 +70,40 @@ def fleet_only(trace, s, replicas):
     return f
 
 
+def simulator_side(trace, s, n):
+    """``repeated`` runs of the predictive policy with ``decide()`` replaced by the answers (desired, active) it
+    gave in one recording run: what the simulator costs around the policy (fleet, signals, KEDA and HPA
+    emulation, the run loop). The answers are replayed in order, so the run makes the same decisions."""
+    from types import SimpleNamespace
+
+    import simulations.runner as runner
+
+    real = runner.decide
+    answers: list[tuple[int, bool]] = []
+
+    def recording(signals, state, config, now):
+        d = real(signals, state, config, now)
+        answers.append((d.desired, d.active))
+        return d
+
+    def replay():
+        it = iter(answers)
+
+        def replayed(signals, state, config, now):
+            desired, active = next(it)
+            return SimpleNamespace(desired=desired, active=active, next_state=None)
+
+        runner.decide = replayed
+        return run_policy("predictive", trace, s)
+
+    try:
+        runner.decide = recording
+        run_policy("predictive", trace, s)
+        return repeated(replay, n)
+    finally:
+        runner.decide = real
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the sweep")
@@ -93,6 +128,11 @@ def main() -> None:
     t, cpu, runs, r = repeated(lambda: run_policy("predictive", week, sc), n)
     print(f"aggregate week  {'predictive+fleetModel':<20} {t:6.2f} s wall {cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
           f"target <= 5 s)  {r.gpu_hours:.0f} GPU-h; runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
+    # the simulator's share of that run: the same run with decide()'s answers replayed (recorded above)
+    t, cpu, runs, r2 = simulator_side(week, sc, n)
+    same = "same outcome" if r2.outcome == r.outcome else "OUTCOME DIFFERS"
+    print(f"aggregate week  {'  simulator side':<20} {t:6.2f} s wall {cpu:6.2f} s cpu  (predictive+fleetModel with "
+          f"decide() replayed: {same}); runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
     tload, conv = timed(lambda: load("azure-2023-conv"))
     print(f"load azure-2023-conv: {tload:.2f} s ({int(conv.requests):,} requests)")
     s = Settings(fidelity="request")
