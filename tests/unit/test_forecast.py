@@ -261,3 +261,18 @@ def test_memo_carried_through_a_fold_is_what_the_new_ring_gives() -> None:
             assert fc.outlook(now, 86400.0, 600.0) == fresh.outlook(now, 86400.0, 600.0)
         k += 1 if rng.random() > 0.03 else rng.randint(2, 8)
     assert checked > SEASON   # memo entries were carried and checked, not an empty loop
+
+
+def test_spread_memo_is_bounded_at_arbitrary_instants() -> None:
+    """A server decides at arbitrary instants (every h distinct): the memo of outlook's spread factors is
+    cleared at its bound instead of growing, and the numbers stay the formula's."""
+    from scaler.forecast import _SPREADS_MAX
+
+    fc = fold_all([_daily(k) for k in range(200)])
+    then, rng = fc._then(), random.Random(3)
+    base = (fc.last_bucket + 1) * STEP
+    for _ in range(_SPREADS_MAX + 500):
+        now = base + rng.uniform(0.0, 600.0)
+        o = fc.outlook(now, 225.0, 225.0)
+        assert len(fc.params._spreads) <= _SPREADS_MAX
+    assert o.upper_at_horizon == fc._point(now + 225.0, then)[1]
