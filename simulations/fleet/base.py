@@ -162,9 +162,16 @@ class FleetBase:
         """The instants of the reader's points as of ``at`` (:meth:`history_minute`): absolute minute
         boundaries over the last ``history`` seconds, each ending a minute wholly after the trace's start.
         Minutes before the start are absent, not zero (Prometheus has no sample before a series exists):
-        zeros would read as a ramp from nothing to the trace's rate."""
-        return [t for t in np.arange(at - history + HISTORY_STEP, at + 1e-9, HISTORY_STEP).tolist()
-                if t - HISTORY_STEP >= self.start]
+        zeros would read as a ramp from nothing to the trace's rate.
+
+        The newest point is ``at`` itself (the minute just ended): a Prometheus subquery evaluated at ``at``
+        includes its end step (checked against Prometheus 2.42: ``[1560m:1m]`` at a minute boundary returns
+        1,561 points, the last at ``at``). The instants are counted back from ``at`` in whole steps: an
+        ``np.arange`` up to ``at + 1e-9`` left ``at`` out at Unix times (``1.7e9 + 1e-9 == 1.7e9``), so the
+        simulated policy saw the demand one minute later than the server does
+        (``tests/unit/test_aggregate_history.py::test_history_ends_at_the_minute_just_ended_at_unix_times``)."""
+        n = int(round(history / HISTORY_STEP))
+        return [t for t in (at - k * HISTORY_STEP for k in range(n - 1, -1, -1)) if t - HISTORY_STEP >= self.start]
 
     def advance_to(self, T: float) -> None:  # pragma: no cover - interface
         raise NotImplementedError

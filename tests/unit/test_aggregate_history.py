@@ -37,7 +37,7 @@ def _direct_history(f, now, history):
     cum = np.concatenate([[0.0], np.cumsum(f.counts)])
     edges = f.start + f.bin * np.arange(len(cum))
     at = np.floor(now / 60.0) * 60.0
-    ts = np.arange(at - history + 60.0, at + 1e-9, 60.0)
+    ts = at - 60.0 * np.arange(round(history / 60.0))[::-1]      # ..., at - 60, at
     ts = ts[ts - 60.0 >= f.start]
     c = np.interp(ts, edges, cum) - np.interp(ts - 60.0, edges, cum)
     return tuple((float(t), float(x) / 60.0) for t, x in zip(ts, c))
@@ -126,3 +126,13 @@ def test_window_quantiles_equal_the_plain_weighted_quantile():
             base95 = _weighted_quantile(list(ttft_pairs), 0.95)
             assert sig.ttft_p95 == (base95 + f.params.gamma * f.prompt_p95 if base95 is not None else None)
             assert sig.tpot_p95 == _weighted_quantile(list(tpot_pairs), 0.95)
+
+
+def test_history_ends_at_the_minute_just_ended_at_unix_times():
+    # DemandHistoryReader's subquery evaluated at the start of now's minute returns that instant as its newest
+    # point (Prometheus includes the end step); at Unix times too, where at + 1e-9 == at in floating point
+    f = fleet([6.0] * 400, 1_763_640_000.0 - 1800.0)
+    now = 1_763_640_000.0 + 20.0
+    pts = f._history(now, 600.0)
+    assert [t for t, _ in pts] == [1_763_640_000.0 - 60.0 * k for k in range(9, -1, -1)]
+    assert all(abs(r - 0.6) < 1e-12 for _, r in pts)
