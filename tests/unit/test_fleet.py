@@ -174,3 +174,14 @@ def test_first_after_idle_worked_example():
     assert (n, ok, p50) == (2.0, 1.0, 3.0)
     u = np.array([0.0, 30.0, 61.0])
     assert first_after_idle(u, u, np.ones(3), np.ones(3), np.ones(3), AfterIdle(60.0, 10))[0] == 0.0
+
+
+def test_batched_cold_starts_are_the_single_draws():
+    # ReplicaSet draws its deviates 1,024 at a time: the cold starts of 3,000 pods are those of one draw per pod
+    from simulations.fleet.lifecycle import ReplicaSet
+
+    model = ColdStartModel(180.0, 0.2)
+    rs = ReplicaSet(model, np.random.default_rng(7), start=T0, initial=0)
+    rs.scale_to(3000, T0)
+    rng = np.random.default_rng(7)
+    assert [r.ready_at for r in rs.replicas] == [T0 + model.draw(rng) for _ in range(3000)]   # bit for bit
