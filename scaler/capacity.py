@@ -72,7 +72,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .frozen import new
+from .frozen import fast_init
 
 if TYPE_CHECKING:  # signals.py imports config.py, which builds FleetModel from metadata
     from .signals import Signals
@@ -106,6 +106,7 @@ class FleetModel:
         return text + (f",kvTokens={self.kv_tokens:.0f}" if self.kv_tokens is not None else "")
 
 
+@fast_init
 @dataclass(frozen=True)
 class Capacity:
     """Requests/s one replica sustains within the SLO, and where the number came from."""
@@ -163,6 +164,7 @@ def _capacity(model: FleetModel, ttft_slo: float, tpot_slo: float, prompt_tokens
     return n / (o * (model.alpha + model.beta * n) + n * model.gamma * i)
 
 
+@fast_init
 @dataclass(frozen=True)
 class CapacityLearner:
     """Online capacity estimate (immutable; :meth:`observe` returns the next one)."""
@@ -190,10 +192,7 @@ class CapacityLearner:
         if sample is not None:
             estimate = sample if estimate is None else (1 - LEARN_WEIGHT) * estimate + LEARN_WEIGHT * sample
             samples += 1
-        # this runs at every decision: scaler.frozen.new, not the generated __init__
-        return new(CapacityLearner, {"estimate": estimate, "samples": samples, "pods": pods,
-                                     "pods_since": pods_since, "mean_rate": mean_rate,
-                                     "mean_running": mean_running})
+        return CapacityLearner(estimate, samples, pods, pods_since, mean_rate, mean_running)
 
     @staticmethod
     def _sample(signals: Signals, n: int, steady_for: float | None, window: float, ttft_slo: float,
@@ -237,8 +236,7 @@ def resolve_capacity(*, metadata: float | None, model: FleetModel | None, learne
     if metadata is not None:
         return Capacity(metadata, "metadata")
     if model is not None and prompt_tokens is not None and output_tokens is not None:
-        return new(Capacity, {"per_replica": _capacity(model, ttft_slo, tpot_slo, prompt_tokens, output_tokens),
-                              "source": "model"})
+        return Capacity(_capacity(model, ttft_slo, tpot_slo, prompt_tokens, output_tokens), "model")
     if learned is not None and learned.usable is not None:
         return Capacity(learned.usable, "learned")
     little = little_capacity(signals, running_per_replica, learned)

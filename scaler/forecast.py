@@ -109,7 +109,7 @@ from array import array
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from .frozen import new
+from .frozen import fast_init
 
 STEP = 60.0
 SEASON = 1440
@@ -500,8 +500,7 @@ class DemandForecaster:
             if t == t_h:
                 at_h = (rate, upper)
         rate_h, upper_h = at_h if at_h is not None else self._point(t_h, then, sd)[:2]
-        return new(Outlook, {"peak_upper": peak_upper, "peak_rate": peak_rate, "rate_at_horizon": rate_h,
-                             "upper_at_horizon": upper_h})
+        return Outlook(peak_upper, peak_rate, rate_h, upper_h)
 
 
 def _spread(a: float, b: float, h: float) -> float:
@@ -515,6 +514,7 @@ def _spread(a: float, b: float, h: float) -> float:
 _SPREADS_MAX = 4096
 
 
+@fast_init
 @dataclass(frozen=True)
 class Outlook:
     """The forecast as a decision reads it (req/s): see :meth:`DemandForecaster.outlook`."""

@@ -212,7 +212,7 @@ from .capacity import Capacity, CapacityLearner, resolve_capacity
 from .coldstart import resolve_cold_start
 from .config import PolicyConfig
 from .forecast import DemandForecaster, bucket_of
-from .frozen import new
+from .frozen import fast_init
 from .signals import ColdStart, Signals
 
 # A tiny slack so that 2.0000000001 replicas (float noise) does not become 3.
@@ -224,6 +224,7 @@ def ceil_replicas(x: float) -> int:
     return max(0, math.ceil(x - _CEIL_EPS))
 
 
+@fast_init
 @dataclass(frozen=True)
 class PolicyState:
     """What ``decide`` carries from one call to the next for one target.
@@ -321,6 +322,7 @@ def _on_the_way(starting: int, capped: Sequence[str], cap_to: float) -> tuple[An
             ", ".join(capped), cap_to)
 
 
+@fast_init
 @dataclass(frozen=True)
 class Decision:
     """The policy's answer and its explanation.
@@ -547,7 +549,7 @@ def _supply(signals: Signals, state: PolicyState, cold: ColdStart, config: Polic
 
 def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now: float) -> Decision:
     # The simulator calls this 40,321 times over the bundled week: values read once into locals, dicts
-    # filled item by item, frozen values built with scaler.frozen.new (same values as the constructors).
+    # filled item by item (the frozen values it builds have scaler.frozen.fast_init's __init__).
     cold = resolve_cold_start(config.cold_start, signals.cold_start)
     p50, p90 = cold.p50, cold.p90
     h = horizon(cold, config)
@@ -677,10 +679,8 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     raised_at = now if desired > (state.desired or 0) else extra_in.get("raised_at")
     extra = {**extra_in, "forecast": fc, "capacity": learner, "raised_at": raised_at,
              "shortage_since": shortage_since}
-    next_state = new(PolicyState, {"desired": desired, "active": active, "last_demand_at": last_demand_at,
-                                   "decided_at": now, "extra": extra})
-    return new(Decision, {"desired": desired, "active": active, "dominant": dominant, "terms": terms,
-                          "reasons": reasons, "next_state": next_state, "inputs": inputs})
+    next_state = PolicyState(desired, active, last_demand_at, now, extra)
+    return Decision(desired, active, dominant, terms, reasons, next_state, inputs)
 
 
 _FORECAST = "forecast at now+{:.0f}s: {:.3g} req/s (upper {:.3g}); peak upper over {:.0f}s {:.3g} req/s"

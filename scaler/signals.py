@@ -24,8 +24,10 @@ from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from .config import PolicyConfig
 from .errors import SourceError
+from .frozen import fast_init
 
 
+@fast_init
 @dataclass(frozen=True)
 class ColdStart:
     """Cold start of a new replica (pod created -> Ready), in seconds, and where it came from."""
@@ -36,6 +38,7 @@ class ColdStart:
     samples: int = 0
 
 
+@fast_init
 @dataclass(frozen=True)
 class Signals:
     """Fleet aggregates for one target at one instant (``observed_at``, unix seconds).
