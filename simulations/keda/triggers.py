@@ -50,6 +50,8 @@ def sanitize(value: float) -> float:
     v = float(value)
     if not math.isfinite(v) or v < 0:
         return 0.0
+    if v.is_integer():   # a replica count (our scaler's metric): round(v, 3) == v, without the decimal rounding
+        return v
     return round(v, 3)
 
 
