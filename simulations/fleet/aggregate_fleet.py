@@ -257,6 +257,9 @@ class AggregateFleet(FleetBase):
                 chunk = self.backlog.popleft()
                 self.backlog_total -= chunk[1]
                 self.unserved += chunk[1]
+            if self.backlog_total < 1e-9:
+                # as the saturated path below rounds its total: a sliver it zeroed may still time out here
+                self.backlog_total = 0.0
             self.s_served.append(0.0)
             self.s_base.append(0.0)
             self.s_t_iter.append(0.0)
