@@ -748,7 +748,10 @@ def check(result: DemoResult) -> list[Check]:
 
     # During the outage the scaler can only answer from its last good decision (or fail): every answer must be
     # that one held value (the decision made from the last data before the cut, which may postdate the last
-    # call before the cut), none may fail or deactivate, and nothing may scale down. Once Prometheus is back,
+    # call before the cut), none may fail or deactivate, and nothing may scale down below that held decision.
+    # The HPA may still carry out a scale-down the held decision asked for before the cut (its stabilization
+    # window ending inside the outage: replicas 5 -> 4 on a held answer of 4): that is the last good data
+    # acting, not the missing data; a scale-down below the held answer would be the outage's. Once Prometheus is back,
     # decisions rest on fresh data again and may go either way; failures and deactivation are still checked
     # for a short while after, until the first fresh refresh has landed.
     lo, hi = result.outage
@@ -762,15 +765,17 @@ def check(result: DemoResult) -> list[Check]:
     failed = [c for c in result.calls if lo <= c[0] < settle and isinstance(c[2], str)]
     inactive = [c for c in result.calls if lo <= c[0] < settle and c[1] == "IsActive" and c[2] is False]
     downs_during = [e for e in ev if lo <= e[0] < hi and e[3] < e[2]]
+    held = answers[0] if answers and len(set(answers)) == 1 else None
+    floor = min(at_cut, math.ceil(held)) if held is not None else at_cut
+    downs_below = [e for e in downs_during if e[3] < floor]
     checks.append(Check(
         "prometheus_outage_changed_nothing_for_the_worse",
-        bool(during) and bool(answers) and answer_at_cut is not None and not failed and not inactive
-        and not downs_during and len(set(answers)) == 1 and min(k.replicas for k in during) >= at_cut
-        and result.source_errors > 0,
+        bool(during) and held is not None and answer_at_cut is not None and not failed and not inactive
+        and not downs_below and min(k.replicas for k in during) >= floor and result.source_errors > 0,
         f"outage t={lo:.0f}-{hi:.0f}s: {len(answers)} GetMetrics answers {sorted(set(answers))} (held steady: "
-        f"{len(set(answers)) == 1}; last answer before the cut {answer_at_cut}), {len(failed)} failed calls, "
-        f"{len(inactive)} IsActive false, "
-        f"scale-downs {[_event(e) for e in downs_during]}, replicas at the cut {at_cut}, lowest during "
+        f"{held is not None}; last answer before the cut {answer_at_cut}), {len(failed)} failed calls, "
+        f"{len(inactive)} IsActive false, scale-downs {[_event(e) for e in downs_during]} "
+        f"({len(downs_below)} below the held answer), replicas at the cut {at_cut}, lowest during "
         f"{min((k.replicas for k in during), default=None)}; the scaler counted {result.source_errors:g} "
         f"source errors"))
 
