@@ -190,19 +190,11 @@ class DecideTrigger:
     def target(self) -> float:
         return 1.0
 
-    # metric() and is_active() read the cached decision themselves (each is called at every poll) and call
-    # _decision only when it is due, as _decision would decide
     def metric(self, now: float) -> float:
-        d = self.decision
-        if d is None or now - self.decided_at >= self.refresh_interval:
-            d = self._decision(now)
-        return float(d.desired)
+        return float(self._decision(now).desired)
 
     def is_active(self, now: float) -> bool:
-        d = self.decision
-        if d is None or now - self.decided_at >= self.refresh_interval:
-            d = self._decision(now)
-        return bool(d.active)
+        return bool(self._decision(now).active)
 
 
 _PARSED: dict[tuple[str, int, int], tuple] = {}   # (path, mtime ns, size) -> (ScaledObjectSpec, triggers)
@@ -262,9 +254,8 @@ class KedaController(Controller):
         self.tick = tick
 
     def step(self, now: float) -> None:
-        phases = self.fleet.rs._n   # status_replicas() and ready_replicas() without two calls per tick
-        ready = phases["ready"]
-        n = self.keda.step(now, status_replicas=phases["loading"] + ready, ready_replicas=ready)
+        n = self.keda.step(now, status_replicas=self.fleet.status_replicas(),
+                           ready_replicas=self.fleet.ready_replicas())
         self.fleet.scale_to(n, now)
 
 

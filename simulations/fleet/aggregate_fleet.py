@@ -378,26 +378,21 @@ class AggregateFleet(FleetBase):
         if i < n_slices:
             s_dt, s_arr, s_served = self.s_dt, self.s_arr, self.s_served
             s_base, s_iter, s_p, s_l = self.s_base, self.s_t_iter, self.s_p, self.s_l
-            # Only the first slice can straddle the window's start (slice starts increase strictly): its
-            # share f of the span; every later slice counts whole (f = 1, and x * 1.0 == x exactly).
+            # Only the first slice can straddle the window's start (slice starts increase strictly): it counts
+            # for its share f of the span (none when f <= 0); every later slice counts whole (f = 1, and
+            # x * 1.0 == x exactly).
             st = s_t[i]
             if st >= lo_t:
                 f = 1.0
             else:
                 d = s_dt[i]
                 f = (st + d - lo_t) / d if d > 0 else 0.0
-            if f > 0:
-                arrivals += s_arr[i] * f
-                sv = s_served[i] * f
-                if sv > 0:
-                    served += sv
-                    ttft_pairs.append((s_base[i], sv))
-                    tpot_pairs.append((s_iter[i], sv))
-                    psum += s_p[i] * sv
-                    lsum += s_l[i] * sv
-            for k in range(i + 1, n_slices):    # indexing: no copies of the lists' tails (zip over slices)
-                arrivals += s_arr[k]
-                sv = s_served[k]
+                if f <= 0:
+                    i, f = i + 1, 1.0
+            for k in range(i, n_slices):    # indexing: no copies of the lists' tails (zip over slices)
+                arrivals += s_arr[k] * f
+                sv = s_served[k] * f
+                f = 1.0
                 if sv > 0:
                     served += sv
                     ttft_pairs.append((s_base[k], sv))
@@ -420,12 +415,11 @@ class AggregateFleet(FleetBase):
     def signals(self, now: float, window: float, *, upstream: bool = False, history: float = 0.0) -> Signals:
         arrivals, served, psum, lsum, ttft_pairs, tpot_pairs, span = self._window(now, window)
         ttft95 = self._ttft_p95(ttft_pairs, served)
-        phases = self.rs._n                     # ReplicaSet.count(phase), without a call per phase
-        n_ready = phases["ready"]
-        pods = n_ready + phases["draining"]
+        n_ready = self.rs.count("ready")
+        pods = n_ready + self.rs.count("draining")
         n, t, P = self._state
-        k = int((now - 1e-9 - self.start) // self.bin)   # _bin_index(now - 1e-9), inlined
-        L = self.L[k] if 0 <= k < self._nbins else 1.0
+        b = self._bin_index(now - 1e-9)
+        L = self.L[b] if b is not None else 1.0
         history_pairs: tuple[tuple[float, float], ...] = ()
         if history > 0:
             history_pairs = self._history(now, history)
@@ -442,7 +436,7 @@ class AggregateFleet(FleetBase):
             prompt_tokens_mean=psum / served if served > 0 else None,
             output_tokens_mean=lsum / served if served > 0 else None,
             ready_replicas=n_ready,
-            starting_replicas=phases["loading"],
+            starting_replicas=self.rs.count("loading"),
             upstream_demand=self.in_flight() if upstream else None,
             cold_start=self._cold_signal,
             demand_history=history_pairs,

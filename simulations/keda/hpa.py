@@ -259,16 +259,6 @@ class HorizontalPodAutoscaler:
             out = HpaOutcome(self.max_replicas, "current replicas above maxReplicas")
         elif spec_replicas < self.min_replicas:
             out = HpaOutcome(self.min_replicas, "current replicas below minReplicas")
-        elif len(readings) == 1 and not isinstance(readings[0], Exception):
-            # one metric that answered (a ScaledObject with one trigger, every sync): what the loop below
-            # gives for it (its proposal is the largest, no metric failed)
-            r = readings[0]
-            if r.metric_type == AVERAGE_VALUE:
-                best = average_value_proposal(r.usage_milli, r.target_milli, status_replicas, self.tolerances)
-            else:
-                best = proposal(r, spec_replicas=spec_replicas, status_replicas=status_replicas,
-                                ready_pods=ready_replicas, tol=self.tolerances)
-            out = self._normalize(now, spec_replicas, best)
         else:
             proposals = []
             errors = []

@@ -123,8 +123,7 @@ class KedaHpa:
                 self._poll(next_poll)
             elif next_sync <= now:
                 self._syncs_done += 1
-                if self.replicas != 0:   # the HPA is disabled at 0 and asks KEDA for nothing
-                    self._hpa_sync(next_sync, status_replicas, ready_replicas)
+                self._hpa_sync(next_sync, status_replicas, ready_replicas)
             else:
                 return self.replicas
 
@@ -194,10 +193,7 @@ class KedaHpa:
     def _hpa_sync(self, t: float, status_replicas: int, ready_replicas: int) -> None:
         if self.replicas == 0:
             return  # the HPA is disabled at 0 and asks KEDA for nothing
-        if len(self.triggers) == 1:   # the usual ScaledObject: no list comprehension per sync
-            readings = [self._hpa_reading(0, t, ready_replicas)]
-        else:
-            readings = [self._hpa_reading(i, t, ready_replicas) for i in range(len(self.triggers))]
+        readings = [self._hpa_reading(i, t, ready_replicas) for i in range(len(self.triggers))]
         out = self.hpa.reconcile(t, spec_replicas=self.replicas, status_replicas=status_replicas,
                                  ready_replicas=ready_replicas, readings=readings)
         self.last_hpa = out

@@ -458,8 +458,8 @@ def test_a_repeated_outcome_is_the_one_a_fresh_computation_gives() -> None:
 
 
 def test_one_answered_metric_gives_what_the_proposals_loop_gives() -> None:
-    """``reconcile`` takes a single answered metric without the loop over metrics: the outcome equals the
-    loop's (the same reading twice: its proposal is the largest, nothing failed), for both metric types."""
+    """``reconcile`` with a single answered metric gives what it gives for the same reading twice (its
+    proposal is the largest, nothing failed), for both metric types."""
     import copy
     import random
 
