@@ -21,7 +21,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from scaler.capacity import FleetModel
 from scaler.errors import ConfigError
 
 from . import report
@@ -140,9 +139,7 @@ def _settings(args, fidelity: str, trace) -> Settings:
     metadata = parse_metadata_pairs(args.metadata)
     if not args.uncalibrated and not {k for k, _ in metadata} & {"fleetModel", "capacityPerReplica"}:
         # What a calibrated deployment passes (docs/predictive.md): the fleet model of the fleet being simulated.
-        model = FleetModel(alpha=params.alpha, beta=params.beta, gamma=params.gamma,
-                           max_num_seqs=params.max_num_seqs, kv_tokens=params.kv_tokens)
-        metadata = (("fleetModel", model.metadata()),) + metadata
+        metadata = (("fleetModel", params.fleet_model().metadata()),) + metadata
     initial = args.initial_replicas
     if initial == "auto":
         initial = replicas_at_start(trace, params=params, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,

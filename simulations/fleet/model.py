@@ -54,6 +54,8 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+from scaler.capacity import FleetModel
+
 
 @dataclass(frozen=True)
 class ModelParams:
@@ -82,6 +84,12 @@ class ModelParams:
             v = getattr(self, f)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"ModelParams.{f} must be an integer >= 1, got {v!r}")
+
+    def fleet_model(self) -> FleetModel:
+        """These parameters as the scaler's ``fleetModel`` (what ``vllm-scaler calibrate`` would fit from this
+        fleet): ``simulate`` hands it to the predictive policy by default."""
+        return FleetModel(alpha=self.alpha, beta=self.beta, gamma=self.gamma, max_num_seqs=self.max_num_seqs,
+                          kv_tokens=self.kv_tokens)
 
     def with_overrides(self, overrides: Mapping[str, str]) -> "ModelParams":
         """A copy with ``{"alpha": "0.03", ...}`` applied; unknown names or bad values raise ValueError."""

@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import simulations.runner as runner  # noqa: E402
-from scaler.capacity import FleetModel  # noqa: E402
 from scaler.policy import decide  # noqa: E402
 from simulations.traces import load  # noqa: E402
 
@@ -35,9 +34,7 @@ from simulations.traces import load  # noqa: E402
 def record(trace_name: str):
     """(settings, [(signals, now), ...]) of a predictive closed-loop run over ``trace_name``."""
     s = runner.Settings(fidelity="aggregate")
-    fm = FleetModel(alpha=s.params.alpha, beta=s.params.beta, gamma=s.params.gamma,
-                    max_num_seqs=s.params.max_num_seqs, kv_tokens=s.params.kv_tokens)
-    s = replace(s, metadata=(("fleetModel", fm.metadata()),))
+    s = replace(s, metadata=(("fleetModel", s.params.fleet_model().metadata()),))
     calls = []
 
     def recording(signals, state, config, now):

@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scaler.capacity import FleetModel  # noqa: E402
 from simulations import cli as sim_cli  # noqa: E402
 from simulations.runner import POLICIES, Settings, build_fleet, run_policy  # noqa: E402
 from simulations.traces import load  # noqa: E402
@@ -122,9 +121,7 @@ def main() -> None:
         print(f"aggregate week  {p:<20} {t:6.2f} s wall {cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
               f"target <= 5 s)  {extra}; runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
     # what `vllm-scaler simulate` runs by default: the predictive policy given the simulated fleet's parameters
-    fm = FleetModel(alpha=s.params.alpha, beta=s.params.beta, gamma=s.params.gamma,
-                    max_num_seqs=s.params.max_num_seqs, kv_tokens=s.params.kv_tokens)
-    sc = replace(s, metadata=(("fleetModel", fm.metadata()),))
+    sc = replace(s, metadata=(("fleetModel", s.params.fleet_model().metadata()),))
     t, cpu, runs, r = repeated(lambda: run_policy("predictive", week, sc), n)
     print(f"aggregate week  {'predictive+fleetModel':<20} {t:6.2f} s wall {cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
           f"target <= 5 s)  {r.gpu_hours:.0f} GPU-h; runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
