@@ -72,9 +72,9 @@ Each fit reports its R^2 (``alpha, beta``: of ``t`` predicted against ``t`` obse
 Worked example (``tests/unit/test_recording.py::test_calibrate_recovers_known_parameters``): ticks
 generated from the steady state of ``alpha = 0.02, beta = 0.0005, gamma = 0.0001`` are fitted back to 1e-9.
 Round trip and real data: ``tests/unit/test_calibrate_fleet.py`` (a simulated fleet at known parameters) and
-``tests/unit/test_calibrate_testbed.py`` (the bundled H100 testbed, via :func:`testbed_recording`).
+``tests/unit/test_calibrate_testbed.py`` (the bundled H100 testbed, via :func:`from_testbed_csv`).
 
-Testbed measurements (:func:`testbed_recording`)
+Testbed measurements (:func:`from_testbed_csv`)
 ------------------------------------------------
 ``simulations/data/vllm-testbed-h100/reconciles.csv`` (one row per autoscaler reconcile, see its README)
 becomes a recording: ``t``; ``replicas`` and ``pods_reporting`` = ``pods``; ``arrival_rate`` and
@@ -586,7 +586,7 @@ def is_testbed_csv(path: str | os.PathLike) -> bool:
         return False
 
 
-def testbed_recording(path: str | os.PathLike) -> Recording:
+def from_testbed_csv(path: str | os.PathLike) -> Recording:
     """The testbed's ``reconciles.csv`` as a :class:`Recording` (mapping: module docstring). Bad cells raise
     :class:`RecordingError` naming the file, the line and the column."""
     import csv
@@ -648,7 +648,7 @@ def testbed_recording(path: str | os.PathLike) -> Recording:
 
 def load_for_calibration(path: str | os.PathLike) -> Recording:
     """A recording file, or a testbed ``reconciles.csv`` (recognised by its header) converted on the fly."""
-    return testbed_recording(path) if is_testbed_csv(path) else Recording.load(path)
+    return from_testbed_csv(path) if is_testbed_csv(path) else Recording.load(path)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ DEFAULT = "llama-3.1-8b-h100"
 # ShareGPT (about 235 prompt / 460 output tokens per request, Poisson).
 #
 # Method: `vllm-scaler calibrate simulations/data/vllm-testbed-h100/reconciles.csv` (simulations/recording.py:
-# testbed_recording converts it; calibrate's method is in that module's docstring). It prints, over the 647
+# from_testbed_csv converts it; calibrate's method is in that module's docstring). It prints, over the 647
 # snapshots with no queue in their window: gamma = 2.14e-5 s per prompt token (R^2 0.78), alpha = 7.55 ms and
 # beta = 0.0511 ms per sequence with the prefill share removed (R^2 0.50 on ITL: the snapshots are 1-minute
 # fleet means, noisy at low load), kv_tokens = 273,000 (R^2 0.94). Rounded to 3 digits here.
