@@ -61,8 +61,9 @@ from scaler.capacity import FleetModel
 class ModelParams:
     """Per-iteration time ``t = alpha + beta*running + gamma*prefill_tokens_in_step`` (seconds) and limits.
 
-    ``max_batched_tokens`` caps the prompt tokens prefilled in one step (vLLM's
-    ``--max-num-batched-tokens``; a single longer prompt still goes alone).
+    ``max_batched_tokens`` caps the tokens of one step, one per decoding sequence plus the prefill chunks
+    (vLLM's ``--max-num-batched-tokens``, chunked prefill); at least ``max_num_seqs``, as vLLM requires.
+    ``block_size``: tokens per KV block (vLLM's ``--block-size``).
     """
 
     alpha: float = 0.02058
@@ -72,6 +73,7 @@ class ModelParams:
     kv_tokens: int = 400_000
     name: str = "Llama-3.1-8B on 1x A100-80GB (llm-d WVA configuration guide)"
     max_batched_tokens: int = 8192
+    block_size: int = 16
 
     def __post_init__(self) -> None:
         for f in ("alpha", "beta", "gamma"):
@@ -80,10 +82,16 @@ class ModelParams:
                 raise ValueError(f"ModelParams.{f} must be a finite number >= 0, got {v!r}")
         if self.alpha <= 0:
             raise ValueError(f"ModelParams.alpha must be > 0 (a step takes time), got {self.alpha!r}")
-        for f in ("max_num_seqs", "kv_tokens", "max_batched_tokens"):
+        for f in ("max_num_seqs", "kv_tokens", "max_batched_tokens", "block_size"):
             v = getattr(self, f)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"ModelParams.{f} must be an integer >= 1, got {v!r}")
+        if self.max_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"ModelParams.max_batched_tokens ({self.max_batched_tokens}) must be >= max_num_seqs "
+                             f"({self.max_num_seqs}): every running sequence takes one token of a step (vLLM's rule)")
+        if self.kv_tokens < self.block_size:
+            raise ValueError(f"ModelParams.kv_tokens ({self.kv_tokens}) must hold at least one block of "
+                             f"block_size ({self.block_size}) tokens")
 
     def fleet_model(self) -> FleetModel:
         """These parameters as the scaler's ``fleetModel`` (what ``vllm-scaler calibrate`` would fit from this
@@ -101,7 +109,7 @@ class ModelParams:
             try:
                 if key == "name":
                     values[key] = raw
-                elif key in ("max_num_seqs", "kv_tokens", "max_batched_tokens"):
+                elif key in ("max_num_seqs", "kv_tokens", "max_batched_tokens", "block_size"):
                     values[key] = int(raw)
                 else:
                     values[key] = float(raw)
