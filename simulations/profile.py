@@ -188,8 +188,13 @@ def poisson_arrivals(rate: float, duration: float, rng: np.random.Generator) -> 
 Sizes = Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
+MAX_REQUESTS = 2_000_000   # one run's requests at most (rate x duration)
+
+
 def at_rate(params, sizes: Sizes, rate: float, duration: float, seed: int) -> dict[str, Any]:
     """``--rate``: Poisson at ``rate`` req/s for ``duration`` s, every request served to the end."""
+    if rate * duration > MAX_REQUESTS:
+        raise ValueError(f"--rate x --duration = {rate * duration:.0f} requests: more than {MAX_REQUESTS:,} in one run")
     rng = np.random.default_rng(seed)
     arr = poisson_arrivals(rate, duration, rng)
     p, o = sizes(len(arr), rng)
@@ -217,11 +222,17 @@ def find_knee(params, sizes: Sizes, slo_ttft: float, slo_tpot: float, duration: 
               mean_sizes: tuple[float, float], on_probe: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """``--find-knee``: bisection for the highest rate that :func:`meets` the SLOs (relative tolerance 1 %).
 
-    The upper bound starts at the replica's compute bound ``1 / (beta L + gamma P)`` (the rate at which a step
-    grows without limit as sequences pile up; no rate above it is served) and doubles while it still meets.
+    The upper bound starts at the least of three rates no replica sustains (mean sizes ``P``, ``L``): the
+    compute bound ``1 / (beta L + gamma P)`` (a step grows without limit as sequences pile up), ``max_num_seqs /
+    (L alpha)`` (every request needs ``L`` steps of at least ``alpha``) and ``kv_tokens / ((P + L/2) L alpha)``
+    (what the cache holds at once, on average), and doubles while it still meets (at most 10 times).
     """
     P, L = mean_sizes
-    hi = 1.0 / max(1e-12, params.beta * L + params.gamma * P)
+    L = max(1.0, L)
+    bounds = [params.max_num_seqs / (L * params.alpha), params.kv_tokens / ((P + L / 2) * L * params.alpha)]
+    if params.beta * L + params.gamma * P > 0:
+        bounds.append(1.0 / (params.beta * L + params.gamma * P))
+    hi = min(bounds)
     probes: list[dict] = []
 
     def probe(rate: float) -> dict:
@@ -232,7 +243,9 @@ def find_knee(params, sizes: Sizes, slo_ttft: float, slo_tpot: float, duration: 
             on_probe(r)
         return r
 
-    while probe(hi)["meets_slo"] and hi < 1e6:
+    for _ in range(10):
+        if not probe(hi)["meets_slo"]:
+            break
         hi *= 2
     lo, best = 0.0, None
     while hi - lo > 0.01 * hi:
@@ -316,8 +329,11 @@ def cmd_profile(args) -> int:
         _positive("--duration", args.duration)
         _positive("--slo-ttft", args.slo_ttft)
         _positive("--slo-tpot", args.slo_tpot)
-        if args.burst is not None and args.burst < 1:
-            raise ValueError(f"--burst must be an integer >= 1, got {args.burst}")
+        if args.burst is not None and not 1 <= args.burst <= MAX_REQUESTS:
+            raise ValueError(f"--burst must be an integer from 1 to {MAX_REQUESTS:,}, got {args.burst}")
+        if args.rate is not None and args.rate * args.duration > MAX_REQUESTS:
+            raise ValueError(f"--rate {args.rate:g} x --duration {args.duration:g}: more than {MAX_REQUESTS:,} "
+                             "requests in one run")
         if args.json is not None and Path(args.json).is_dir():
             raise ValueError(f"--json {args.json!r}: is a directory")
         sizes, sizes_doc, means = _sizes_from_args(args)
