@@ -42,9 +42,10 @@ import numpy as np  # noqa: E402
 
 from simulations.profile import SizeDist, burst  # noqa: E402
 
-# vLLM's CI performance benchmark, Llama-3.1-8B tp1 (the pages cited in profiles.py)
+# vLLM's CI performance benchmark, Llama-3.1-8B tp1 and Llama-3-70B tp4 (the pages cited in profiles.py)
 CI = {"llama-3.1-8b-a100-80gb": {"latency_s": 1.58543, "throughput": 11.0511},
-      "llama-3.1-8b-h100": {"latency_s": 0.997542, "throughput": 19.5005}}
+      "llama-3.1-8b-h100": {"latency_s": 0.997542, "throughput": 19.5005},
+      "llama-3-70b-h100-tp4": {"latency_s": 2.44447, "throughput": 8.86239}}
 
 
 def sharegpt_like(n, rng):
