@@ -140,7 +140,7 @@ _A100 = Profile(
 #
 # Checked against (tests/unit/test_profiles.py::test_profile_against_vllm_ci): latency 2.444 s (model 2.445 s),
 # throughput 8.86 req/s (model about 7.0, -21 %, the 8B's size-model bias). Only these two figures: the knee
-# (about 17.7 req/s per 4-GPU replica at 235 / 460 tokens) is not checked against a measurement.
+# (about 18.5 req/s per 4-GPU replica at 235 / 460 tokens) is not checked against a measurement.
 # ---------------------------------------------------------------------------------------------------------------
 _70B_TP4 = Profile(
     params=ModelParams(alpha=0.0185, beta=0.0000715, gamma=0.00003, max_num_seqs=1024, kv_tokens=299_000,
