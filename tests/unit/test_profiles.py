@@ -92,3 +92,19 @@ def test_a100_to_h100_ratio_as_measured():
 
     ka, kh = (saturation(profiles.get(n), 235, 460)[0] for n in ("llama-3.1-8b-a100-80gb", "llama-3.1-8b-h100"))
     assert 0.35 < ka / kh < 0.65
+
+
+def test_h100_profile_on_the_per_request_engine_meets_the_testbed_bands():
+    # The same check as tests/unit/test_calibrate_testbed.py, on the engine `simulate` and `profile` run
+    # (V1 scheduling, blocks, chunked prefill) rather than the steady-state formulas: each band of the testbed
+    # README's table at its mean completion rate, the testbed's mean sizes (239 / 447 tokens).
+    from simulations.profile import at_rate
+
+    table = {5.54: (0.018, 0.0085), 13.80: (0.021, 0.0105), 17.84: (0.027, 0.0137), 22.02: (0.035, 0.0195),
+             25.98: (0.061, 0.0376)}     # band mean rate: (mean TTFT, mean ITL), README table
+    sizes = lambda n, rng: (np.full(n, 239), np.full(n, 447))  # noqa: E731
+    for rate, (ttft, itl) in table.items():
+        r = at_rate(profiles.get(profiles.DEFAULT), sizes, rate, 300.0, 0)
+        assert r["itl_mean"] == pytest.approx(itl, rel=0.30), (rate, r["itl_mean"], itl)
+        assert r["ttft_mean"] == pytest.approx(ttft, rel=0.30), (rate, r["ttft_mean"], ttft)
+        assert r["queue_onset_s"] is None and r["preemptions"] == 0
