@@ -72,8 +72,8 @@ def test_every_band_within_30_percent(fit):
     L = np.mean([t.output_tokens_mean for t in sized])
     for (lo, hi), (ttft, itl) in readme_bands().items():
         # the band's single-pod snapshots with traffic and no queue, as the README's table
-        ticks = [t for t in rec.ticks if t.replicas == 1 and t.waiting == 0 and t.tpot_mean and t.ttft_mean and t.completion_rate
-                 and lo <= t.completion_rate < hi]
+        ticks = [t for t in rec.ticks if t.replicas == 1 and t.waiting == 0 and t.tpot_mean and t.ttft_mean
+                 and t.completion_rate and lo <= t.completion_rate < hi]
         rate = np.mean([t.completion_rate for t in ticks])
         ss = steady_state(params, rate, P, L)
         model_ttft = 1.5 * ss.iteration + params.gamma * P      # simulations/fleet/model.py
