@@ -189,6 +189,8 @@ Sizes = Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
 MAX_REQUESTS = 2_000_000   # one run's requests at most (rate x duration)
+REPORT_KEYS = ("rate", "completions_per_s", "ttft_mean", "ttft_p95", "itl_mean", "tpot_p95", "kv_usage_mean",
+               "kv_usage_max", "waiting_max", "queue_onset_s", "preemptions")
 
 
 def at_rate(params, sizes: Sizes, rate: float, duration: float, seed: int) -> dict[str, Any]:
@@ -255,7 +257,8 @@ def find_knee(params, sizes: Sizes, slo_ttft: float, slo_tpot: float, duration: 
             lo, best = mid, r
         else:
             hi = mid
-    out = dict(best) if best is not None else {"rate": None}
+    # no rate meets the SLOs: every reported number is null, the knee 0
+    out = dict(best) if best is not None else {k: None for k in REPORT_KEYS}
     out["knee"] = lo if best is not None else 0.0
     out["probes"] = [{k: r[k] for k in ("rate", "meets_slo", "ttft_p95", "tpot_p95", "queue_onset_s",
                                          "completions_per_s")} for r in probes]
@@ -349,7 +352,8 @@ def cmd_profile(args) -> int:
               f"{args.duration:g} s per probe")
         report = find_knee(params, sizes, args.slo_ttft, args.slo_tpot, args.duration, args.seed, means,
                            on_probe=lambda r: print(table_row(r) + ("  meets" if r["meets_slo"] else "  misses")))
-        print(f"knee: {report['knee']:.2f} req/s")
+        print(f"knee: {report['knee']:.2f} req/s" if report["rate"] is not None else
+              "knee: none: no rate meets the SLOs (even a light load misses them)")
     elif args.burst is not None:
         report = burst(params, sizes, args.burst, args.seed)
         print(table_row(report))

@@ -83,6 +83,13 @@ def test_find_knee_of_a_replica_with_a_known_capacity(tmp_path, capsys):
     assert "knee: " in out and "meets" in out and "misses" in out
 
 
+def test_find_knee_when_no_rate_meets_the_slo(tmp_path, capsys):
+    # a TPOT SLO below one step's alpha: no rate meets it; the knee is 0 and every key is there (null)
+    doc, out = run(tmp_path, capsys, "--find-knee", "--duration", "60", "--slo-tpot", "0.001")
+    assert doc["knee"] == 0.0 and KEYS <= set(doc) and doc["ttft_mean"] is None
+    assert "no rate meets the SLOs" in out
+
+
 def test_find_knee_of_the_default_profile_near_the_testbed():
     # the testbed's knee is about 26 req/s per replica at ShareGPT sizes (simulations/data/vllm-testbed-h100)
     from simulations.profile import SizeDist
