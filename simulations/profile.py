@@ -337,8 +337,8 @@ def cmd_profile(args) -> int:
         if args.rate is not None and args.rate * args.duration > MAX_REQUESTS:
             raise ValueError(f"--rate {args.rate:g} x --duration {args.duration:g}: more than {MAX_REQUESTS:,} "
                              "requests in one run")
-        if args.json is not None and Path(args.json).is_dir():
-            raise ValueError(f"--json {args.json!r}: is a directory")
+        if args.json is not None and (Path(args.json).is_dir() or not Path(args.json).resolve().parent.is_dir()):
+            raise ValueError(f"--json {args.json!r}: not a file in an existing directory")
         sizes, sizes_doc, means = _sizes_from_args(args)
     except (ValueError, TraceError, OSError) as exc:
         print(f"vllm-scaler profile: {exc}", file=sys.stderr)

@@ -130,6 +130,7 @@ def test_queue_onset_rule():
     (["--burst", "5", "--trace", "/nonexistent.csv"], "nonexistent"),
     (["--find-knee", "--slo-ttft", "0"], "--slo-ttft"), (["--find-knee", "--slo-tpot", "-1"], "--slo-tpot"),
     (["--rate", "100000", "--duration", "100000"], "--rate"),
+    (["--burst", "5", "--json", "/nonexistent-dir/p.json"], "--json"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit) as exc:          # argparse's own errors exit through SystemExit(2)
