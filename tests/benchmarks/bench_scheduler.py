@@ -9,8 +9,9 @@ resampled and rescaled to those means (prompt x 235 / 1155, output x 460 / 211),
 trace's (coefficient of variation 0.96 prompt, 0.77 output), not a fixed size.
 
 Prints, for ``--rate`` offered to one empty replica (per-request engine and aggregate fluid): KV usage,
-running, waiting, completions and preemptions minute by minute, and the queue's onset (the first time from
-which a queue never empties again; real testbed at 27-28 req/s: 3-4 minutes); then a replica offered
+running, waiting, completions and preemptions minute by minute, and the queue's onset (:func:`onset`; real
+testbed at 27-28 req/s: 3-4 minutes), over ``--seeds`` workloads (the onset is near-critical: it varies from
+one sample of the workload to the next); then a replica offered
 ``--saturated`` req/s (far past its knee): throughput under preemption (real: 19-30 req/s, median ~23).
 Also the engine's speed (simulated requests per CPU second).
 """
@@ -46,12 +47,16 @@ def testbed_workload(rate: float, duration: float, seed: int):
     return arr, prompt, output
 
 
+QUEUE = 10   # requests: more than the arrivals that wait for the next step (1-3 at these rates)
+
+
 def onset(times, waiting) -> float | None:
-    """First time from which the queue never empties again (None if it is empty at the end)."""
-    if not len(waiting) or waiting[-1] <= 0:
+    """First sample time from which more than ``QUEUE`` requests wait at every later sample (None if fewer wait
+    at the end): the queue has formed and does not drain."""
+    if not len(waiting) or waiting[-1] <= QUEUE:
         return None
     k = len(waiting) - 1
-    while k > 0 and waiting[k - 1] > 0:
+    while k > 0 and waiting[k - 1] > QUEUE:
         k -= 1
     return float(times[k])
 
@@ -88,7 +93,7 @@ def per_minute(rows, duration):
     out = []
     for m in range(1, int(duration // 60) + 1):
         k = np.searchsorted(rows[:, 0], 60.0 * m - 1e-9)
-        k0 = np.searchsorted(rows[:, 0], 60.0 * (m - 1) - 1e-9) - 1
+        k0 = np.searchsorted(rows[:, 0], 60.0 * (m - 1) - 1e-9) if m > 1 else -1
         done = rows[k, 4] - (rows[k0, 4] if k0 >= 0 else 0.0)
         pre = rows[k, 5] - (rows[k0, 5] if k0 >= 0 else 0.0)
         out.append((m, rows[k, 1], rows[k, 2], rows[k, 3], done / 60.0, pre / 60.0))
