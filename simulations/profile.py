@@ -48,6 +48,9 @@ SAMPLE_S = 1.0             # engine sampling interval (KV usage, waiting), secon
 ONSET_MIN_S = 30.0         # a queue counts as growing when it held requests this long, to the end of arrivals
 ONSET_MIN_WAITING = 10     # ... and ends with at least this many waiting
 T0 = 1_000_000.0           # the engine's clock origin (unix-like seconds; only differences are reported)
+# Default sizes: the llm-d testbed's ShareGPT means (simulations/data/vllm-testbed-h100/README.md), varied as a
+# log-normal with CV 1 (output spread E[O^2]/E[O]^2 = 2, with which the H100 profile's KV was fitted)
+DEFAULT_PROMPT, DEFAULT_OUTPUT = "lognormal:235:1", "lognormal:460:1"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -302,8 +305,8 @@ def _sizes_from_args(args) -> tuple[Sizes, str, tuple[float, float]]:
         pool = load(args.trace, seed=args.seed).tokens
         return (lambda n, rng: pool.draw(n, rng)), f"sizes drawn from {pool.source}", (
             float(pool.prompt.mean()), float(pool.output.mean()))
-    ps = parse_sizes(args.prompt_tokens or "235", "--prompt-tokens")
-    os_ = parse_sizes(args.output_tokens or "460", "--output-tokens")
+    ps = parse_sizes(args.prompt_tokens or DEFAULT_PROMPT, "--prompt-tokens")
+    os_ = parse_sizes(args.output_tokens or DEFAULT_OUTPUT, "--output-tokens")
     big = 200_000
     means = tuple(float(d.sample(big, np.random.default_rng(0)).mean()) if d.kind != "fixed" else d.a
                   for d in (ps, os_))
@@ -385,9 +388,9 @@ def register(subparsers) -> None:
     p.add_argument("--list", action="store_true", help="print the profiles, one a line, name first")
     add_model_flags(p)
     p.add_argument("--prompt-tokens", default=None, metavar="N|uniform:LO:HI|lognormal:MEAN:CV",
-                   help="prompt tokens per request (default 235, the llm-d testbed's ShareGPT mean)")
+                   help=f"prompt tokens per request (default {DEFAULT_PROMPT}: the llm-d testbed's ShareGPT mean)")
     p.add_argument("--output-tokens", default=None, metavar="N|uniform:LO:HI|lognormal:MEAN:CV",
-                   help="output tokens per request (default 460, the testbed's ShareGPT mean)")
+                   help=f"output tokens per request (default {DEFAULT_OUTPUT}: the testbed's ShareGPT mean)")
     p.add_argument("--trace", default=None, metavar="FILE|NAME",
                    help="draw (prompt, output) pairs from this trace's requests instead")
     p.add_argument("--rate", type=float, default=None, metavar="R", help="Poisson arrivals at R req/s")

@@ -64,9 +64,12 @@ arrival rate when completions are unknown), ``P = prompt_tokens_mean``, ``L = ou
    built from rates and sizes only; the ITL noise stays on one side (fitting ``t`` on ``n = lam*L*t``, which
    contains ``t`` itself, biases ``beta`` upwards).
 3. ``kv_tokens`` (when ``kv_cache_usage`` is recorded): least squares through the origin of
-   ``kv_cache_usage = n * (P + L/2) / kv_tokens`` over ticks with usage in (0.02, 0.9): a running request
-   holds its prompt and, on average, half its output. Recorded usage is a peak or a mean depending on the
-   source, so this is a lower bound of the true capacity to check against vLLM's start-up log.
+   ``kv_cache_usage = n * kappa / kv_tokens`` over ticks with usage in (0.02, 0.9), where ``kappa`` is the KV a
+   running sequence holds on average, the fleet model's :func:`~simulations.fleet.model.kv_per_sequence`
+   ``P + spread * L / 2 + block_size / 2``; ``spread = E[O^2] / E[O]^2`` of the output sizes is not in a
+   recording (``--output-spread``, default 1: fixed sizes; about 2 for chat traffic with outputs as varied as
+   ShareGPT's). Recorded usage is a peak or a mean depending on the source: check the result against vLLM's
+   start-up log ("GPU KV cache size").
 
 Each fit reports its R^2 (``alpha, beta``: of ``t`` predicted against ``t`` observed), RMSE and the ticks used.
 Worked example (``tests/unit/test_recording.py::test_calibrate_recovers_known_parameters``): ticks
@@ -510,7 +513,8 @@ def _per_replica(tick: Tick) -> tuple[float, float, float, float] | None:
     return rate / tick.replicas, tick.prompt_tokens_mean, tick.output_tokens_mean, tick.tpot_mean
 
 
-def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
+def calibrate(recording: Recording, *, min_ticks: int = 10, output_spread: float = 1.0, block_size: int = 16
+              ) -> dict[str, Fit]:
     """Fit ``gamma``, then ``alpha, beta`` with the prefill share removed, then ``kv_tokens`` (module docstring).
 
     Returns ``{"ttft": gamma, "tpot": alpha and beta, "kv": kv_tokens}`` (``"kv"`` only when at least
@@ -542,7 +546,11 @@ def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
                    math.sqrt(ss_res / len(t)), len(t))
     fits = {"tpot": fit_tpot, "ttft": fit_ttft}
 
-    kv = [(tick.kv_cache_usage, r[0] * r[2] * r[3] * (r[1] + r[2] / 2)) for tick, r in quiet
+    from simulations.fleet.model import ModelParams, kv_per_sequence
+
+    shape = ModelParams(block_size=block_size)
+    kv = [(tick.kv_cache_usage, r[0] * r[2] * r[3] * kv_per_sequence(shape, r[1], r[2], output_spread))
+          for tick, r in quiet
           if tick.kv_cache_usage is not None and 0.02 < tick.kv_cache_usage < 0.9]
     if len(kv) >= min_ticks:
         # usage = tokens / K: least squares of usage on tokens through the origin gives 1/K
@@ -791,14 +799,17 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         if args.kv_tokens is not None and not (math.isfinite(args.kv_tokens) and args.kv_tokens >= 1):
             raise ValueError(f"--kv-tokens must be a number >= 1, got {args.kv_tokens}")
         rec = load_for_calibration(args.recording)
-        fits = calibrate(rec, min_ticks=args.min_ticks)
+        if not (math.isfinite(args.output_spread) and 1.0 <= args.output_spread <= 100.0):
+            raise ValueError(f"--output-spread must be from 1 to 100 (E[O^2]/E[O]^2), got {args.output_spread}")
+        fits = calibrate(rec, min_ticks=args.min_ticks, output_spread=args.output_spread,
+                         block_size=base.block_size)
     except ValueError as exc:
         print(f"vllm-scaler calibrate: {exc}", file=sys.stderr)
         return 2
     params, note = fitted_params(fits, f"calibrated from {Path(args.recording).name} on {base.name}", base)
     labels = {"ttft": "TTFT - 1.5 * TPOT = gamma * prompt_tokens",
               "tpot": "TPOT = alpha + beta * running + gamma * prefill tokens per step (prefill share removed)",
-              "kv": "KV usage = running * (prompt + output/2) / kv_tokens"}
+              "kv": f"KV usage = running * (prompt + {args.output_spread:g} * output/2 + block/2) / kv_tokens"}
     for key in ("ttft", "tpot", "kv"):
         if key not in fits:
             continue
@@ -883,6 +894,9 @@ def register(subparsers) -> None:
     add_model_flags(p)
     p.add_argument("--max-num-seqs", type=int, default=None,
                    help="the Deployment's vLLM --max-num-seqs, for the fleetModel metadata (default: the profile's)")
+    p.add_argument("--output-spread", type=float, default=1.0, metavar="X",
+                   help="E[O^2]/E[O]^2 of the output sizes, for the kv_tokens fit (default 1: fixed sizes; about 2 "
+                        "for chat traffic like ShareGPT)")
     p.add_argument("--kv-tokens", type=float, default=None,
                    help="KV-cache capacity in tokens per replica (vLLM logs it at start-up), for fleetModel "
                         "(default: the fitted one, when the recording has KV usage)")

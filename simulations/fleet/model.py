@@ -93,7 +93,7 @@ class ModelParams:
     beta: float = 0.0000511
     gamma: float = 0.0000214
     max_num_seqs: int = 1024
-    kv_tokens: int = 273_000
+    kv_tokens: int = 413_000
     name: str = "llama-3.1-8b-h100"
     max_batched_tokens: int = 8192
     block_size: int = 16

@@ -48,25 +48,26 @@ DEFAULT = "llama-3.1-8b-h100"
 # gpu_memory_utilization 0.9, max_num_seqs 1024, max_num_batched_tokens 8192), loaded by `vllm bench serve` with
 # ShareGPT (about 235 prompt / 460 output tokens per request, Poisson).
 #
-# Method: `vllm-scaler calibrate simulations/data/vllm-testbed-h100/reconciles.csv` (simulations/recording.py:
-# from_testbed_csv converts it; calibrate's method is in that module's docstring). It prints, over the 647
-# snapshots with no queue in their window: gamma = 2.14e-5 s per prompt token (R^2 0.78), alpha = 7.55 ms and
-# beta = 0.0511 ms per sequence with the prefill share removed (R^2 0.50 on ITL: the snapshots are 1-minute
-# fleet means, noisy at low load), kv_tokens = 273,000 (R^2 0.94). Rounded to 3 digits here.
-# kv_tokens against the memory arithmetic: 80 GB x 0.9 = 71 GiB, minus 15 GiB of bf16 weights and 3-5 GiB of
-# activations and CUDA graphs, leaves 51-53 GiB; at 128 KiB per token (2 x 32 layers x 8 KV heads x 128 dims x
-# 2 bytes) that is at most 420,000-430,000 tokens. The fitted 273,000 is lower because the testbed logs each
-# pod's 1-minute *peak* usage, long outputs hold their KV longer than the mean sizes say, and blocks of 16
-# tokens round up; it is the capacity in the model's own accounting (running x (P + L/2) at mean sizes), which
-# is what the simulator uses.
+# Method: `vllm-scaler calibrate simulations/data/vllm-testbed-h100/reconciles.csv --output-spread 2`
+# (simulations/recording.py: from_testbed_csv converts the file; calibrate's method is in that module's
+# docstring). It prints, over the 647 snapshots with no queue in their window: gamma = 2.14e-5 s per prompt
+# token (R^2 0.78), alpha = 7.55 ms and beta = 0.0511 ms per sequence with the prefill share removed (R^2 0.50
+# on ITL: the snapshots are 1-minute fleet means, noisy at low load), kv_tokens = 413,000 (R^2 0.94). Rounded to
+# 3 digits here. The KV fit needs the output sizes' spread E[O^2]/E[O]^2 (long answers hold their KV longer),
+# which the testbed does not log: 2, outputs as varied as a log-normal with CV 1, ShareGPT-like. The memory
+# arithmetic checks it: 80 GB x 0.9 = 71 GiB, minus 15 GiB of bf16 weights and 3-5 GiB of activations and CUDA
+# graphs, leaves 51-53 GiB; at 128 KiB per token (2 x 32 layers x 8 KV heads x 128 dims x 2 bytes) that is
+# 420,000-430,000 tokens, 2-4 % above the fit (the testbed logs each pod's 1-minute peak usage, which pulls the
+# fit down a little). With fixed sizes (spread 1) the same data give 278,000: not a cache size, the tokens at
+# which fixed-size requests would fill it as these did.
 #
 # Checked against (tests/unit/test_calibrate_testbed.py, tests/unit/test_profiles.py):
 # * the testbed README's table: mean ITL and TTFT per load band within 30 %, at each band's mean rate and the
 #   testbed's mean sizes (239 / 447 tokens): steady state ITL +1..+17 % and -27 %, TTFT -1..+12 % and -24 %
 #   (the 24-28 req/s band, at the knee, is the farthest: real vLLM's step time grows faster there than a line);
 #   on the per-request engine ITL -26..+18 %, TTFT -23..+14 %;
-# * the knee: 27.5 req/s per replica (steady-state saturation at 239 / 447 tokens), 28.5 req/s from
-#   `vllm-scaler profile --find-knee` (engine, 235 / 460 tokens), against the measured 26;
+# * the knee: 29.7 req/s per replica (model.knee at 239 / 447 tokens, output spread 2), 28.7 req/s from
+#   `vllm-scaler profile --find-knee` (engine, its default ShareGPT-like sizes), against the measured 26;
 # * vLLM's own CI latency benchmark on H100 (fixed batch of 8, 32 prompt / 128 output tokens): 997.5 ms
 #   measured, 1.02 s from this profile (see the A100 profile below for the source).
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,9 +76,10 @@ _H100 = Profile(
     gpus="1x H100-80GB",
     source="llm-d testbed, vLLM 0.11.0, Llama-3.1-8B bf16, ShareGPT load (simulations/data/vllm-testbed-h100/, "
            "Apache-2.0, from WheelyMcBones/inferno-autoscaler-fork@2f3ba2cd)",
-    method="vllm-scaler calibrate on the testbed's reconciles.csv (gamma from TTFT, alpha/beta with the prefill "
-           "share removed, kv_tokens from KV usage); max_num_seqs 1024, max_batched_tokens 8192: vLLM 0.11 defaults",
-    checked="testbed load bands: mean ITL/TTFT within 30 %; knee 27.5 (engine 28.5) vs 26 req/s; "
+    method="vllm-scaler calibrate --output-spread 2 on the testbed's reconciles.csv (gamma from TTFT, alpha/beta "
+           "with the prefill share removed, kv_tokens from KV usage, within 3 % of the memory arithmetic); "
+           "max_num_seqs 1024, max_batched_tokens 8192: vLLM 0.11 defaults",
+    checked="testbed load bands: mean ITL/TTFT within 30 %; knee 29.7 (engine 28.7) vs 26 req/s; "
             "vLLM CI latency test 1.02 vs 0.9975 s (tests/unit/test_calibrate_testbed.py, tests/unit/test_profiles.py)",
 )
 
@@ -111,7 +113,7 @@ _H100 = Profile(
 # about half the H100's.
 # ---------------------------------------------------------------------------------------------------------------
 _A100 = Profile(
-    params=ModelParams(alpha=0.0113, beta=0.000123, gamma=0.0000514, max_num_seqs=256, kv_tokens=273_000,
+    params=ModelParams(alpha=0.0113, beta=0.000123, gamma=0.0000514, max_num_seqs=256, kv_tokens=413_000,
                        name="llama-3.1-8b-a100-80gb", max_batched_tokens=2048),
     gpus="1x A100-SXM4-80GB",
     source="vLLM CI performance benchmark, Llama-3.1-8B tp1 on A100-SXM4-80GB and H100 (latency and throughput "
@@ -137,22 +139,21 @@ _A100 = Profile(
 # plausible; the split between beta and gamma is the 8B's, not measured); alpha from the latency test:
 # 128 (alpha + 8 beta) + 256 gamma = 2.444 s -> 18.5 ms. kv_tokens: 4 x 80 GB x 0.9 = 285 GiB, minus 131 GiB of
 # bf16 weights and about 12 GiB of activations and CUDA graphs, at 320 KiB per token (2 x 80 layers x 8 KV heads
-# x 128 x 2 bytes) is at most 465,000 tokens; the 8B H100 fit came out at 0.64 of its memory bound in the
-# model's accounting (see above), and the same factor gives 299,000. max_num_seqs 1024, max_batched_tokens
-# 8192: vLLM's defaults on H100.
+# x 128 x 2 bytes) is at most 465,000 tokens; the 8B H100 fit came out 3 % under its own memory arithmetic (see
+# above): 450,000. max_num_seqs 1024, max_batched_tokens 8192: vLLM's defaults on H100.
 #
 # Checked against (tests/unit/test_profiles.py::test_profile_against_vllm_ci): latency 2.444 s (model 2.445 s),
 # throughput 8.86 req/s (model about 7.0, -21 %, the 8B's size-model bias). Only these two figures: the knee
-# (about 18.5 req/s per 4-GPU replica at 235 / 460 tokens) is not checked against a measurement.
+# (about 19 req/s per 4-GPU replica at the default sizes) is not checked against a measurement.
 # ---------------------------------------------------------------------------------------------------------------
 _70B_TP4 = Profile(
-    params=ModelParams(alpha=0.0185, beta=0.0000715, gamma=0.00003, max_num_seqs=1024, kv_tokens=299_000,
+    params=ModelParams(alpha=0.0185, beta=0.0000715, gamma=0.00003, max_num_seqs=1024, kv_tokens=450_000,
                        name="llama-3-70b-h100-tp4", max_batched_tokens=8192),
     gpus="4x H100-80GB (tensor parallel 4)",
     source="vLLM CI performance benchmark on H100, llama70B_tp4: latency 2444.47 ms (8 x 32/128 tokens), "
            "throughput 8.86 req/s (200 ShareGPT prompts)",
     method="beta, gamma: the 8B H100 profile's x 1.4 (the CI 70B/8B throughput ratio through the engine); alpha "
-           "from the latency test; kv_tokens from the memory arithmetic x the 8B fit's 0.64",
+           "from the latency test; kv_tokens from the memory arithmetic (which the 8B fit meets within 3 %)",
     checked="CI latency 2.444 s (model 2.445 s), throughput 8.86 req/s (model ~7.0, -21 %): "
             "tests/unit/test_profiles.py; its knee is not checked against a measurement",
 )

@@ -91,10 +91,12 @@ def test_find_knee_when_no_rate_meets_the_slo(tmp_path, capsys):
 
 
 def test_find_knee_of_the_default_profile_near_the_testbed():
-    # the testbed's knee is about 26 req/s per replica at ShareGPT sizes (simulations/data/vllm-testbed-h100)
-    from simulations.profile import SizeDist
+    # the testbed's knee is about 26 req/s per replica at ShareGPT sizes (simulations/data/vllm-testbed-h100),
+    # here the command's default sizes (ShareGPT-like: the testbed's means, log-normal with CV 1)
+    from simulations.profile import DEFAULT_OUTPUT, DEFAULT_PROMPT
 
-    sizes = lambda n, rng: (SizeDist("fixed", 235).sample(n, rng), SizeDist("fixed", 460).sample(n, rng))  # noqa
+    dp, do = parse_sizes(DEFAULT_PROMPT, "p"), parse_sizes(DEFAULT_OUTPUT, "o")
+    sizes = lambda n, rng: (dp.sample(n, rng), do.sample(n, rng))  # noqa: E731
     r = find_knee(ModelParams(), sizes, 2.5, 0.1, 300.0, 0, (235.0, 460.0))
     assert abs(r["knee"] / 26 - 1) <= 0.15, r["knee"]
 

@@ -130,7 +130,7 @@ def _steady_ticks(alpha, beta, gamma, n=30, kv_tokens=None):
         lam, replicas = 0.5 + 0.3 * (i % 10), 1 + i % 3
         P, L = 200.0 + 10 * i, 100.0 + 20 * (i % 7)
         t = alpha / (1 - lam * (beta * L + gamma * P))
-        kv = None if kv_tokens is None else lam * L * t * (P + L / 2) / kv_tokens
+        kv = None if kv_tokens is None else lam * L * t * (P + L / 2 + 8) / kv_tokens   # kappa, block_size 16
         ticks.append(Tick(t=15.0 * i, pods_reporting=replicas, replicas=replicas, waiting=0.0,
                           running=lam * L * t * replicas, completion_rate=lam * replicas, arrival_rate=lam * replicas,
                           tpot_mean=t, prompt_tokens_mean=P, output_tokens_mean=L, ttft_mean=1.5 * t + gamma * P,
