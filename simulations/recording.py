@@ -56,13 +56,15 @@ arrival rate when completions are unknown), ``P = prompt_tokens_mean``, ``L = ou
 2. ``alpha, beta``: a replica receiving ``lam`` req/s prefills ``lam * t * P`` prompt tokens per step and runs
    ``n = lam * L * t`` sequences (Little's law), so ``t = alpha + beta * lam * L * t + gamma * lam * P * t``.
    The prefill share ``gamma * lam * P`` (from step 1, the window's rate and mean prompt) is subtracted,
-   not counted twice::
+   not counted twice: ``t = alpha / (1 - gamma * lam * P - beta * lam * L)``, fitted by least squares of the
+   observed ``t`` (damped Gauss-Newton), started from the linear least squares (no intercept) of::
 
        1 / t = (1 - gamma * lam * P) / alpha - (beta / alpha) * lam * L
 
-   is fitted by least squares (no intercept) on the two columns ``1 - gamma*lam*P`` and ``lam*L``. Both are
-   built from rates and sizes only; the ITL noise stays on one side (fitting ``t`` on ``n = lam*L*t``, which
-   contains ``t`` itself, biases ``beta`` upwards).
+   on the columns ``1 - gamma*lam*P`` and ``lam*L`` (built from rates and sizes only; fitting ``t`` on
+   ``n = lam*L*t``, which contains ``t`` itself, would bias ``beta`` upwards). The last step weighs the loaded
+   ticks as their ITL does (``1/t`` gives the light ones the most weight) and so sets the knee where the data
+   have it.
 3. ``kv_tokens`` (when ``kv_cache_usage`` is recorded): least squares through the origin of
    ``kv_cache_usage = n * kappa / kv_tokens`` over ticks with usage in (0.02, 0.9), where ``kappa`` is the KV a
    running sequence holds on average, the fleet model's :func:`~simulations.fleet.model.kv_per_sequence`
@@ -513,6 +515,36 @@ def _per_replica(tick: Tick) -> tuple[float, float, float, float] | None:
     return rate / tick.replicas, tick.prompt_tokens_mean, tick.output_tokens_mean, tick.tpot_mean
 
 
+def _refine_in_t(alpha: float, beta: float, gamma: float, lam, P, L, t) -> tuple[float, float]:
+    """Least squares of ``t`` itself against ``alpha / (1 - gamma lam P - beta lam L)``, by damped Gauss-Newton
+    from the linear fit of ``1/t`` (module docstring). A step that would make a tick's denominator <= 0 or raise
+    the squared error is halved; the start is kept when nothing improves it."""
+    import numpy as np
+
+    def sse(a: float, b: float) -> float:
+        d = 1.0 - gamma * lam * P - b * lam * L
+        return math.inf if (d <= 0).any() else float(((t - a / d) ** 2).sum())
+
+    best = sse(alpha, beta)
+    for _ in range(100):
+        d = 1.0 - gamma * lam * P - beta * lam * L
+        jac = np.column_stack([1.0 / d, alpha * lam * L / d ** 2])
+        step, *_ = np.linalg.lstsq(jac, t - alpha / d, rcond=None)
+        for _ in range(30):
+            a, b = alpha + step[0], beta + step[1]
+            e = sse(a, b)
+            if e <= best:
+                break
+            step = step / 2
+        else:
+            break
+        done = abs(step[0]) <= 1e-12 * abs(alpha) + 1e-15 and abs(step[1]) <= 1e-12 * abs(beta) + 1e-15
+        alpha, beta, best = a, b, e
+        if done or e == 0:
+            break
+    return alpha, beta
+
+
 def calibrate(recording: Recording, *, min_ticks: int = 10, output_spread: float = 1.0, block_size: int = 16
               ) -> dict[str, Fit]:
     """Fit ``gamma``, then ``alpha, beta`` with the prefill share removed, then ``kv_tokens`` (module docstring).
@@ -539,7 +571,9 @@ def calibrate(recording: Recording, *, min_ticks: int = 10, output_spread: float
     c0, c1 = inv.coefficients["inv_alpha"], inv.coefficients["minus_beta_over_alpha"]
     alpha = 1.0 / c0 if c0 > 0 else math.nan
     beta = -c1 * alpha
-    pred = 1.0 / (c0 * (1.0 - gamma * lam * P) + c1 * lam * L)
+    if math.isfinite(alpha):
+        alpha, beta = _refine_in_t(alpha, beta, gamma, lam, P, L, t)
+    pred = alpha / (1.0 - gamma * lam * P - beta * lam * L)
     ss_res = float(((t - pred) ** 2).sum())
     ss_tot = float(((t - t.mean()) ** 2).sum())
     fit_tpot = Fit({"alpha": alpha, "beta": beta}, None if ss_tot <= 0 else 1.0 - ss_res / ss_tot,

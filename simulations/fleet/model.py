@@ -89,8 +89,8 @@ class ModelParams:
     ``tests/unit/test_profiles.py`` pins that ``ModelParams()`` is that profile).
     """
 
-    alpha: float = 0.00755
-    beta: float = 0.0000511
+    alpha: float = 0.00769
+    beta: float = 0.0000572
     gamma: float = 0.0000214
     max_num_seqs: int = 1024
     kv_tokens: int = 413_000

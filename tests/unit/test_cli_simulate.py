@@ -174,9 +174,10 @@ def test_model_profile_picks_the_replica_and_overrides_go_on_top(tmp_path):
     assert main(base + ["--model-profile", "llama-3.1-8b-a100-80gb"]) == 0
     s = json.loads(out.read_text())["settings"]
     a100 = profiles.get("llama-3.1-8b-a100-80gb")
-    assert s["metadata"]["fleetModel"].startswith(f"alpha={a100.alpha:g},") and "maxNumSeqs=256" in s["metadata"]["fleetModel"]
+    fm = s["metadata"]["fleetModel"]
+    assert fm.startswith(f"alpha={a100.alpha:g},") and "maxNumSeqs=256" in fm
     assert main(base + ["--model-profile", "llama-3.1-8b-a100-80gb", "--model-param", "alpha=0.02"]) == 0
-    assert json.loads(out.read_text())["settings"]["metadata"]["fleetModel"].startswith("alpha=0.02,beta=0.000123,")
+    assert json.loads(out.read_text())["settings"]["metadata"]["fleetModel"].startswith(f"alpha=0.02,beta={a100.beta:g},")
     pts = tmp_path / "w.json"
     assert main(["sweep", "--duration", "60", "--policy", "keda-threshold", "--grid", "threshold=5", "--jobs", "1",
                  "--model-profile", "llama-3-70b-h100-tp4", "--json", str(pts)]) == 0
