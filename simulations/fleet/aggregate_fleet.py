@@ -552,7 +552,16 @@ class AggregateFleet(FleetBase):
                 x = 0.0
             bound = x < cand - 1e-9
             if x > 0:
-                cohorts.append([steps + ds / 2, x, P])
+                s0 = steps + ds / 2
+                last = cohorts[-1] if cohorts else None
+                if last is not None and s0 - last[0] < SUBSTEP / t and last[2] == P:
+                    # admitted within one sub-step of the newest cohort (short slices): one cohort, at the
+                    # admission-weighted mean step
+                    w = last[1] + x
+                    last[0] = (last[0] * last[1] + s0 * x) / w
+                    last[1] = w
+                else:
+                    cohorts.append([s0, x, P])
             n_end = n_old + x * s_new
             K_end = K_old + x * s_new * f_new
             eps = 0.0
