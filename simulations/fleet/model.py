@@ -89,11 +89,11 @@ class ModelParams:
     ``tests/unit/test_profiles.py`` pins that ``ModelParams()`` is that profile).
     """
 
-    alpha: float = 0.0072
-    beta: float = 0.000047
-    gamma: float = 0.00004
+    alpha: float = 0.00755
+    beta: float = 0.0000511
+    gamma: float = 0.0000214
     max_num_seqs: int = 1024
-    kv_tokens: int = 300_000
+    kv_tokens: int = 413_000
     name: str = "llama-3.1-8b-h100"
     max_batched_tokens: int = 8192
     block_size: int = 16
