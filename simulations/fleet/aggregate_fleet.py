@@ -3,28 +3,65 @@
 Time is cut into slices at bin edges, replica changes and the runner's ticks.
 In a slice of ``dt`` seconds with arrival rate ``a`` (req/s, the bin's count /
 bin length), ``R`` ready replicas and mean token sizes ``P`` (prompt), ``L``
-(output) -- symbols of :mod:`simulations.fleet.model`:
+(output) -- symbols of :mod:`simulations.fleet.model`, where ``kappa`` (KV
+tokens per running sequence), ``lam_knee`` and ``lam_sat`` are defined -- a
+ready replica is in one of three states:
 
-* **below saturation** (no backlog, ``a < R * lam_sat``): each replica is in its
-  steady state at ``a / R``: TPOT ``t = alpha / (1 - rho)``, running ``n``; a
+* **steady** (no backlog, ``a / R < lam_knee`` and the steady cache
+  ``n kappa / kv_tokens <= STEADY_KV``): the steady state at ``a / R``: TPOT
+  ``t = alpha / (1 - rho)``, running ``n``, KV usage ``n kappa / kv_tokens``; a
   request with prompt ``p`` has ``TTFT = 1.5 t + gamma p``. The share within the
   TTFT SLO is the share of prompts with ``p <= (SLO - 1.5 t) / gamma``, read from
   the trace's prompt-size distribution;
-* **saturated or draining a backlog**: replicas run ``n_max`` sequences at
-  ``t_sat`` and serve ``C = R * lam_sat`` req/s first-come first-served; arrivals
-  join a FIFO backlog of chunks, and a chunk served at time ``s`` waited
-  ``w = s - arrival``: ``TTFT = w + 1.5 t_sat + gamma p``;
+* **dynamic** (near or past the knee): the replica's requests are cohorts, one
+  per sub-step of at most ``SUBSTEP`` seconds: ``x`` requests admitted at step
+  ``s0`` (the replica's step count), of which the share ``S(s - s0)`` still runs
+  at step ``s``, ``S(g) = P(O > g + 1)`` from the trace's output sizes (rescaled
+  to the bin's ``L``), each holding ``P + (s - s0) + b/2`` KV tokens. Per
+  sub-step of ``h`` seconds: step time ``t = (alpha + beta n) / (1 - gamma Pi)``
+  (``n`` at the sub-step's middle, ``Pi`` the prefill tokens/s of the last
+  sub-step: admissions x ``P`` plus recomputes), ``h / t`` steps; arrivals (and
+  the backlog) are admitted while the cache holds them: the admitted ``x`` keeps
+  ``K + FLUCT_Z sd(K) <= kv_tokens`` at the sub-step's end (``K`` the KV tokens
+  of the cohorts, ``sd(K)^2 = sum of x S (footprint^2 + var P)``, the Poisson
+  spread of a population of requests: the engine's cache is full when its
+  fluctuations reach capacity, before its mean does) and ``n <= max_num_seqs``;
+  the rest wait. While the cache bounds admission, ``eps`` x completions are
+  preempted and recomputed (``gamma`` x ``P + b`` each, in ``Pi``). The cache
+  therefore creeps up as fast as the admitted load outgrows the completions
+  (slowly just past the knee, where ``t`` grows with ``n``), and the queue forms
+  when it is full: the onset comes out of these dynamics;
+* **saturated** (a sub-step-long bound and a backlog for a whole slice):
+  replicas run ``n_max`` sequences at ``t_sat`` and serve ``C = R * lam_sat``
+  req/s first-come first-served (preemptions recomputed); arrivals join a FIFO
+  backlog of chunks, and a chunk served at time ``s`` waited ``w = s -
+  arrival``: ``TTFT = w + 1.5 t_sat + gamma p``. When the backlog is gone and
+  ``a < C`` the state turns dynamic, from the saturated population;
 * **no ready replica**: arrivals are held at the gateway; held work older than
   ``request_timeout`` is unserved (the per-request rule, applied to chunks).
+
+Steady -> dynamic builds the steady population as cohorts (admitted at ``a/R``
+every ``SUBSTEP`` seconds, back to the longest output); dynamic -> steady when the
+steady state is allowed again and the cache is at most ``STEADY_KV``.
 
 Every request of a slice gets the slice's TPOT, so the TPOT share is 0 or 1 per
 slice. Draining replicas take no new work and are gone ``L * t`` seconds later
 (the time their in-flight requests need). Signals: waiting = backlog, running
-= ``R n``, KV usage = ``n (P + L/2) / kv_tokens``, P95 TTFT = the arrival-weighted
+= ``R n``, KV usage as above, P95 TTFT = the arrival-weighted
 95th percentile over the window's slices of ``w + 1.5 t`` plus ``gamma`` times
 the 95th-percentile prompt (an upper bound on the true quantile of the sum;
 exact when the window's slices agree), P95 TPOT = the weighted 95th percentile
 of ``t``.
+
+Worked example of the dynamic state (``tests/unit/test_fleet.py::test_aggregate_dynamic_worked_example``):
+``alpha = 0.01``, ``beta = 0.0001``, ``gamma = 0``, ``kv_tokens = 100000``, fixed sizes ``P = 100``, ``L =
+1000``, 10 req/s into one empty replica (``rho = 10 * 0.1 = 1``: no steady state). The 10-s bin is two
+sub-steps of 5 s. First: ``n = 0``, ``t = 0.01 s``, 500 steps; 50 requests admitted at step 250 (all still
+running: ``250 + 1 < 1000``), each holding ``100 + 250 + 8 = 358`` tokens: ``n = 50``, ``K = 17,900``.
+Second: ``n`` at its middle ``50 + 25 = 75``, ``t = 0.0175 s``, 285.7 steps; the first cohort is 535.7 steps
+old (``100 + 535.7 + 8 = 643.7`` tokens each), the new one 142.9 (250.9 tokens): ``n = 100``, ``K = 50 *
+643.7 + 50 * 250.9 = 44,728``, KV usage 0.447. The onset of overload on the testbed's workload, against
+the engine: ``tests/unit/test_fleet_fidelity.py::test_overload_onset_agrees``.
 
 Cross-checked against :class:`~simulations.fleet.request_fleet.RequestFleet` on
 the same input by ``tests/unit/test_fleet_fidelity.py``.
@@ -515,7 +552,16 @@ class AggregateFleet(FleetBase):
                 x = 0.0
             bound = x < cand - 1e-9
             if x > 0:
-                cohorts.append([steps + ds / 2, x, P])
+                s0 = steps + ds / 2
+                last = cohorts[-1] if cohorts else None
+                if last is not None and s0 - last[0] < SUBSTEP / t and last[2] == P:
+                    # admitted within one sub-step of the newest cohort (short slices): one cohort, at the
+                    # admission-weighted mean step
+                    w = last[1] + x
+                    last[0] = (last[0] * last[1] + s0 * x) / w
+                    last[1] = w
+                else:
+                    cohorts.append([s0, x, P])
             n_end = n_old + x * s_new
             K_end = K_old + x * s_new * f_new
             eps = 0.0

@@ -192,6 +192,20 @@ def test_aggregate_signals_and_saturation():
     assert s.ttft_p95 > 10 and s.tpot_p95 == pytest.approx(saturation(m, 1000, 200)[1])
 
 
+def test_aggregate_dynamic_worked_example():
+    """simulations/fleet/aggregate_fleet.py, worked example of the dynamic state: two 5-s sub-steps."""
+    m = ModelParams(alpha=0.01, beta=0.0001, gamma=0.0, kv_tokens=100_000)
+    g = AggregateFleet(np.full(6, 100.0), bin_seconds=10, prompt_mean=100, output_mean=1000, prompt_pool=[100],
+                       params=m, cold_start=FIXED, start=T0, initial_replicas=1, slo_ttft=2.5, slo_tpot=0.1)
+    s = g.signals(T0 + 10, 10)
+    assert g._mode == "dynamic" and s.waiting == 0
+    assert s.running == pytest.approx(100.0)
+    t2 = 0.01 + 0.0001 * 75
+    k = 50 * (100 + 500 - 250 + 5 / t2 + 8) + 50 * (100 + 5 / t2 / 2 + 8)
+    assert k == pytest.approx(44_728, abs=1)
+    assert s.kv_cache_usage == pytest.approx(k / 100_000)
+
+
 def test_first_after_idle_worked_example():
     """Arrivals at 0, 1, 100, 101, 102 s, gap 60 s, first 2: the requests at 100 and 101 count (not the trace's
     first ones, not the third after the gap); an aggregate slice is pro-rated; a 30-s pause is not a gap."""
