@@ -104,8 +104,10 @@ def _fmt_num(x: float) -> str:
     return f"{int(x):,}" if x == int(x) else f"{x:g}"
 
 
-def _bounded(parse: Callable[[str], Any], bounds: str) -> Callable[[str], Any]:
-    parse.bounds = bounds  # type: ignore[attr-defined]
+def _bounded(parse: Callable[[str], Any], bounds: str, lo: float | None = None,
+             hi: float | None = None) -> Callable[[str], Any]:
+    """Attach the bounds to a parser: ``bounds`` (text for the README), ``lo``/``hi`` (numbers, for tests)."""
+    parse.bounds, parse.lo, parse.hi = bounds, lo, hi  # type: ignore[attr-defined]
     return parse
 
 
@@ -127,7 +129,7 @@ def _float(lo: float, hi: float) -> Callable[[str], float]:
         _check_range(value, lo, hi, _fmt_num)
         return value
 
-    return _bounded(parse, f"{_fmt_num(lo)} .. {_fmt_num(hi)}")
+    return _bounded(parse, f"{_fmt_num(lo)} .. {_fmt_num(hi)}", lo, hi)
 
 
 _INT = re.compile(r"[+-]?[0-9]{1,19}")
@@ -143,7 +145,7 @@ def _int(lo: int, hi: int) -> Callable[[str], int]:
         _check_range(value, lo, hi, str)
         return value
 
-    return _bounded(parse, f"{lo} .. {hi:,}")
+    return _bounded(parse, f"{lo} .. {hi:,}", lo, hi)
 
 
 def _duration(lo: float, hi: float) -> Callable[[str], float]:
@@ -152,7 +154,7 @@ def _duration(lo: float, hi: float) -> Callable[[str], float]:
         _check_range(value, lo, hi, _fmt_duration)
         return value
 
-    return _bounded(parse, f"{_fmt_duration(lo)} .. {_fmt_duration(hi)}")
+    return _bounded(parse, f"{_fmt_duration(lo)} .. {_fmt_duration(hi)}", lo, hi)
 
 
 def _bool(text: str) -> bool:
