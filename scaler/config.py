@@ -461,6 +461,14 @@ def parse_metadata(
 
     if not namespace:
         problems.append(ConfigProblem("namespace", namespace, "the ScaledObjectRef carries no namespace"))
+    elif not _DNS1123_LABEL.match(namespace):
+        # KEDA sends the ScaledObject's namespace; anything else is a client inventing one (it would reach
+        # PromQL label matchers, log lines and metric labels)
+        problems.append(ConfigProblem("namespace", namespace,
+                                      "the ScaledObjectRef's namespace is not a Kubernetes namespace name"))
+    if len(scaled_object or "") > 253:
+        problems.append(ConfigProblem("name", scaled_object,
+                                      "the ScaledObjectRef's name is longer than a Kubernetes name (253)"))
     ns = values.get("namespace", namespace)
     if "namespace" in values and ns != namespace:
         allowed = defaults.allowed_namespaces or frozenset()
