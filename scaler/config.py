@@ -88,6 +88,10 @@ reply."""
 MAX_TEXT = 1024
 """Longest free-text value (an address); a PromQL query may be 4x this."""
 
+MAX_METADATA = 65536
+"""Most characters of keys and values in one trigger's metadata (KEDA's own keys, e.g. a CA bundle, count
+too): a live target keeps its metadata, so this bounds a server's memory at ``--max-targets`` times it."""
+
 
 def _fmt_duration(seconds: float) -> str:
     """A bound as users write it: ``250ms``, ``2s``, ``10m``, ``24h``."""
@@ -443,6 +447,10 @@ def parse_metadata(
     problems: list[ConfigProblem] = []
     values: dict[str, Any] = {}
     keda: list[tuple[str, str]] = []
+    size = metadata_size(metadata)
+    if size > MAX_METADATA:
+        problems.append(ConfigProblem("metadata", f"<{size} characters of keys and values>",
+                                      f"more than {MAX_METADATA}"))
     for key in sorted(metadata):
         raw = metadata[key]
         if key in KEYS_BY_NAME:
@@ -512,6 +520,11 @@ def parse_metadata(
     known = {f.name for f in fields(PolicyConfig)}
     assert set(values) <= known, set(values) - known
     return PolicyConfig(scaled_object=scaled_object, deployment=deployment, keda_keys=tuple(keda), **values)
+
+
+def metadata_size(metadata: Mapping[str, str]) -> int:
+    """Characters of every key and value."""
+    return sum(len(k) + len(v) for k, v in metadata.items())
 
 
 def _unknown(key: str) -> str:

@@ -90,7 +90,7 @@ symbols:
             (:func:`scaler.coldstart.resolve_cold_start`: metadata > measured
             > 180 s default)
 ``L``       ``reactionLag``: KEDA poll + HPA sync                                s
-``H``       forecast horizon ``C90 + L``                                         s
+``H``       forecast horizon ``C90 + L`` (at most one day: :func:`horizon`)      s
 ``Tbe``     break-even time ``C90``: a replica released now and requested      s
             again later pays ``C90`` GPU-seconds of loading for no service;
             keeping it idle is cheaper for any gap shorter than that

@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from ..config import PolicyConfig, ServerDefaults, parse_metadata
+from ..config import MAX_METADATA, PolicyConfig, ServerDefaults, metadata_size, parse_metadata
 from ..errors import ConfigError, SourceError
 from ..policy import Decision, PolicyState
 from ..signals import Signals
@@ -210,6 +210,8 @@ class TargetStore:
                 cached = parse_metadata(dict(tid[2]), scaled_object=tid[0], namespace=tid[1],
                                         defaults=self.defaults)
             except ConfigError as exc:
+                if metadata_size(dict(tid[2])) > MAX_METADATA:
+                    raise   # refused for its size: not kept (the cache would hold the oversized map)
                 cached = exc
             with self._lock:
                 if len(self._parsed) >= self._max_parsed:

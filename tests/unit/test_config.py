@@ -254,9 +254,16 @@ def test_huge_values_give_short_messages() -> None:
         parse(md)
     text = str(err.value)
     assert len(text) <= 600 and "ttftP95" in text and "(100000 chars)" in text
-    assert len(err.value.problems) == 54           # every problem is kept, the message names what fits
+    assert len(err.value.problems) == 55   # every problem is kept (and the size), the message names what fits
 
 
 def test_unknown_key_suggests_the_closest_name() -> None:
     with pytest.raises(ConfigError, match="did you mean 'maxReplicas'"):
         parse({"maxReplica": "3"})
+
+
+def test_oversized_metadata_is_refused_as_a_whole() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({"caCert": "x" * 70_000})
+    assert err.value.keys == ("metadata",) and "65536" in str(err.value)
+    assert parse({"caCert": "x" * 8_000}).keda_keys      # a CA bundle of a realistic size is fine

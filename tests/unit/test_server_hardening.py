@@ -253,3 +253,11 @@ def test_fuzzed_metadata_is_refused_naming_a_key_or_answered(fuzz_server, case) 
     failed = [(t, t.last_error) for t in server.store.targets()
               if t.last_error is not None and t.last_error.kind in ("policy", "internal")]
     assert not failed, failed
+
+
+def test_oversized_metadata_is_not_cached(served) -> None:
+    server, stub, _ = served
+    r = ref(caCert="x" * 70_000)
+    for _ in range(2):
+        _fails(lambda: stub.GetMetricSpec(r, timeout=DEADLINE), grpc.StatusCode.INVALID_ARGUMENT)
+    assert not any(len(repr(tid)) > 65536 for tid in server.store._parsed)
