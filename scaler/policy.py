@@ -413,8 +413,9 @@ def clamp_to_bounds(raw: float, terms: Mapping[str, float], config: PolicyConfig
     if raw != raw:
         # NaN (a term from an unknown product such as 0 x inf): max() returns NaN only when the first term is
         # NaN; the answer is the largest of the others
-        known = [v for v in terms.values() if v == v]
-        raw = max(known) if known else 0.0
+        known = {k: v for k, v in terms.items() if v == v}
+        raw = max(known.values()) if known else 0.0
+        dominant = max(known, key=known.__getitem__) if known else "none"
     if raw > config.max_replicas + 1:
         return config.max_replicas, "max"     # also +inf and huge values that ceil() cannot take
     desired = ceil_replicas(raw)

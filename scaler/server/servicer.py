@@ -31,8 +31,8 @@ Audit: every refused request (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``) is
 one structured WARNING line ``request refused`` with the ScaledObject, its
 namespace, the status code and the keys refused, never a value (a value may be
 a secret); at most one line per (namespace, ScaledObject) per ``audit_interval``
-seconds, the next line counting the ones ``suppressed`` meanwhile
-(:class:`RefusalAudit`).
+seconds and 100 lines per interval in all, the next line counting the ones
+``suppressed`` meanwhile (:class:`RefusalAudit`).
 """
 
 from __future__ import annotations
@@ -84,17 +84,21 @@ class RefusalAudit:
     """One structured log line per refused request, rate-limited per (namespace, ScaledObject).
 
     A line is written when the pair was not logged within ``interval`` seconds; otherwise the refusal is
-    counted and the next line reports it as ``suppressed``. Memory is bounded: at ``max_pairs`` pairs the
-    ones not logged within ``interval`` are forgotten (their suppressed counts are lost, never the next line).
-    Only key names are logged, each cut at ``MAX_VALUE`` characters, at most :data:`MAX_KEYS` of them.
+    counted and the next line reports it as ``suppressed``. A client inventing a new name per call meets a
+    second limit: at most ``max_lines`` lines per ``interval`` in all, the next line counting the others as
+    ``suppressed_all``. Memory is bounded: at ``max_pairs`` pairs the ones not logged within ``interval``
+    are forgotten (their suppressed counts are lost, never the next line). Only key names are logged, each
+    cut at ``MAX_VALUE`` characters, at most :data:`MAX_KEYS` of them.
     """
 
     MAX_KEYS = 20
 
-    def __init__(self, interval: float = 60.0, max_pairs: int = 10_000):
+    def __init__(self, interval: float = 60.0, max_pairs: int = 10_000, max_lines: int = 100):
         self.interval = interval
         self.max_pairs = max_pairs
+        self.max_lines = max_lines
         self._last: dict[tuple[str, str], tuple[float, int]] = {}   # pair -> (logged at, suppressed since)
+        self._lines_since, self._lines, self._suppressed_all = float("-inf"), 0, 0
 
     def refused(self, namespace: str, name: str, code: grpc.StatusCode, keys: tuple[str, ...],
                 now: float) -> bool:
@@ -104,6 +108,12 @@ class RefusalAudit:
         if seen is not None and now - seen[0] < self.interval:
             self._last[pair] = (seen[0], seen[1] + 1)
             return False
+        if now - self._lines_since >= self.interval:
+            self._lines_since, self._lines = now, 0
+        if self._lines >= self.max_lines:
+            self._suppressed_all += 1
+            return False
+        self._lines += 1
         if seen is None and len(self._last) >= self.max_pairs:
             self._last = {p: v for p, v in self._last.items() if now - v[0] < self.interval}
             if len(self._last) >= self.max_pairs:
@@ -113,7 +123,8 @@ class RefusalAudit:
         log.warning("request refused", extra={"fields": {
             "namespace": truncate(namespace, MAX_VALUE), "scaledobject": truncate(name, MAX_VALUE),
             "code": code.name, "keys": shown[:self.MAX_KEYS], "keys_total": len(shown),
-            "suppressed": 0 if seen is None else seen[1]}})
+            "suppressed": 0 if seen is None else seen[1], "suppressed_all": self._suppressed_all}})
+        self._suppressed_all = 0
         return True
 
 

@@ -109,3 +109,36 @@ def test_decide_is_total_and_bounded(config, run) -> None:
         assert math.isfinite(float(d.desired))
         assert d.reasons[0]          # the explanation renders (formats every value)
         state = d.next_state
+
+
+def test_forecast_work_is_bounded_whatever_the_horizon() -> None:
+    """Issue 11: coldStart 999999999h looped for hours. The metadata bound stops it at 4 h; a measured cold
+    start is not bounded by metadata, so the look-ahead itself is capped at a day (MAX_LOOKAHEAD)."""
+    from scaler.forecast import MAX_LOOKAHEAD, DemandForecaster
+
+    fc = DemandForecaster().extend([(NOW - 60.0 * (2000 - i), 5.0 + (i % 7)) for i in range(2000)])
+    capped = fc.outlook(NOW, MAX_LOOKAHEAD, MAX_LOOKAHEAD)
+    for huge in (1e12, 1e300, math.inf, math.nan):
+        assert fc.outlook(NOW, huge, huge) == capped
+        assert fc.yesterday_peak(NOW, huge) == fc.yesterday_peak(NOW, MAX_LOOKAHEAD)
+    cfg = parse_metadata({"capacityPerReplica": "2"}, scaled_object="llama", namespace="ml")
+    for p90 in (1e12, 1e300, math.inf):
+        sig = Signals(observed_at=NOW, pods_reporting=2, waiting=1, running=3, arrival_rate=3.0,
+                      cold_start=ColdStart(p50=p90, p90=p90, source="kubernetes", samples=1),
+                      demand_history=tuple((NOW - 60.0 * (100 - i), 3.0) for i in range(100)))
+        d = decide(sig, None, cfg, NOW)
+        assert d.inputs["horizon_s"] == MAX_LOOKAHEAD and 0 <= d.desired <= cfg.max_replicas
+
+
+def test_overflowing_terms_answer_max_replicas() -> None:
+    """Issue 11: capacityPerReplica 1e-308 overflowed; now bounded, and a term beyond int range (or +inf, or a
+    NaN first term) still clamps instead of raising."""
+    from scaler.policy import clamp_to_bounds
+
+    cfg = parse_metadata({"maxReplicas": "7", "minReplicas": "1"}, scaled_object="llama", namespace="ml")
+    assert clamp_to_bounds(math.inf, {"queue": math.inf}, cfg) == (7, "max")
+    assert clamp_to_bounds(1e300, {"queue": 1e300}, cfg) == (7, "max")
+    assert clamp_to_bounds(math.nan, {"kv": math.nan, "queue": 2.5}, cfg) == (3, "queue")
+    assert clamp_to_bounds(math.nan, {"kv": math.nan}, cfg) == (1, "min")
+    sig = Signals(observed_at=NOW, pods_reporting=0, waiting=math.inf, kv_cache_usage=math.inf)
+    assert decide(sig, None, cfg, NOW).desired == 7

@@ -158,6 +158,16 @@ def test_audit_counts_suppressed_lines_and_bounds_its_memory(caplog) -> None:
     assert all(len(k) <= MAX_VALUE for r in caplog.records for k in r.fields["keys"])
 
 
+def test_audit_bounds_the_lines_of_a_client_inventing_names(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="scaler.server.rpc")
+    audit = RefusalAudit(interval=60.0, max_lines=5)
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    written = sum(audit.refused("ml", f"so{i}", code, ("window",), 1.0 + i * 0.01) for i in range(50))
+    assert written == 5
+    assert audit.refused("ml", "later", code, ("window",), 62.0)
+    assert caplog.records[-1].fields["suppressed_all"] == 45
+
+
 # ---- fuzz ------------------------------------------------------------------------------------------------
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 _NAMES = [k.name for k in KEYS] + sorted(KEDA_OWNED_KEYS) + ["ttftP95FromEnv"]
