@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..config import ServerDefaults, _url, parse_duration
+from ..redact import redact_text
 from .logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from .prometheus import PrometheusSourceFactory
 from .tls import TlsConfigError, tls_files
@@ -216,7 +217,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         try:
             values[s.dest] = s.parse(raw)
         except ValueError as exc:
-            problems.append(f"{where}={raw!r}: {exc}")
+            problems.append(redact_text(f"{where}={raw!r}: {exc}"))   # a refused URL may carry a password
     if problems:
         raise ValueError("; ".join(problems))
     return values

@@ -271,3 +271,41 @@ def test_oversized_metadata_is_not_cached(served) -> None:
     for _ in range(2):
         _fails(lambda: stub.GetMetricSpec(r, timeout=DEADLINE), grpc.StatusCode.INVALID_ARGUMENT)
     assert not any(len(repr(tid)) > 65536 for tid in server.store._parsed)
+
+
+ISSUE_11 = [
+    ({"coldStart": "999999999h"}, "coldStart", "<= 4h"),
+    ({"reactionLag": "999999999h"}, "reactionLag", "<= 1h"),
+    ({"coldStart": "100000h"}, "coldStart", "<= 4h"),
+    ({"window": "0.0004"}, "window", ">= 2s"),
+    ({"window": "1e300"}, "window", "<= 24h"),
+    ({"refreshInterval": "1ms"}, "refreshInterval", ">= 500ms"),
+    ({"policy": "predictive", "capacityPerReplica": "1e-308"}, "capacityPerReplica", ">= 0.001"),
+    ({"queuePerReplica": "1e-300", "runningPerReplica": "1e-300", "kvCacheTarget": "1e-300"}, "kvCacheTarget",
+     ">= 0.01"),
+    ({"minReplicas": "99999999999999999999", "maxReplicas": "99999999999999999999"}, "maxReplicas", "<= 150000"),
+    ({"prometheusAddress": "http://127.0.0.1:9/api/v1/query?query=sum(up%7Bnamespace%3D%22secret%22%7D)&x="},
+     "prometheusAddress", "no ?query"),
+    ({"prometheusAddress": "http://user:pass@127.0.0.1:9"}, "prometheusAddress", "credentials"),
+]
+
+
+@pytest.mark.parametrize("md, key, bound", ISSUE_11, ids=[f"{c[1]}-{i}" for i, c in enumerate(ISSUE_11)])
+def test_issue_11_metadata_is_refused_naming_key_and_bound(served, md, key, bound) -> None:
+    _, stub, _ = served
+    details = _fails(lambda: stub.GetMetricSpec(ref(name="attacker", **md), timeout=DEADLINE),
+                     grpc.StatusCode.INVALID_ARGUMENT)
+    assert f"{key}=" in details and bound in details and "pass@" not in details, details
+
+
+def test_a_refused_server_url_is_reported_without_its_password() -> None:
+    import argparse
+
+    from scaler.server.cli import register, resolve
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    with pytest.raises(ValueError) as exc:
+        resolve(parser.parse_args(["serve", "--prometheus-url", "http://u:s3cret@prom:9090"]), environ={})
+    assert "--prometheus-url" in str(exc.value) and "credentials" in str(exc.value)
+    assert "s3cret" not in str(exc.value)
