@@ -5,8 +5,8 @@ refresher (this module imports nothing from the package, so no import cycle):
 
 * :func:`redact` drops the ``user:password@`` part of a URL (logs, metric
   labels, error messages);
-* :func:`redact_text` does the same for every URL inside a free text (a
-  source error that quotes the address it failed on);
+* :func:`redact_text` replaces it with ``***`` in every URL inside a free text
+  (a source error or a log line that quotes the address it failed on);
 * :func:`truncate` bounds a text at ``limit`` characters, saying how long it was.
 
 Worked example (``tests/unit/test_redact.py``): ``redact("http://u:p@prom:9090/x")``
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 
-# scheme://userinfo@ : everything between "://" and the last "@" before the path, query or fragment.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
+# scheme://userinfo@ in a text: userinfo is everything up to the last "@" before the host's end ("/", "?",
+# "#", space, quote, angle bracket). Percent-encoded or escaped forms (%40, \u0040) are text to this pattern.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s\"'<>]*@")
 # The userinfo of one URL (anchored at its start): "@" may appear in an unencoded password, take the last.
 _URL_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://)[^/?#]*@")
 
@@ -36,10 +37,11 @@ def redact(address: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the ``user:password@`` of every URL in it removed."""
+    """``text`` with the ``user:password`` of every URL in it replaced by ``***`` (``http://***@host``: the
+    reader sees that credentials were there, not what they were)."""
     if "@" not in text:
         return text
-    return _USERINFO.sub(r"\1", text)
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def truncate(text: str, limit: int = MAX_MESSAGE) -> str:

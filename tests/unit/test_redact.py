@@ -21,7 +21,8 @@ def test_redact_drops_userinfo(address, shown) -> None:
 
 def test_redact_text_cleans_every_url_in_a_message() -> None:
     text = "GET http://user:pass@prom:9090/api failed; retry https://tok@b/c; mail x@y"
-    assert redact_text(text) == "GET http://prom:9090/api failed; retry https://b/c; mail x@y"
+    assert redact_text(text) == "GET http://***@prom:9090/api failed; retry https://***@b/c; mail x@y"
+    assert redact_text('{"url": "http://u:p@h"}') == '{"url": "http://***@h"}'    # inside JSON
 
 
 def test_worked_example_of_truncate() -> None:
