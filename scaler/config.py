@@ -79,6 +79,19 @@ def parse_duration(text: str) -> float:
 # total (no division by ~0, no overflow, bounded work per decision: tests/unit/test_policy_property.py) and
 # one target's settings from loading the shared source (a refresh every 0.5 s at most, windows PromQL
 # can evaluate). The README's configuration reference shows them (the `bounds` column, from Key.bounds).
+# Why each (the values are in KEYS):
+# - refreshInterval 0.5 s .. 1 h: at most two fetches a second per target (faster re-reads the same scrape at
+#   1 s scrape intervals; the bundled compressed-time demo runs at 0.5 s); maxStaleness 1 s .. 24 h.
+# - window 2 s .. 24 h: a rate needs two scrapes (2 s at the fastest common 1 s scrape interval); a day is
+#   the longest range the forecast reads.
+# - scaleToZeroAfter 0 .. 24 h; coldStart 1 s .. 4 h (a large model pulled from cold storage); reactionLag
+#   0 .. 1 h (KEDA's poll and the HPA's sync are seconds to minutes): the horizon is at most 5 h, 300
+#   forecast steps.
+# - ttftP95 1 ms .. 1 h, tpotP95 1 ms .. 60 s (vLLM's smallest bucket edges are 1 ms and 10 ms).
+# - queuePerReplica, runningPerReplica 0.01 .. 100,000 requests; capacityPerReplica 0.001 .. 1,000,000
+#   requests/s; forecastActivationRate 0.0001 .. 1,000,000 requests/s; kvCacheTarget 0.01 .. 1,
+#   targetUtilization 0.05 .. 1: divisors with floors, so no term divides into infinity.
+# - replica counts 0 .. MAX_REPLICAS.
 
 MAX_REPLICAS = 150_000
 """Highest replica count accepted: Kubernetes' documented largest cluster holds 150,000 pods (a
@@ -144,7 +157,9 @@ def _int(lo: int, hi: int) -> Callable[[str], int]:
         t = text.strip()
         if not _INT.fullmatch(t):
             # also refuses "1_000", non-ASCII digits and 20+ digit numbers that int() would take
-            raise _Invalid("not an integer" if not re.fullmatch(r"[+-]?[0-9]+", t) else f"must be <= {hi}")
+            if not re.fullmatch(r"[+-]?[0-9]+", t):
+                raise _Invalid("not an integer")
+            raise _Invalid(f"must be >= {lo}" if t.startswith("-") else f"must be <= {hi}")
         value = int(t)
         _check_range(value, lo, hi, str)
         return value

@@ -198,6 +198,8 @@ def test_twenty_digit_replica_counts_are_refused_not_internal() -> None:
     with pytest.raises(ConfigError) as err:
         parse({"minReplicas": big, "maxReplicas": big})
     assert set(err.value.keys) == {"minReplicas", "maxReplicas"} and "<= 150000" in str(err.value)
+    with pytest.raises(ConfigError, match=">= 0"):
+        parse({"minReplicas": "-" + big})
 
 
 @pytest.mark.parametrize("text", ["1_000", "١٢", "1.0", "0x10", ""])
