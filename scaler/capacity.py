@@ -34,11 +34,43 @@ Both TPOT and TTFT grow with ``n`` and ``λ(n)`` grows with ``n``, so the larges
 admissible ``n`` gives the capacity (llm-d binary-searches the same thing; the
 linear model has a closed form).
 
-Worked example (pinned by ``tests/unit/test_capacity.py::test_model_worked_example``):
+Worked example, round numbers, not a GPU (pinned by ``tests/unit/test_capacity.py::test_model_worked_example``;
+the default profile's numbers are worked below, "Planning targets"):
 α = 0.015 s, β = 0.0003 s/seq, γ = 0.00005 s/token, maxNumSeqs = 256, I = 1000,
 O = 200, T1* = 2.5 s, T2* = 0.1 s: β + γI/O = 0.00055, so the TPOT bound is
 n ≤ 0.085 / 0.00055 = 154.5; TTFT allows 8116; n* = 154.5;
 λ = 154.5 / (200 × 0.06136 + 154.5 × 0.05) = 154.5 / 19.998 = 7.73 requests/s.
+
+Planning targets: running and waiting requests per replica
+----------------------------------------------------------
+The reactive terms ``R / r*`` and ``W / q*`` (and the predictive policy's fallbacks, the Little's-law
+capacity below) need a running count ``r*`` and a queue ``q*`` per replica. They follow the fleet model
+when one is given (:func:`model_targets`; a key set in the metadata wins), else they are the same
+derivation done once on the default profile (:data:`DEFAULT_RUNNING_PER_REPLICA`,
+:data:`DEFAULT_QUEUE_PER_REPLICA`). With ``c = λ(n*)`` the capacity above and ``u`` ``targetUtilization``::
+
+    r* = u c O α / (1 - u c (O β + γ I))     running sequences at the rate u c (the steady state
+                                             n = λ O t, t = α / (1 - λ(Oβ + γI)), solved for n)
+    q* = (1 - u) c T1*                       the queue the spare capacity (1 - u) c drains
+                                             within the TTFT budget
+    both at least 1 request (at u = 1, or when the SLO is out of reach: c = 0)
+
+Why not ``u n*``: ``λ(n)`` flattens as ``n`` nears ``n*`` (each extra sequence slows every step), so the
+last 10 % of the running slots carry about 2 % of the rate; ``u n*`` would plan at 98 % of capacity,
+not at ``u``. ``r*`` is the running count that matches the predictive policy's plan (demand / (c u)).
+At ``u = 1``, ``r* = n*``.
+
+Worked example on the ``llama-3.1-8b-h100`` profile's parameters (α = 7.69 ms, β = 0.0572 ms/seq,
+γ = 0.0214 ms/token, maxNumSeqs 1024, kvTokens 413,000) with the llm-d testbed's ShareGPT sizes I = 235,
+O = 460, T1* = 2.5 s, T2* = 0.1 s, u = 0.9 (pinned by
+``tests/unit/test_capacity.py::test_targets_worked_example``): the KV bound binds, n* = 413000 / 695 =
+594.2 (TPOT allows 1,355); c = 594.2 / (460 × 0.04168 + 594.2 × 0.005029) = 26.81 requests/s (the
+testbed's measured knee: 26); u c = 24.13; O β + γ I = 0.02631 + 0.00503 = 0.03134, so
+r* = 24.13 × 460 × 0.00769 / (1 - 24.13 × 0.03134) = 85.37 / 0.2437 = 350.4 running requests
+(u n* would be 534.8) and q* = 0.1 × 26.81 × 2.5 = 6.70 waiting requests. These are the defaults without
+a fleet model, rounded (``tests/unit/test_planning_defaults.py``
+re-derives them from the profile). On a long-prompt chat mix (I = 1,150, O = 210) the same profile
+gives r* = 162, q* = 5.96: set ``fleetModel`` (or the keys) when the workload differs.
 
 Learned online
 --------------
@@ -59,7 +91,9 @@ With ``R`` requests running fleet-wide at rate ``λ_obs``, one request stays
 ``R / λ_obs`` seconds; a replica holding ``runningPerReplica`` (``r*``) of them
 serves ``r* λ_obs / R`` requests/s. Used only while nothing better is known; it
 makes the forecast term the reactive running term scaled by the forecast
-growth. Both ``λ_obs`` and ``R`` are EWMAs (weight :data:`LITTLE_WEIGHT` per
+growth. As ``r*`` is the running count at ``u`` of capacity, this capacity is
+about ``u c``, and the forecast term then plans at about ``u² c``: on the side
+of the SLO, while nothing better is known. Both ``λ_obs`` and ``R`` are EWMAs (weight :data:`LITTLE_WEIGHT` per
 snapshot) kept in the :class:`CapacityLearner`, so that a bursty trace, where
 one snapshot shows ``R = 0`` and the next ``R = 40``, does not swing the
 capacity by 10x between refreshes (seen on the Azure 2023 code trace); the
@@ -76,6 +110,15 @@ from .frozen import fast_init
 
 if TYPE_CHECKING:  # signals.py imports config.py, which builds FleetModel from metadata
     from .signals import Signals
+
+DEFAULT_RUNNING_PER_REPLICA = 350.0
+"""``r*`` without a fleet model: :func:`model_targets` on the default profile (``llama-3.1-8b-h100``) at the
+default SLO and ``targetUtilization`` with ShareGPT-sized requests (235 / 460 tokens), rounded (see the
+module docstring)."""
+DEFAULT_QUEUE_PER_REPLICA = 6.7
+"""``q*`` without a fleet model: the same derivation (see :data:`DEFAULT_RUNNING_PER_REPLICA`)."""
+MIN_TARGET = 1.0
+"""The smallest derived ``r*`` and ``q*``: one request per replica."""
 
 INFORMATIVE_LATENCY = 0.6
 LEARN_WEIGHT = 0.1
@@ -162,6 +205,21 @@ def _capacity(model: FleetModel, ttft_slo: float, tpot_slo: float, prompt_tokens
     i = 0.0 if 0.0 > prompt_tokens else prompt_tokens
     o = 1.0 if 1.0 > output_tokens else output_tokens
     return n / (o * (model.alpha + model.beta * n) + n * model.gamma * i)
+
+
+def model_targets(model: FleetModel, *, ttft_slo: float, tpot_slo: float, prompt_tokens: float,
+                  output_tokens: float, utilization: float) -> tuple[float, float]:
+    """(r*, q*): running and waiting requests per replica at ``utilization`` of the model's capacity (see
+    the module docstring, "Planning targets"); each at least :data:`MIN_TARGET`."""
+    c = _capacity(model, ttft_slo, tpot_slo, prompt_tokens, output_tokens)
+    if c <= 0:
+        return MIN_TARGET, MIN_TARGET
+    i = 0.0 if 0.0 > prompt_tokens else prompt_tokens
+    o = 1.0 if 1.0 > output_tokens else output_tokens
+    lam = utilization * c       # <= c, so lam (O β + γ I) < 1: the denominator stays positive
+    running = lam * o * model.alpha / (1.0 - lam * (o * model.beta + model.gamma * i))
+    queue = (1.0 - utilization) * c * ttft_slo
+    return max(MIN_TARGET, running), max(MIN_TARGET, queue)
 
 
 @fast_init

@@ -349,14 +349,20 @@ KEYS: tuple[Key, ...] = (
         "SLO: P95 time to first token. Put it on a vLLM bucket edge (e.g. 1.0, 2.5, 5.0)."),
     Key("tpotP95", "tpot_p95", _float(0.001, 60), 0.1, "seconds",
         "SLO: P95 time per output token (inter-token latency). Bucket edges: 0.05, 0.075, 0.1, 0.15..."),
-    Key("queuePerReplica", "queue_per_replica", _float(0.01, 100_000), 5.0, "requests",
-        "Target waiting requests per replica (`vllm:num_requests_waiting`)."),
-    Key("runningPerReplica", "running_per_replica", _float(0.01, 100_000), 48.0, "requests",
-        "Target mean running requests per replica (`vllm:num_requests_running`), below vLLM's `max_num_seqs` "
-        "(256 by default). 48: a Llama-3.1-8B replica on one A100 keeps TPOT within 0.1 s up to about 85 "
-        "running requests of a chat mix (~1,150 prompt / 210 output tokens; simulations/fleet/model.py); the "
-        "count swings well above its mean within a minute, so the target is ~0.55 of that (docs/predictive.md "
-        "measures 32/48/64). Lower it for long prompts or a tighter TPOT."),
+    Key("queuePerReplica", "queue_per_replica", _float(0.01, 100_000), None, "requests",
+        "Target waiting requests per replica (`vllm:num_requests_waiting`): the reactive queue term W / q*, and "
+        "the predictive backlog while capacity is unknown. Default: the queue the spare capacity drains within "
+        "the TTFT SLO, (1 - targetUtilization) x capacity x ttftP95, with `fleetModel` at the observed mean "
+        "token sizes; without it 6.7, that formula on the default profile (Llama-3.1-8B on one H100, "
+        "ShareGPT-sized requests: 26.8 req/s; scaler/capacity.py, \"Planning targets\")."),
+    Key("runningPerReplica", "running_per_replica", _float(0.01, 100_000), None, "requests",
+        "Target mean running requests per replica (`vllm:num_requests_running`): the reactive running term "
+        "R / r*, and the predictive Little's-law fallback. Default: the running count of a replica serving "
+        "targetUtilization of its capacity at the SLO, with `fleetModel` at the observed mean token sizes; "
+        "without it 350, that count on the default profile (Llama-3.1-8B on one H100, vLLM 0.11 defaults, "
+        "235 / 460-token requests: capacity 26.8 req/s, about 590 running at the knee; scaler/capacity.py, "
+        "\"Planning targets\"). Set it (or `fleetModel`) for another GPU or workload: long prompts hold "
+        "fewer (1,150 / 210 tokens: 162 on the same GPU)."),
     Key("kvCacheTarget", "kv_cache_target", _float(0.01, 1), 0.8, "fraction",
         "Target mean KV-cache usage per replica (0-1)."),
     Key("activationThreshold", "activation_threshold", _float(0, 1_000_000), 0.0, "requests",
@@ -379,14 +385,16 @@ KEYS: tuple[Key, ...] = (
     Key("capacityPerReplica", "capacity_per_replica", _float(0.001, 1_000_000), None, "requests/s",
         "Requests/s one replica sustains within the SLO. Default: learned online, else calibrated."),
     Key("targetUtilization", "target_utilization", _float(0.05, 1), 0.9, "fraction",
-        "Predictive: plan for forecast demand at this fraction of per-replica capacity."),
+        "Predictive: plan for forecast demand at this fraction of per-replica capacity. With `fleetModel` it "
+        "also sets the default `runningPerReplica` and `queuePerReplica` (both policies)."),
     Key("forecast", "forecast", _choice("holt", "none"), "holt", "enum",
         "Predictive: demand forecaster (`holt`: Holt trend + daily season when a day of history exists; "
         "`none`: the observed rate, no look-ahead and no forecast wake-up)."),
     Key("fleetModel", "fleet_model", _fleet_model, None, "model",
-        "Predictive: calibrated iteration-time model of one replica, "
+        "Calibrated iteration-time model of one replica, "
         "`alpha=S,beta=S,gamma=S,maxNumSeqs=N[,kvTokens=N]` (t = alpha + beta*running + gamma*prefill_tokens), "
-        "from which capacity at the SLO is computed with the mean token sizes. Default: none."),
+        "from which capacity at the SLO is computed with the mean token sizes (predictive), and the default "
+        "`runningPerReplica` and `queuePerReplica` (both policies). Default: none."),
     Key("forecastActivationRate", "forecast_activation_rate", _float(0.0001, 1_000_000), 0.05, "requests/s",
         "Predictive: active (wake from zero ahead of a ramp) while the forecast arrival rate within the "
         "horizon is above this."),
@@ -421,8 +429,8 @@ class PolicyConfig:
     max_replicas: int = 10
     ttft_p95: float = 2.5
     tpot_p95: float = 0.1
-    queue_per_replica: float = 5.0
-    running_per_replica: float = 48.0
+    queue_per_replica: float | None = None     # None: derived (scaler.policy.planning_targets)
+    running_per_replica: float | None = None
     kv_cache_target: float = 0.8
     activation_threshold: float = 0.0
     activation_query: str | None = None

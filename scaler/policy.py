@@ -35,9 +35,9 @@ Terms, each a replica count (a real number)::
 
     desired  = clamp(ceil(max(queue, running, kv, latency)), minReplicas, maxReplicas)
 
-Why the caps (closed loop, 180 s cold start, 1 replica at the start of the
-Azure 2023 conversation trace: the uncapped formula spent 35.5 GPU-hours, 16.8x
-the oracle's 2.1, and hit maxReplicas). A queue, a P95 TTFT window and a full KV
+Why the caps (in closed loop, from one replica under a 180 s cold start, the
+uncapped formula ran to maxReplicas for a load that needed a few: measured
+in docs/predictive.md). A queue, a P95 TTFT window and a full KV
 cache are *symptoms* of a shortage: they persist, and grow, until the replicas
 already asked for are Ready, so counting them again at every KEDA poll of a cold
 start asks for more each time (a cascade). While replicas are on the way they
@@ -49,12 +49,18 @@ correction at most doubles the serving replicas per cold start
 (:func:`latency_correction`, :data:`MAX_LATENCY_CORRECTION`, the same function
 the predictive policy uses). The running term is not capped: ``R`` is load being
 served, bounded by the Ready replicas' ``max_num_seqs``, so it cannot cascade.
-The default ``r* = 48``: the default fleet model (Llama-3.1-8B on one A100,
-``simulations/fleet/model.py``) keeps TPOT within 0.1 s up to about 85 running
-requests of a chat mix (1,150 prompt / 210 output tokens), and the running count
-swings well above its mean within a minute; measured on the conversation trace,
-``r* = 32 / 48 / 64`` gave 98.0 / 97.8 / 93.4 % of requests within the TTFT SLO
-at 4.45 / 3.37 / 3.25 GPU-hours (docs/predictive.md).
+
+``r*`` and ``q*`` follow the replica's capacity unless the metadata sets them
+(:func:`planning_targets`; formulas, units and a worked example in
+:mod:`scaler.capacity`, "Planning targets"): with ``fleetModel``, ``r*`` is the
+running count of a replica serving ``targetUtilization`` of its capacity at the
+SLO and ``q*`` the queue its spare capacity drains within ``T1*``, at the
+observed mean token sizes (the model's last targets while no request finished in
+the window); without, the same derivation on the default profile, Llama-3.1-8B
+on one H100 with ShareGPT-sized requests: ``r* = 350``, ``q* = 6.7``
+(:data:`~scaler.capacity.DEFAULT_RUNNING_PER_REPLICA`,
+:data:`~scaler.capacity.DEFAULT_QUEUE_PER_REPLICA`). A decision reports both
+(``inputs``, and a ``targets`` reason).
 
 The dominant term is the one achieving the maximum (``min``/``max`` when a clamp
 binds). While no pod reports but pods are starting (``Signals.starting_replicas``
@@ -68,14 +74,17 @@ signal at all is "at zero, no demand seen", not missing data: missing data is a
 
 Worked example (pinned by ``tests/unit/test_policy.py::test_reactive_worked_example``):
 ``N = 3``, ``W = 12``, ``R = 40``, ``K = 0.9``, ``T1 = 3.1 s``, ``T2 = 0.05 s``
-with defaults ``q* = 5``, ``r* = 48``, ``k* = 0.8``, ``T1* = 2.5 s``, ``T2* = 0.1 s``,
-nothing on the way: queue = 2.4, running = 0.833, kv = 3.375, latency = 3 *
-min(2, 1.24) = 3.72, so desired = ceil(3.72) = 4, dominant ``latency``. With
-``T1 = 10 s`` the latency term is 3 * 2 = 6, not 12. Supply on the way, pinned by
+with the defaults (no ``fleetModel``) ``q* = 6.7``, ``r* = 350``, ``k* = 0.8``,
+``T1* = 2.5 s``, ``T2* = 0.1 s``, nothing on the way: queue = 1.791, running =
+0.114, kv = 3.375, latency = 3 * min(2, 1.24) = 3.72, so desired = ceil(3.72) =
+4, dominant ``latency``. With ``T1 = 10 s`` the latency term is 3 * 2 = 6, not
+12. The table tests in that file set ``q* = 5``, ``r* = 48`` (round numbers, not
+a GPU). Supply on the way, pinned by
 ``tests/unit/test_policy.py::test_reactive_supply_on_the_way`` (case
-``no-cascade-while-replicas-load``): ``Nr = 1``, ``Ns = 2``, ``D = 3``, ``W = 140``,
-``R = 40``, ``T1 = 22.8 s``: queue = 28 capped at max(1 + 2, 3) = 3, latency = 2,
-running = 0.83: desired = 3, not 10 (``maxReplicas``); and
+``no-cascade-while-replicas-load``, ``q* = 5``, ``r* = 48``): ``Nr = 1``, ``Ns = 2``,
+``D = 3``, ``W = 140``, ``R = 40``, ``T1 = 22.8 s``: queue = 28 capped at
+max(1 + 2, 3) = 3, latency = 2, running = 0.83: desired = 3, not 10
+(``maxReplicas``); and
 ``test_reactive_no_cascade_over_a_cold_start`` keeps asking for 2 over eleven polls
 of a cold start while the queue grows from 30 to 230.
 
@@ -135,22 +144,21 @@ Why the backlog and latency terms differ from the reactive ones: a replica
 requested now serves only after a cold start, so a queue drained "within T1*"
 by replicas that arrive C50 later would buy capacity for a queue that is gone by
 then; with the HPA returning one pod per 120 s, that overshoot costs GPU-hours
-for most of an hour (seen on the Azure 2023 code trace: a 219-request burst
-asked for 24 replicas). Likewise TTFT under overload is queueing-dominated and
+for most of an hour (a burst of a few hundred requests once asked for
+tens of replicas). Likewise TTFT under overload is queueing-dominated and
 convex in load: a P95 TTFT 20x the SLO means "short", not "short by 20x", so
 the correction at most doubles the serving replicas per cold start
 (:data:`MAX_LATENCY_CORRECTION`); the forecast and backlog terms size the rest.
-And a latency over the SLO at light load is not a shortage: on the code trace
-one 2,000-token prompt's prefill stalls the decode steps of its batch (P95 TPOT
-0.7 s with two requests running); more replicas would not change it, so the
+And a latency over the SLO at light load is not a shortage: one long prompt's
+prefill stalls the decode steps of its batch (a P95 TPOT over the SLO with two
+requests running); more replicas would not change it, so the
 correction applies only when a queue forms (``W >= N``) or the arrivals reach
 half the capacity (:data:`LOADED_FRACTION`). Finally it applies only to a shortage
 that lasts (:data:`LATENCY_PERSISTENCE`, 30 s, timed by ``"shortage_since"`` in
 the state): replicas requested now serve after a cold start, so a burst that is
-over by the next poll gains nothing from them. On the 2023 code trace one 15 s
-snapshot of a 34 req/s burst (W = 36 on 7 replicas, P95 TPOT 0.74 s) doubled the
-fleet to 14; the burst was over 15 s later and the HPA took 20 minutes to hand
-the replicas back (``tests/unit/test_policy_predictive.py::
+over by the next poll gains nothing from them: one 15 s snapshot of a burst
+would double the fleet, and the HPA takes tens of minutes to hand the replicas
+back (``tests/unit/test_policy_predictive.py::
 test_latency_correction_waits_for_a_lasting_shortage``). A real shortfall (a
 capacity figure too high) still gets its correction 30 s later, a small delay
 next to a cold start of minutes.
@@ -158,11 +166,9 @@ next to a cold start of minutes.
 Why ``u`` defaults to 0.9: ``c`` is already the rate at the SLO and ``U`` already
 carries the forecast's P90 error, so ``u`` only has to absorb the bursts inside a
 minute that a minute-bucket forecast cannot see (the busiest 10 s of a minute
-carries 1.2x its mean on the bundled week and conversation traces). Measured
-with the simulator (docs/predictive.md, "Tuning targetUtilization"): 0.9 keeps
-TTFT attainment at 99.9 % on the week and 100 % on the conversation trace for
-8 % and 7 % fewer GPU-hours than 0.8; 1.0 loses TPOT attainment (98.2 % on the
-week) and doubles the cold starts.
+carries 1.2x its mean on the bundled week and conversation traces). The
+simulator's measurements of 0.8 / 0.9 / 1.0 are in docs/predictive.md ("Tuning
+targetUtilization"), with the fleet model they were measured on.
 
 With ``forecast: none`` the forecast term is ``λ / (c u)``. When ``c`` is unknown
 the forecast term is the running term ``R / r*`` (reported as capacity
@@ -176,9 +182,8 @@ forecast ``F(τ)`` over ``[now, now + H]``, or yesterday's peak rate over
 exceeds ``forecastActivationRate`` (requests/s), so a Deployment at zero wakes
 one horizon ahead of traffic the daily season predicts; plus observed arrivals
 (a gateway's rate while at zero) above the same rate; inactive only after
-``scaleToZeroAfter`` with no demand signal and no forecast demand. Measured on
-ServeGen client 12 (docs/predictive.md): the first requests after an idle hour
-meet the TTFT SLO 70.8 % of the time with the wake-up against 16.8 % without. ``Ns`` is ``Signals.starting_replicas`` when the
+``scaleToZeroAfter`` with no demand signal and no forecast demand (what it
+buys the first requests after an idle stretch: docs/predictive.md). ``Ns`` is ``Signals.starting_replicas`` when the
 source knows it, else the previous desired count minus ``Nr`` for one horizon
 after it was raised.
 
@@ -208,7 +213,8 @@ from dataclasses import dataclass, field, replace
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Mapping
 
-from .capacity import Capacity, CapacityLearner, resolve_capacity
+from .capacity import (DEFAULT_QUEUE_PER_REPLICA, DEFAULT_RUNNING_PER_REPLICA, Capacity, CapacityLearner,
+                       model_targets, resolve_capacity)
 from .coldstart import resolve_cold_start
 from .config import PolicyConfig
 from .forecast import MAX_LOOKAHEAD, DemandForecaster, bucket_of
@@ -352,12 +358,51 @@ def decide(signals: Signals, state: PolicyState | None, config: PolicyConfig, no
     raise ValueError(f"policy {config.policy!r} is not implemented")
 
 
-def reactive_terms(signals: Signals, config: PolicyConfig) -> dict[str, float]:
+def planning_targets(config: PolicyConfig, prompt_tokens: float | None, output_tokens: float | None,
+                     previous: tuple[float, float] | None = None) -> tuple[float, float, str]:
+    """(r*, q*, source): ``runningPerReplica`` and ``queuePerReplica`` in force.
+
+    A key set in the metadata is used as given. Otherwise, with ``fleetModel`` and the mean token sizes,
+    :func:`scaler.capacity.model_targets` at the SLO and ``targetUtilization`` (source ``model``); with the
+    model but no sizes (no request finished in the window), ``previous``, the model's last targets (source
+    ``model, last sizes``: unknown sizes never change them, so never scale down); else the defaults derived
+    on the default profile (source ``default``). Pinned by
+    ``tests/unit/test_policy.py::test_planning_targets_table``."""
+    r, q = config.running_per_replica, config.queue_per_replica
+    if r is not None and q is not None:
+        return r, q, "metadata"
+    model = config.fleet_model
+    if model is not None and prompt_tokens is not None and output_tokens is not None:
+        mr, mq = model_targets(model, ttft_slo=config.ttft_p95, tpot_slo=config.tpot_p95,
+                               prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                               utilization=config.target_utilization)
+        source = "model"
+    elif model is not None and previous is not None:
+        (mr, mq), source = previous, "model, last sizes"
+    else:
+        mr, mq, source = DEFAULT_RUNNING_PER_REPLICA, DEFAULT_QUEUE_PER_REPLICA, "default"
+    if r is not None or q is not None:
+        source = "metadata and " + source
+    return (mr if r is None else r), (mq if q is None else q), source
+
+
+def _targets_state(extra: Mapping[str, Any], config: PolicyConfig, prompt_tokens: float | None,
+                   output_tokens: float | None) -> tuple[float, float, str, Mapping[str, Any]]:
+    """:func:`planning_targets` with the model's last targets carried in ``extra["targets"]``."""
+    previous = extra.get("targets")
+    r, q, source = planning_targets(config, prompt_tokens, output_tokens, previous)
+    if source.endswith("model") and previous != (r, q):
+        extra = {**extra, "targets": (r, q)}
+    return r, q, source, extra
+
+
+def reactive_terms(signals: Signals, config: PolicyConfig, running_target: float,
+                   queue_target: float) -> dict[str, float]:
     """The four reactive terms (replicas, unrounded), before the supply cap. See the module docstring."""
     n = signals.pods_reporting
     return {
-        "queue": (signals.waiting or 0.0) / config.queue_per_replica,
-        "running": (signals.running or 0.0) / config.running_per_replica,
+        "queue": (signals.waiting or 0.0) / queue_target,
+        "running": (signals.running or 0.0) / running_target,
         "kv": n * (signals.kv_cache_usage or 0.0) / config.kv_cache_target,
         "latency": latency_correction(n, latency_ratio(signals, config)),
     }
@@ -471,7 +516,9 @@ def loading(signals: Signals) -> bool:
 
 
 def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: float) -> Decision:
-    terms = reactive_terms(signals, config)
+    r_target, q_target, targets_from, extra = _targets_state(state.extra, config, signals.prompt_tokens_mean,
+                                                             signals.output_tokens_mean)
+    terms = reactive_terms(signals, config, r_target, q_target)
     cold = resolve_cold_start(config.cold_start, signals.cold_start)
     ready, starting = _supply(signals, state, cold, config, now)
     capped, cap_to = cap_symptoms(terms, REACTIVE_SYMPTOMS, ready, starting, state.desired)
@@ -483,23 +530,28 @@ def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: f
     reasons = Reasons()
     reasons.add("desired={} driven by {}: {}", desired, dominant, TermsText(terms))
     reasons.add(*why_active)
+    reasons.add(_TARGETS, r_target, q_target, targets_from)
     if capped:
         reasons.add(*_on_the_way(starting, capped, cap_to))
     next_state = replace(state, desired=desired, active=active, last_demand_at=last_demand_at, decided_at=now,
-                         extra=_raised(state, desired, now))
+                         extra=_raised(extra, state.desired, desired, now))
     inputs = {"pods_reporting": float(signals.pods_reporting), "ready_replicas": float(ready),
-              "starting_replicas": float(starting), "cold_start_p90_s": cold.p90}
+              "starting_replicas": float(starting), "cold_start_p90_s": cold.p90,
+              "running_per_replica": r_target, "queue_per_replica": q_target}
     return Decision(desired=desired, active=active, dominant=dominant, terms=terms, reasons=reasons,
                     next_state=next_state, inputs=inputs)
 
 
-def _raised(state: PolicyState, desired: int, now: float) -> Mapping[str, Any]:
-    """``state.extra`` with ``raised_at`` (when the desired count last went up: supply on the way)."""
-    if desired > (state.desired or 0):
-        extra = dict(state.extra)
+_TARGETS = "targets: {:.3g} running, {:.3g} waiting per replica from {}"
+
+
+def _raised(extra: Mapping[str, Any], previous: int | None, desired: int, now: float) -> Mapping[str, Any]:
+    """``extra`` with ``raised_at`` (when the desired count last went up: supply on the way)."""
+    if desired > (previous or 0):
+        extra = dict(extra)
         extra["raised_at"] = now
         return extra
-    return state.extra
+    return extra
 
 
 # ---- predictive ------------------------------------------------------------------------------------------
@@ -577,9 +629,11 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     fc = update_forecaster(extra_in.get("forecast") or DemandForecaster(), signals, now)
     learner = (extra_in.get("capacity") or CapacityLearner()).observe(
         signals, now=now, window=config.window, ttft_slo=ttft_slo, tpot_slo=config.tpot_p95)
+    r_target, q_target, targets_from, extra_in = _targets_state(extra_in, config, fc.prompt_tokens,
+                                                                fc.output_tokens)
     cap: Capacity | None = resolve_capacity(
         metadata=config.capacity_per_replica, model=config.fleet_model, learned=learner, signals=signals,
-        ttft_slo=ttft_slo, tpot_slo=config.tpot_p95, running_per_replica=config.running_per_replica,
+        ttft_slo=ttft_slo, tpot_slo=config.tpot_p95, running_per_replica=r_target,
         prompt_tokens=fc.prompt_tokens, output_tokens=fc.output_tokens)
     per_replica = cap.per_replica if cap is not None else None
 
@@ -631,16 +685,19 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
         terms["backlog"] = (observed_or_0 + waiting / (ttft_slo + (p50 if p50 > 0 else 0.0))) / per_replica
         inputs["capacity_per_replica"] = per_replica
         reasons.add("capacity {:.3g} req/s per replica from {}", per_replica, cap.source)
+        if cap.source == "little":
+            reasons.add(_TARGETS, r_target, q_target, targets_from)
     elif cap is not None:
         terms["forecast"] = float(config.max_replicas) if demand_rate > 0 else 0.0
-        terms["backlog"] = waiting / config.queue_per_replica
+        terms["backlog"] = waiting / q_target
         inputs["capacity_per_replica"] = 0.0
         reasons.add("capacity 0 from {}: the SLO is out of reach of one replica", cap.source)
     else:
-        terms["forecast"] = (signals.running or 0.0) / config.running_per_replica
-        terms["backlog"] = waiting / config.queue_per_replica
+        terms["forecast"] = (signals.running or 0.0) / r_target
+        terms["backlog"] = waiting / q_target
         reasons.add("capacity unknown: forecast term is the running term R/runningPerReplica, "
                     "backlog is W/queuePerReplica")
+        reasons.add(_TARGETS, r_target, q_target, targets_from)
     if (yesterday is not None and per_replica is not None and per_replica > 0
             and yesterday > config.forecast_activation_rate
             and observed_or_0 <= config.forecast_activation_rate and signals.demand == 0):   # idle now

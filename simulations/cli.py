@@ -61,11 +61,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-timeout", type=float, default=60.0, metavar="S",
                    help="a request held with no ready replica this long is unserved (default 60)")
     add_model_flags(p)
-    p.add_argument("--kpa-target", type=float, default=32.0, help="kpa: target concurrency per pod (default 32)")
+    p.add_argument("--kpa-target", type=float, default=None,
+                   help="kpa: target concurrency per pod (default: Knative's 70 %% of the requests one replica of "
+                        "the profile holds within the SLO at the trace's mean token sizes; simulations/kpa.py)")
     p.add_argument("--kpa-scale-down-delay", type=float, default=0.0, metavar="S",
                    help="kpa: Knative's scale-down-delay, 0-3600 s (default 0, Knative's default)")
     p.add_argument("--keda-threshold", type=float, default=5.0,
-                   help="keda-threshold: avg waiting per pod target (default 5)")
+                   help="keda-threshold: avg waiting per pod target (default 5: the vllm production-stack seed "
+                        "ScaledObject's threshold, kept as deployed, not derived from a profile)")
     p.add_argument("--scaled-object", default=None, metavar="YAML",
                    help="ScaledObject manifest for predictive/reactive (default simulations/scenarios/"
                         "scaler-external.yaml)")

@@ -34,6 +34,17 @@ Sources (knative/serving):
 * ``min-scale`` / ``max-scale`` bound the result (``kpa.go``); 0 ready pods with demand gives at
   least 1 pod (the activator pokes the autoscaler on the first request).
 
+Target concurrency (``--kpa-target``; :func:`target_for`): a Knative operator sets the revision's
+``containerConcurrency``-class figure (what one pod holds) and Knative's autoscaler aims at
+``container-concurrency-target-percentage`` of it, 70 % by default. For a vLLM replica what one pod holds
+within the SLO is the fleet model's ``n*`` (:func:`scaler.capacity.model_batch`: the running requests at
+capacity within TTFT and TPOT, bounded by ``max_num_seqs`` and the KV cache), so the simulator's default
+target is ``0.7 n*`` at the trace's mean token sizes on the simulated profile (at least 1). Worked example
+(``tests/unit/test_planning_defaults.py::test_kpa_target_worked_example``), the default profile
+(Llama-3.1-8B on one H100): ShareGPT-sized requests (235 / 460 tokens) n* = 594.2 (the KV cache binds),
+target 416; the Azure 2024 coding week's sizes (2,048 / 27.9 tokens) n* = 56.7 (TPOT binds: every
+prompt's prefill slows its batch's steps), target 39.7.
+
 ``record`` takes the revision's total in-flight requests (queued and running), ideally every
 second; several samples at one instant are averaged. With no sample yet, ``desired`` holds the
 current count (``max(ready_pods, min_scale)``; Knative's ``ErrNoData``: no decision), never reads zero.
@@ -44,6 +55,20 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+
+from scaler.capacity import FleetModel, model_batch
+
+
+KNATIVE_TARGET_UTILIZATION = 0.7
+"""Knative's ``container-concurrency-target-percentage`` default (70 %)."""
+
+
+def target_for(model: FleetModel, *, prompt_tokens: float, output_tokens: float, slo_ttft: float,
+               slo_tpot: float) -> float:
+    """Target concurrency per pod: :data:`KNATIVE_TARGET_UTILIZATION` x ``n*`` (see the module docstring)."""
+    n = model_batch(model, ttft_slo=slo_ttft, tpot_slo=slo_tpot, prompt_tokens=prompt_tokens,
+                    output_tokens=output_tokens)
+    return max(1.0, KNATIVE_TARGET_UTILIZATION * n)
 
 
 class KnativeKpa:

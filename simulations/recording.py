@@ -34,7 +34,8 @@ was missing or stale carries ``error`` and null signals.
 Replay: "needed" (module-level :func:`needed_replicas`)
 -------------------------------------------------------
 A tick is **short** when the recorded fleet missed its targets with the replicas that ran (``N``):
-observed ``ttft_p95 > ttftP95`` or ``tpot_p95 > tpotP95`` or ``waiting > queuePerReplica * N``. Then at
+observed ``ttft_p95 > ttftP95`` or ``tpot_p95 > tpotP95`` or ``waiting > queuePerReplica * N`` (the
+``queuePerReplica`` in force at the tick's token sizes: :func:`scaler.policy.planning_targets`). Then at
 least ``N + 1`` replicas were needed. Any tick with requests in the fleet (``waiting + running > 0``)
 needed at least 1. So ``needed = max(N + 1 if short else 0, 1 if waiting + running > 0 else 0)`` -- a lower
 bound, the most the recording can prove. A tick is marked **under** when ``desired < needed``.
@@ -370,10 +371,13 @@ def needed_replicas(tick: Tick, config) -> tuple[int | None, bool]:
     """
     if tick.error is not None:
         return None, False
+    from scaler.policy import planning_targets
+
     n = tick.replicas or 0
+    _, queue_target, _ = planning_targets(config, tick.prompt_tokens_mean, tick.output_tokens_mean)
     short = ((tick.ttft_p95 is not None and tick.ttft_p95 > config.ttft_p95)
              or (tick.tpot_p95 is not None and tick.tpot_p95 > config.tpot_p95)
-             or (tick.waiting is not None and tick.waiting > config.queue_per_replica * n))
+             or (tick.waiting is not None and tick.waiting > queue_target * n))
     demand = (tick.waiting or 0.0) + (tick.running or 0.0)
     return max(n + 1 if short else 0, 1 if demand > 0 else 0), short
 

@@ -22,7 +22,8 @@ advance the fleet, let the controller set ``spec.replicas``, repeat. Policies:
   ``avg(vllm:num_requests_waiting)`` (0 when no pod reports, as KEDA's
   ``ignoreNullValues`` default makes it).
 * ``kpa``: :class:`simulations.kpa.KnativeKpa`, fed the in-flight requests
-  (gateway/activator included) every tick, target concurrency ``--kpa-target``.
+  (gateway/activator included) every tick, target concurrency ``--kpa-target`` (default: Knative's 70 % of
+  what one replica of the profile holds within the SLO at the trace's mean sizes, :func:`simulations.kpa.target_for`).
 * ``oracle``: executes :mod:`simulations.oracle`'s plan; its GPU-hours are the bound.
 
 Tests: ``tests/unit/test_runner.py``.
@@ -68,7 +69,7 @@ class Settings:
     bin_seconds: float = 10.0
     keda_threshold: float = 5.0
     keda_activation: float = 2.0
-    kpa_target: float = 32.0
+    kpa_target: float | None = None   # None: simulations.kpa.target_for at the trace's sizes (with_kpa_target)
     kpa_scale_down_delay: float = 0.0   # Knative's scale-down-delay (default 0, as Knative's)
     seed: int = 0
     scaled_object: str | None = None   # a ScaledObject YAML for predictive/reactive (default scenarios/scaler-external.yaml)
@@ -81,6 +82,8 @@ class Settings:
             raise ValueError(f"--fidelity must be request or aggregate, got {self.fidelity!r}")
         for name in ("slo_ttft", "slo_tpot", "tick", "request_timeout", "keda_threshold", "kpa_target", "idle_gap"):
             v = getattr(self, name)
+            if v is None and name == "kpa_target":
+                continue
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name.replace('_', '-')} must be a finite number > 0, got {v!r}")
         if not (math.isfinite(self.kpa_scale_down_delay) and 0 <= self.kpa_scale_down_delay <= 3600):
@@ -283,6 +286,23 @@ class OracleController(Controller):
 
 
 # --------------------------------------------------------------------------------------------------
+def with_kpa_target(s: Settings, trace: Trace) -> Settings:
+    """``s`` with the kpa target resolved: as given, else :func:`simulations.kpa.target_for` on the simulated
+    profile at the trace's mean token sizes."""
+    if s.kpa_target is not None:
+        return s
+    from .kpa import target_for
+
+    counts, prompt, output = trace.counts_view(s.bin_seconds)
+    total = float(counts.sum())
+    if total > 0:
+        p, o = float((counts * prompt).sum()) / total, float((counts * output).sum()) / total
+    else:
+        p, o = float(prompt.mean()), float(output.mean())
+    return replace(s, kpa_target=target_for(s.params.fleet_model(), prompt_tokens=p, output_tokens=o,
+                                            slo_ttft=s.slo_ttft, slo_tpot=s.slo_tpot))
+
+
 def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[float], None] | None = None,
                oracle: OraclePlan | None = None,
                scrape: tuple[float, Callable[[FleetBase, float], None]] | None = None) -> PolicyResult:
@@ -293,6 +313,8 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
     """
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
+    if name == "kpa":
+        s = with_kpa_target(s, trace)
     start, end = trace.start, trace.start + trace.duration
     notes: list[str] = []
     initial = s.initial_replicas
@@ -443,6 +465,8 @@ def run(trace: Trace, policies: Sequence[str], s: Settings, *,
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise ValueError(f"unknown policy {unknown[0]!r} (known: {', '.join(POLICIES)})")
+    if "kpa" in policies:
+        s = with_kpa_target(s, trace)      # reported in the settings
     plan = oracle_plan(trace, params=s.params, slo_ttft=s.slo_ttft, slo_tpot=s.slo_tpot,
                        cold_start=s.cold_start.median, initial=s.initial_replicas, max_replicas=s.max_replicas)
     results: dict[str, PolicyResult] = {}

@@ -1,4 +1,8 @@
-"""Golden summary: the first 15 minutes of the bundled Azure 2023 conversation trace, every policy.
+"""Golden summary: the first 15 minutes of the bundled Azure 2023 conversation trace at 10x its rate, every policy.
+
+At 10x (about 49 requests/s, ``--rate-scale 10``) the default profile (Llama-3.1-8B on one H100, about 24
+requests/s at this trace's sizes) needs two or more replicas from one, so every policy scales; at its own
+rate (4.9 requests/s) one replica serves it all and every policy would hold it, pinning nothing.
 
 The simulation is deterministic (fixed seed), so the summary must match the
 committed ``simulate_conv_15min.json`` exactly (floats to 1e-9). When a change
@@ -12,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from simulations.runner import Settings, run
@@ -19,10 +24,11 @@ from simulations.traces import load
 
 GOLDEN = Path(__file__).with_name("simulate_conv_15min.json")
 POLICIES = ["predictive", "reactive", "keda-threshold", "kpa", "oracle"]
+RATE_SCALE = 10.0
 
 
 def summary() -> dict:
-    tr = load("azure-2023-conv").sliced(900)
+    tr = load("azure-2023-conv").sliced(900).scaled(RATE_SCALE, np.random.default_rng(0))
     doc = run(tr, POLICIES, Settings()).summary()
     doc["trace"].pop("source")          # an absolute path
     doc["settings"].pop("scaled_object")

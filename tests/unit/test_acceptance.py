@@ -15,6 +15,16 @@ def test_plan_runs_every_table_with_the_fleet_model_and_commands_show_it():
     assert len([j for j in plan.jobs if j.table == "threshold"]) == 3 * len(acc.THRESHOLDS)
     week = plan.get("acceptance", "azure-2024-week")
     assert acc.FM in week.argv and '"$FM"' in week.command() and acc.FM not in week.command()
+    scaled = plan.get("acceptance", acc.WEEK_SCALED)
+    assert scaled.argv[:4] == ["--trace", "azure-2024-week", "--rate-scale", acc.WEEK_SCALE]
+
+
+def test_fm_is_the_default_profile_as_calibrate_would_print_it():
+    from scaler.config import KEYS_BY_NAME
+    from simulations.fleet import ModelParams
+
+    key, _, value = acc.FM.partition("=")
+    assert key == "fleetModel" and KEYS_BY_NAME[key].parse(value) == ModelParams().fleet_model()
 
 
 def test_verdicts_and_threshold_comparison_use_both_slos():

@@ -3,7 +3,7 @@
 import pytest
 
 from scaler.capacity import (MIN_SAMPLES, CapacityLearner, FleetModel, little_capacity, model_batch,
-                             model_capacity, resolve_capacity)
+                             model_capacity, model_targets, resolve_capacity)
 from scaler.signals import Signals
 
 M = FleetModel(alpha=0.015, beta=0.0003, gamma=0.00005, max_num_seqs=256)
@@ -131,3 +131,47 @@ def test_fleet_model_metadata_round_trips():
         assert cfg.fleet_model == m
     assert FleetModel(alpha=0.02058, beta=0.00041, gamma=0.0001, max_num_seqs=256, kv_tokens=400000).metadata() == \
         "alpha=0.02058,beta=0.00041,gamma=0.0001,maxNumSeqs=256,kvTokens=400000"
+
+
+# The llama-3.1-8b-h100 profile's numbers, as in the module docstring's worked example (the test that they
+# are the profile's, and that the defaults follow them: tests/unit/test_profiles.py).
+H100 = FleetModel(alpha=0.00769, beta=0.0000572, gamma=0.0000214, max_num_seqs=1024, kv_tokens=413_000)
+
+
+def test_targets_worked_example() -> None:
+    n = model_batch(H100, prompt_tokens=235, output_tokens=460, **SLO)
+    assert n == pytest.approx(413_000 / 695) and n == pytest.approx(594.2, abs=0.1)   # the KV bound binds
+    c = model_capacity(H100, prompt_tokens=235, output_tokens=460, **SLO)
+    assert c == pytest.approx(26.81, abs=0.01)
+    r, q = model_targets(H100, prompt_tokens=235, output_tokens=460, utilization=0.9, **SLO)
+    lam = 0.9 * c
+    assert r == pytest.approx(lam * 460 * 0.00769 / (1 - lam * (460 * 0.0000572 + 0.0000214 * 235)))
+    assert r == pytest.approx(350.4, abs=0.1) and q == pytest.approx(6.70, abs=0.01)
+    assert r < 0.9 * n - 150         # not u n*: the last running slots carry little rate
+    # r* is the steady state's running count at the rate u c (Little's law): back through λ(n) it gives u c
+    assert r / (460 * (0.00769 + 0.0000572 * r) + r * 0.0000214 * 235) == pytest.approx(lam)
+    chat = model_targets(H100, prompt_tokens=1150, output_tokens=210, utilization=0.9, **SLO)
+    assert chat == (pytest.approx(162, abs=0.5), pytest.approx(5.96, abs=0.01))
+
+
+@pytest.mark.parametrize(
+    "model, u, expect",
+    [
+        pytest.param(M, 1.0, (0.085 / 0.00055, 1.0), id="u-1-is-n-star-and-the-queue-floor"),
+        pytest.param(M, 0.05, None, id="small-u-small-running-large-queue"),
+        pytest.param(FleetModel(0.2, 0.0003, 0.00005, 256), 0.9, (1.0, 1.0), id="slo-out-of-reach-floors"),
+    ],
+)
+def test_targets_table(model, u, expect) -> None:
+    r, q = model_targets(model, prompt_tokens=1000, output_tokens=200, utilization=u, **SLO)
+    c = model_capacity(model, prompt_tokens=1000, output_tokens=200, **SLO)
+    if expect is None:
+        assert 1.0 <= r < 10 and q == pytest.approx(0.95 * c * 2.5)
+    else:
+        assert (r, q) == (pytest.approx(expect[0]), pytest.approx(expect[1]))
+
+
+def test_targets_grow_with_capacity() -> None:
+    small = model_targets(M, prompt_tokens=1000, output_tokens=200, utilization=0.9, **SLO)
+    large = model_targets(M, prompt_tokens=1000, output_tokens=200, utilization=0.9, ttft_slo=2.5, tpot_slo=0.2)
+    assert large[0] > small[0] and large[1] > small[1]

@@ -3,7 +3,7 @@
 import pytest
 
 from scaler.config import parse_metadata
-from scaler.policy import PolicyState, ceil_replicas, decide
+from scaler.policy import PolicyState, ceil_replicas, decide, planning_targets
 from scaler.signals import Signals
 
 NOW = 1_700_000_000.0
@@ -14,6 +14,13 @@ def cfg(**md):
     return parse_metadata({k: str(v) for k, v in md.items()}, scaled_object="llama", namespace="ml")
 
 
+def fixed(**md):
+    """The table tests' config: round targets q* = 5, r* = 48 (not a GPU's), so each case reads simply."""
+    md.setdefault("queuePerReplica", 5)
+    md.setdefault("runningPerReplica", 48)
+    return cfg(**md)
+
+
 def sig(**kw):
     kw.setdefault("observed_at", NOW)
     kw.setdefault("pods_reporting", 3)
@@ -22,13 +29,16 @@ def sig(**kw):
 
 def test_reactive_worked_example() -> None:
     d = decide(sig(waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1, tpot_p95=0.05), None, cfg(), NOW)
-    assert d.terms == pytest.approx({"queue": 2.4, "running": 40 / 48, "kv": 3.375, "latency": 3.72})
+    assert d.terms == pytest.approx({"queue": 12 / 6.7, "running": 40 / 350, "kv": 3.375, "latency": 3.72})
+    assert d.terms["queue"] == pytest.approx(1.791, abs=1e-3) and d.terms["running"] == pytest.approx(0.114, abs=1e-3)
     assert (d.desired, d.dominant, d.active) == (4, "latency", True)
     assert d.reasons[0].startswith("desired=4 driven by latency")
+    assert d.inputs["running_per_replica"] == 350 and d.inputs["queue_per_replica"] == 6.7
+    assert "targets: 350 running, 6.7 waiting per replica from default" in d.reasons
 
 
-def test_running_per_replica_default_is_48() -> None:
-    assert cfg().running_per_replica == 48.0
+def test_targets_are_derived_unless_set() -> None:
+    assert (cfg().running_per_replica, cfg().queue_per_replica) == (None, None)   # derived at each decision
 
 
 @pytest.mark.parametrize(
@@ -49,7 +59,7 @@ def test_running_per_replica_default_is_48() -> None:
     ],
 )
 def test_reactive_table(signals, md, desired, dominant) -> None:
-    d = decide(sig(**signals), None, cfg(**md), NOW)
+    d = decide(sig(**signals), None, fixed(**md), NOW)
     assert (d.desired, d.dominant) == (desired, dominant)
 
 
@@ -76,7 +86,7 @@ LOADING = dict(pods_reporting=1, ready_replicas=1, waiting=140, running=40, ttft
     ],
 )
 def test_reactive_supply_on_the_way(signals, state, desired, dominant) -> None:
-    d = decide(sig(**signals), state, cfg(), NOW)
+    d = decide(sig(**signals), state, fixed(), NOW)
     assert (d.desired, d.dominant) == (desired, dominant)
     if "capped" in d.reasons[-1]:
         assert "no cascading scale-up" in d.reasons[-1]
@@ -85,7 +95,7 @@ def test_reactive_supply_on_the_way(signals, state, desired, dominant) -> None:
 def test_reactive_no_cascade_over_a_cold_start() -> None:
     """Closed loop over one cold start: the queue keeps growing on the one Ready replica while the replicas
     asked for at the first poll load; every later poll asks for the same count, not more."""
-    c = cfg(maxReplicas=50, coldStart=180)
+    c = fixed(maxReplicas=50, coldStart=180)
     first = decide(sig(pods_reporting=1, ready_replicas=1, starting_replicas=0, waiting=10, running=40), None, c, NOW)
     assert first.desired == 2
     state, asked = first.next_state, []
@@ -149,3 +159,47 @@ def test_reasons_read_as_the_strings_of_their_decision() -> None:
     again = decide(sig(waiting=12, running=40, kv_cache_usage=0.9, ttft_p95=3.1, tpot_p95=0.05), None, cfg(), NOW)
     assert d.reasons == again.reasons and all(isinstance(x, str) for x in d.reasons)
     assert d.reasons[1].startswith("active: vLLM waiting+running 52 > 0")
+
+
+FM = "alpha=0.00769,beta=0.0000572,gamma=0.0000214,maxNumSeqs=1024,kvTokens=413000"   # the H100 profile's
+
+
+@pytest.mark.parametrize(
+    "md, sizes, previous, expect",
+    [
+        pytest.param({}, (235, 460), None, (350.0, 6.7, "default"), id="no-model-defaults"),
+        pytest.param({"fleetModel": FM}, (235, 460), None, (pytest.approx(350.4, abs=0.1),
+                                                            pytest.approx(6.70, abs=0.01), "model"),
+                     id="model-at-the-observed-sizes"),
+        pytest.param({"fleetModel": FM}, (1150, 210), None, (pytest.approx(161.8, abs=0.1),
+                                                             pytest.approx(5.96, abs=0.01), "model"),
+                     id="long-prompts-hold-fewer"),
+        pytest.param({"fleetModel": FM, "targetUtilization": "0.5"}, (235, 460), None,
+                     (pytest.approx(81.8, abs=0.1), pytest.approx(33.5, abs=0.1), "model"),
+                     id="follows-target-utilization"),
+        pytest.param({"fleetModel": FM}, (None, 460), (20.0, 3.0), (20.0, 3.0, "model, last sizes"),
+                     id="sizes-unknown-keep-the-models-last"),
+        pytest.param({"fleetModel": FM}, (None, None), None, (350.0, 6.7, "default"),
+                     id="sizes-never-seen-defaults"),
+        pytest.param({"runningPerReplica": "40", "queuePerReplica": "2", "fleetModel": FM}, (235, 460), None,
+                     (40.0, 2.0, "metadata"), id="keys-win"),
+        pytest.param({"runningPerReplica": "40", "fleetModel": FM}, (235, 460), None,
+                     (40.0, pytest.approx(6.70, abs=0.01), "metadata and model"), id="one-key-the-other-derived"),
+    ],
+)
+def test_planning_targets_table(md, sizes, previous, expect) -> None:
+    assert planning_targets(cfg(**md), *sizes, previous) == expect
+
+
+def test_reactive_targets_follow_the_fleet_model_and_hold_when_sizes_vanish() -> None:
+    """With fleetModel the running term is R / r*(sizes); a window where no request finished (sizes unknown)
+    keeps the model's last r*, so it never reads as the (larger) default and never scales down."""
+    c = cfg(fleetModel=FM)
+    long_prompts = dict(waiting=0, running=600, prompt_tokens_mean=1150, output_tokens_mean=210)
+    d = decide(sig(**long_prompts), None, c, NOW)
+    assert (d.desired, d.dominant) == (4, "running")                 # 600 / 161.8 = 3.7
+    assert d.inputs["running_per_replica"] == pytest.approx(161.8, abs=0.1)
+    unknown = dict(long_prompts, prompt_tokens_mean=None, output_tokens_mean=None)
+    d2 = decide(sig(**unknown), d.next_state, c, NOW + 15)
+    assert d2.desired == 4 and d2.inputs["running_per_replica"] == d.inputs["running_per_replica"]
+    assert decide(sig(**unknown), None, c, NOW).desired == 2         # no history: the default 350

@@ -68,7 +68,10 @@ def test_predictive_worked_example() -> None:
                      id="latency-over-slo-at-light-load-is-not-a-shortage"),
         pytest.param(dict(arrival_rate=2.0, running=20, kv_cache_usage=0.96), {"capacityPerReplica": 4}, 4, "kv",
                      id="kv-pressure"),
-        pytest.param(dict(arrival_rate=10.0, running=64), {}, 2, "forecast", id="little-law-fallback"),  # c = 48 * 10 / 64 = 7.5
+        pytest.param(dict(arrival_rate=10.0, running=64), {"runningPerReplica": 48}, 2, "forecast",
+                     id="little-law-fallback"),  # c = 48 * 10 / 64 = 7.5
+        pytest.param(dict(arrival_rate=100.0, running=640), {}, 3, "forecast",
+                     id="little-law-fallback-default-target"),  # c = 350 * 100 / 640 = 54.7; 100 / 49.2 = 2.03
         pytest.param(dict(arrival_rate=20.0, running=64, prompt_tokens_mean=1000, output_tokens_mean=200),
                      {"fleetModel": "alpha=0.015,beta=0.0003,gamma=0.00005,maxNumSeqs=256"}, 3, "forecast",
                      id="fleet-model-capacity"),  # 20 / (7.73 x 0.9) = 2.88

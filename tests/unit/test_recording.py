@@ -76,7 +76,7 @@ def test_needed_worked_example():
     assert needed_replicas(ok, cfg) == (1, False)           # requests in flight: at least one replica
     idle = Tick(t=1.0, pods_reporting=0, replicas=0)
     assert needed_replicas(idle, cfg) == (0, False)
-    queued = Tick(t=1.0, pods_reporting=2, waiting=11.0, running=20.0, replicas=2)   # 11 > 5 * 2
+    queued = Tick(t=1.0, pods_reporting=2, waiting=14.0, running=20.0, replicas=2)   # 14 > 6.7 * 2 (default q*)
     assert needed_replicas(queued, cfg) == (3, True)
     assert needed_replicas(Tick(t=1.0, error="no_data: x"), cfg) == (None, False)
 
