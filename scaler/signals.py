@@ -65,6 +65,11 @@ class Signals:
     # Upstream demand from the activation query (router/gateway queue); None when not configured.
     upstream_demand: float | None = None
     cold_start: ColdStart | None = None
+    # The idle clock read from the source's history, so every scaler replica (and a restarted one) agrees:
+    # the last time (unix s) waiting + running was above activationThreshold within the last
+    # scaleToZeroAfter, or, without any, the start of that history (no demand since); None when the source
+    # has no history for the target (e.g. at zero replicas) or reads none (the policy's own clock then).
+    last_demand_at: float | None = None
     # Recent demand history (t unix seconds, requests/s), oldest first, for warm-starting forecasts.
     demand_history: tuple[tuple[float, float], ...] = field(default=(), repr=False)
     # Which metric names were found (e.g. {"kv": "vllm:kv_cache_usage_perc"}), for logs.
