@@ -102,7 +102,7 @@ def pod_pattern(deployment: str) -> str:
     """The RE2 pattern (before string escaping) matching exactly the pods of ``deployment``'s ReplicaSets.
 
     A Deployment ``D`` owns ReplicaSets ``D-<h>`` (``h``: the pod-template-hash, 1-10 characters of
-    Kubernetes' safe alphabet :data:`SAFE`) whose pods are ``D-<h>-<r>`` (``r``: 5 random characters of
+    :data:`SAFE`) whose pods are ``D-<h>-<r>`` (``r``: 5 random characters of
     :data:`SAFE`), or, when ``D-<h>-`` is longer than 58 characters, its first 58 characters then ``r``
     (a 63-character name). StatefulSet pods ``D-<ordinal>`` are matched too (a ScaledObject may target
     one). With ``S`` = :data:`SAFE`::
@@ -111,7 +111,7 @@ def pod_pattern(deployment: str) -> str:
         m005-big  -> m005-big-(?:S{1,10}-S{5}|[0-9]+)
 
     and ``m005-big-7d9f8b6c5d-x2k4q`` is not a pod of ``m005`` (after ``m005-`` comes ``big-``: no
-    ``S{1,10}-S{5}`` spans two dashes, and ``big`` has a vowel). Pinned by
+    ``S{1,10}-S{5}`` spans two dashes). Pinned by
     ``tests/unit/test_promql.py::test_pod_pattern_separates_prefixed_deployments`` and against a real
     Prometheus by ``tests/integration/test_isolation.py``. Limit: for names longer than 46 characters the
     cut form is ``D-`` then ``62 - len(D)`` characters of ``S``; a second Deployment named ``D-x`` (``x`` in
@@ -120,9 +120,9 @@ def pod_pattern(deployment: str) -> str:
     return pods_pattern([deployment])
 
 
-#: Kubernetes' "safe" alphabet (``k8s.io/apimachinery/pkg/util/rand``): pod-template-hashes and the 5
-#: random characters of generated names use only these (no vowels, no 0, 1, 3).
-SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+#: The characters of a pod-template-hash and of the 5 random characters of a generated name (Kubernetes uses
+#: a subset: ``k8s.io/apimachinery/pkg/util/rand``'s alphabet has no vowels, no 0, 1 or 3).
+SAFE = "[a-z0-9]"
 _POD_SUFFIX = "-(?:" + SAFE + "{1,10}-" + SAFE + "{5}|[0-9]+)"
 
 

@@ -49,7 +49,7 @@ FLEETS = {
 
 
 def frames():
-    pods = {d: [PodMetrics.new(f"{d}-5d8f-{i}", NS, d) for i in range(len(f["pods"]))] for d, f in FLEETS.items()}
+    pods = {d: [PodMetrics.new(f"{d}-5d8f-x2k4{i}", NS, d) for i in range(len(f["pods"]))] for d, f in FLEETS.items()}
     for k in range(FRAMES):
         live = []
         for d, f in FLEETS.items():
