@@ -71,7 +71,7 @@ import json
 import logging
 import math
 import re
-from collections import defaultdict
+from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
@@ -93,6 +93,11 @@ log = logging.getLogger(__name__)
 
 SOURCE = "prometheus"
 P95 = 0.95
+#: Seconds added to two scrape intervals before a target's newest sample counts as stale (evaluation and
+#: scrape-duration jitter); see :meth:`PrometheusSource._screen`.
+STALE_SLACK = 5.0
+#: How many newest-sample times per target are kept to learn its scrape interval.
+_TICKS = 4
 #: Pods failing their scrapes (``up == 0``) for longer than this (seconds) are no longer counted as loading.
 DEFAULT_MAX_LOADING = 900.0
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
@@ -278,6 +283,9 @@ class PrometheusSource:
         self._history_demand: dict[tuple, bool] = {}
         self._failed_at: dict[tuple, float] = {}
         self._recovered_at: dict[tuple, float] = {}
+        self._ticks: dict[tuple, deque] = {}
+        self._newest: dict[tuple, float] = {}   # filled by _fetch_group for the current fetch
+        self._pruned_at = -math.inf
 
     # -- probing --------------------------------------------------------------------------------
     def due_probes(self, namespaces: Iterable[str], now: float) -> list[str]:
@@ -358,9 +366,26 @@ class PrometheusSource:
                 self._failed_at[t.target_key] = now
                 self._recovered_at.pop(t.target_key, None)
             raise
-        return {t.target_key: self._screen(t, out[t.target_key], now) for t in targets if t.target_key in out}
+        self._prune(now)
+        newest, self._newest = self._newest, {}
+        return {t.target_key: self._screen(t, out[t.target_key], now, newest.get(t.target_key))
+                for t in targets if t.target_key in out}
 
-    def _screen(self, config: PolicyConfig, result: Signals | SourceError, now: float) -> Signals | SourceError:
+    def _prune(self, now: float) -> None:
+        """Forget per-target memory not refreshed for a day (targets come and go; memory stays bounded)."""
+        if now - self._pruned_at < 3600:
+            return
+        self._pruned_at = now
+        for d in (self._seen, self._failed_at, self._recovered_at):
+            for k in [k for k, t in d.items() if now - t > 86400]:
+                del d[k]
+        for k in [k for k, q in self._ticks.items() if not q or now - q[-1] > 86400]:
+            del self._ticks[k]
+        for k in [k for k in self._history_demand if k not in self._ticks and k not in self._seen]:
+            del self._history_demand[k]
+
+    def _screen(self, config: PolicyConfig, result: Signals | SourceError, now: float,
+                newest: float | None = None) -> Signals | SourceError:
         """Missing data is never zero, and a window spanning a failure is never read as a surge.
 
         * **Vanished series.** A "zero replicas" snapshot (no series, no pod loading) for a target whose
@@ -368,10 +393,19 @@ class PrometheusSource:
           history, ``Signals.last_demand_at``, or in this source's memory of its last reporting snapshot,
           for a Prometheus restarted with empty storage) is :class:`SeriesVanishedError`: KEDA scales a
           target to zero only after it was idle that long, so its pods exist and their data is missing.
+        * **Scrapes stopped.** ``newest`` is the time of the target's newest waiting sample. The scrape
+          interval ``i`` is the smallest step between the newest-sample times seen at earlier refreshes
+          (the last :data:`_TICKS`). When the newest sample is older than ``2 i +`` :data:`STALE_SLACK`
+          (scrapes stopped: Prometheus was down, the pods unreachable), rates over the window already
+          under-read its end: :class:`WindowGapError`, a failure like the others below. Before ``i`` is
+          known, only the ``window`` freshness of :func:`build_signals` applies. Worked example: samples
+          every 15 s, the last at 1000; at 1036 it is 36 s old > 2 * 15 + 5 = 35 -> held.
         * **Window after a failure.** After any failed read of the target (Prometheus unreachable, an
-          error, no data), the first good read at ``r`` starts a hold: until ``r + window`` the answer is
-          :class:`WindowGapError` (the server keeps its last good decision, then ``UNAVAILABLE``), so rates,
-          quantiles and the arrival estimate are read only over a window of data after the gap.
+          error, no data, scrapes stopped), the first good read at ``r`` starts a hold: until
+          ``r + window`` the answer is :class:`WindowGapError` (the server keeps its last good decision,
+          then ``UNAVAILABLE``), so rates, quantiles and the arrival estimate are read only over a window
+          of data after the gap (held rather than a shortened window: a window of a few scrapes gives a
+          noisy rate, which the forecaster would learn as a trend).
 
         Both are :class:`NoDataError`\\ s: the server holds, then answers ``UNAVAILABLE``, for both
         policies and for ``IsActive``. Pinned by ``tests/unit/test_prometheus_screen.py`` and the fault
@@ -387,6 +421,17 @@ class PrometheusSource:
         if result.pods_reporting > 0:
             if result.demand > config.activation_threshold:
                 self._seen[key] = now
+            ticks = self._ticks.setdefault(key, deque(maxlen=_TICKS))
+            if newest is not None and (not ticks or newest > ticks[-1]):
+                ticks.append(newest)
+            steps = [b - a for a, b in zip(ticks, list(ticks)[1:]) if b - a >= 1.0]
+            if steps and newest is not None and now - newest > 2 * min(steps) + STALE_SLACK:
+                self._failed_at[key] = now
+                self._recovered_at.pop(key, None)
+                return WindowGapError(
+                    f"{config.namespace}/{config.deployment}: newest sample is {now - newest:.0f} s old, over two "
+                    f"scrape intervals ({min(steps):g} s) + {STALE_SLACK:g} s: scrapes stopped, rates over the "
+                    f"window under-read its end", source=SOURCE)
         elif result.starting_replicas is None:
             remembered = seen is not None and now - seen < config.scale_to_zero_after
             if remembered or self._history_demand.get(key):
@@ -468,14 +513,25 @@ class PrometheusSource:
                         **self._fetch_group(configs[half:], window, now)}
             return {configs[0].target_key: exc}
         seen: dict[int, float] = {}
+        stamps: dict[str, dict[str, float]] = defaultdict(dict)   # namespace -> pod -> newest waiting sample
         for r in gauge_rows:
-            term, _, index = r["metric"].get(TERM_LABEL, "").partition("@")
+            labels = r["metric"]
+            term, _, rest = labels.get(TERM_LABEL, "").partition("@")
             if term == "seen":
-                seen[int(index)] = float(r["value"][1])
+                seen[int(rest)] = float(r["value"][1])
+            elif term == "waiting_ts" and rest == vm.WAITING.new:
+                pods = stamps[labels.get(vm.LABEL_NAMESPACE, "")]
+                pod = labels.get(vm.LABEL_POD, "")
+                pods[pod] = max(float(r["value"][1]), pods.get(pod, -math.inf))
         out: dict[tuple, Signals | SourceError] = {}
         for i, c in enumerate(configs):
             sel = sels[c.target_key]
             v = seen.get(i)
+            mine = [t for pod, t in stamps.get(sel.namespace, {}).items()
+                    if sel.matches({vm.LABEL_NAMESPACE: sel.namespace, vm.LABEL_POD: pod}, with_model=False)
+                    and now - t <= window]
+            if mine:
+                self._newest[c.target_key] = max(mine)
             self._history_demand[c.target_key] = v is not None and v > 0 and now - v < c.scale_to_zero_after
             try:
                 sig = build_signals(sel, names[sel.namespace], gauge_rows, rate_rows, window, now,
