@@ -38,11 +38,11 @@ import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from ..config import PolicyConfig
 from ..errors import SourceError
 from ..policy import Decision, decide
+from ..redact import redact  # the one redaction of addresses (also importable from here, as before)
 from ..signals import SignalSource, Signals
 from .targets import Outcome, Target, TargetStore
 
@@ -83,17 +83,6 @@ class InternalSourceError(SourceError):
     """The source raised something other than a ``SourceError`` (a bug, logged with its traceback)."""
 
     kind = "internal"
-
-
-def redact(address: str) -> str:
-    """The address without user:password, fit for logs and metric labels."""
-    parts = urlsplit(address)
-    if parts.username is None and parts.password is None:
-        return address
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
