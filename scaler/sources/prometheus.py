@@ -75,7 +75,7 @@ from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -109,8 +109,8 @@ def prometheus_client_for(url: str, timeout: float) -> PrometheusConnect:
     return PrometheusConnect(url=url, disable_ssl=False, retry=retry, timeout=timeout, method="POST")
 
 
-#: Longest PromQL text sent in one request (bytes, UTF-8). Shared queries over more targets are split
-#: (:meth:`PrometheusSource.fetch`). The query travels in the POST body, form-encoded, never in the URL;
+#: Longest PromQL sent in one request, in bytes as it travels (form-encoded). Shared queries over more
+#: targets are split (:meth:`PrometheusSource.fetch`; one target's own query is never split). The query travels in the POST body, form-encoded, never in the URL;
 #: 64 KiB is far below what the servers on the way accept for a body (Prometheus, a Go server: 10 MB of
 #: form; nginx's default ``client_max_body_size``: 1 MiB) and keeps one request's evaluation small.
 MAX_QUERY_BYTES = 64 * 1024
@@ -487,11 +487,18 @@ class PrometheusSource:
         gauges_expr = promql.gauges_query(
             targets, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new], "kv": kv_names}, window,
             probe_namespaces=due, loading_bound=self.max_loading)
-        seen_terms = [promql.last_demand_term(i, sels[c.target_key], c.activation_threshold, c.scale_to_zero_after)
-                      for i, c in enumerate(configs)]
+        # The idle clock (promql.last_demand_term): one per-pod term per scaleToZeroAfter for targets at the
+        # default threshold 0, a term of its own for a target with another threshold.
+        by_lookback: dict[float, list[TargetSelector]] = defaultdict(list)
+        for c in configs:
+            if c.activation_threshold == 0:
+                by_lookback[c.scale_to_zero_after].append(sels[c.target_key])
+        seen_terms = [promql.last_demand_pods_term(list(dict.fromkeys(ts)), lb) for lb, ts in by_lookback.items()]
+        seen_terms += [promql.last_demand_term(i, sels[c.target_key], c.activation_threshold, c.scale_to_zero_after)
+                       for i, c in enumerate(configs) if c.activation_threshold != 0]
         gauges_expr = " or ".join([gauges_expr, *seen_terms])
         half = len(configs) // 2
-        if len(gauges_expr.encode()) > MAX_QUERY_BYTES and half:
+        if len(quote_plus(gauges_expr)) > MAX_QUERY_BYTES and half:   # the rates query is shorter
             return {**self._fetch_group(configs[:half], window, now), **self._fetch_group(configs[half:], window, now)}
         try:
             gauge_rows = self._query(gauges_expr, now)
@@ -514,11 +521,14 @@ class PrometheusSource:
             return {configs[0].target_key: exc}
         seen: dict[int, float] = {}
         stamps: dict[str, dict[str, float]] = defaultdict(dict)   # namespace -> pod -> newest waiting sample
+        per_pod: dict[str, list[tuple[Mapping[str, str], float]]] = defaultdict(list)   # lookback -> (labels, v)
         for r in gauge_rows:
             labels = r["metric"]
             term, _, rest = labels.get(TERM_LABEL, "").partition("@")
             if term == "seen":
                 seen[int(rest)] = float(r["value"][1])
+            elif term == "seenpod":
+                per_pod[rest].append((labels, float(r["value"][1])))
             elif term == "waiting_ts" and rest == vm.WAITING.new:
                 pods = stamps[labels.get(vm.LABEL_NAMESPACE, "")]
                 pod = labels.get(vm.LABEL_POD, "")
@@ -527,6 +537,10 @@ class PrometheusSource:
         for i, c in enumerate(configs):
             sel = sels[c.target_key]
             v = seen.get(i)
+            if c.activation_threshold == 0:
+                vs = [x for labels, x in per_pod.get(promql.duration(c.scale_to_zero_after), ())
+                      if sel.matches(labels) and math.isfinite(x)]
+                v = max(vs) if vs else None
             mine = [t for pod, t in stamps.get(sel.namespace, {}).items()
                     if sel.matches({vm.LABEL_NAMESPACE: sel.namespace, vm.LABEL_POD: pod}, with_model=False)
                     and now - t <= window]

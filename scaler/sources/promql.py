@@ -104,7 +104,7 @@ def pod_pattern(deployment: str) -> str:
     A Deployment ``D`` owns ReplicaSets ``D-<h>`` (``h``: the pod-template-hash, 1-10 characters of
     :data:`SAFE`) whose pods are ``D-<h>-<r>`` (``r``: 5 random characters of
     :data:`SAFE`), or, when ``D-<h>-`` is longer than 58 characters, its first 58 characters then ``r``
-    (a 63-character name). StatefulSet pods ``D-<ordinal>`` are matched too (a ScaledObject may target
+    (a 63-character name; for a name of 58 characters or more, its first 58 then ``r``). StatefulSet pods ``D-<ordinal>`` are matched too (a ScaledObject may target
     one). With ``S`` = :data:`SAFE`::
 
         m005      -> m005-(?:S{1,10}-S{5}|[0-9]+)
@@ -123,28 +123,36 @@ def pod_pattern(deployment: str) -> str:
 #: The characters of a pod-template-hash and of the 5 random characters of a generated name (Kubernetes uses
 #: a subset: ``k8s.io/apimachinery/pkg/util/rand``'s alphabet has no vowels, no 0, 1 or 3).
 SAFE = "[a-z0-9]"
-_POD_SUFFIX = "-(?:" + SAFE + "{1,10}-" + SAFE + "{5}|[0-9]+)"
+_POD_FORMS = (SAFE + "{1,10}-" + SAFE + "{5}", "[0-9]+")
 
 
-def _truncated(deployment: str) -> str | None:
-    """The cut form's pattern for a name long enough to be cut (``D-`` then ``62 - len(D)`` characters)."""
-    keep = _GENERATE_BASE_MAX - len(deployment) - 1   # characters of "<h>-" kept after "D-"
+def _forms(deployment: str) -> tuple[str, ...]:
+    """What may follow ``D-`` in a pod name of ``deployment`` (see :func:`pod_pattern`)."""
+    keep = _GENERATE_BASE_MAX - len(deployment) - 1   # characters of "<h>-" kept after "D-" when cut
     if len(deployment) + 1 + 10 + 1 <= _GENERATE_BASE_MAX or keep < 0:
-        return None
-    return escape_regex(deployment) + "-" + SAFE + "{" + str(keep + 5) + "}"
+        return _POD_FORMS
+    return _POD_FORMS + (SAFE + "{" + str(keep + 5) + "}",)
+
+
+def _alt(values: Sequence[str]) -> str:
+    return values[0] if len(values) == 1 else "(?:" + "|".join(values) + ")"
 
 
 def pods_pattern(deployments: Iterable[str]) -> str:
     """:func:`pod_pattern` for several Deployments in one regex, the names factored out
-    (``(?:a|b)-(?:S{1,10}-S{5}|[0-9]+)``): about the length of the names, so a shared query
-    over many targets stays small."""
+    (``(?:a|b)-(?:S{1,10}-S{5}|[0-9]+)``; names of one length share their cut form too): about the length of
+    the names, so a shared query over many targets stays small."""
     names = sorted(set(deployments))
     if not names:
         raise ValueError("no deployments")
-    alts = ["(?:" + "|".join(escape_regex(n) for n in names) + ")" + _POD_SUFFIX] if len(names) > 1 \
-        else [escape_regex(names[0]) + _POD_SUFFIX]
-    alts += [t for t in map(_truncated, names) if t is not None]
-    return "|".join(alts)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in names:
+        groups.setdefault(_forms(n), []).append(escape_regex(n))
+    parts = [_alt(group) + "-" + _alt(forms) for forms, group in groups.items()]
+    cut = sorted({escape_regex(n[:_GENERATE_BASE_MAX]) for n in names if len(n) >= _GENERATE_BASE_MAX})
+    if cut:   # even "D-" is cut: the first 58 characters of D, then 5
+        parts.append(_alt(cut) + SAFE + "{5}")
+    return "|".join(parts)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -289,6 +297,21 @@ def last_demand_term(index: int, target: TargetSelector, threshold: float, lookb
     body = (f"max_over_time((timestamp({sums} > {float(threshold)!r}) or -timestamp({sums}))"
             f"[{duration(lookback + step)}:{duration(step)}])")
     return _tag(body, f"seen@{index}")
+
+
+def last_demand_pods_term(targets: Sequence[TargetSelector], lookback: float) -> str:
+    """:func:`last_demand_term` at threshold 0 for many targets in one term, per pod (tagged
+    ``seenpod@<lookback in ms>``): ``P`` = ``sum by (namespace, pod, model_name)`` of waiting and running over the
+    union selector, then the same ``max_over_time((timestamp(P > 0) or -timestamp(P))[L+s:s])``. With threshold
+    0, ``W + R > 0`` for a target exactly when it is for one of its pods, and the first step with data of the
+    target is the earliest of its pods', so the target's value is the largest of its pods' values (both the
+    last demand, > 0, and minus the first step with data, < 0, combine by ``max``)."""
+    names = "|".join(escape_regex(n) for n in (vm.WAITING.new, vm.RUNNING.new))
+    p = f'sum by ({_BY_POD}) ({{__name__=~"{names}",{union_matchers(targets)}}})'
+    step = idle_step(lookback)
+    body = (f"max_over_time((timestamp({p} > 0) or -timestamp({p}))"
+            f"[{duration(lookback + step)}:{duration(step)}])")
+    return _tag(body, f"seenpod@{duration(lookback)}")
 
 
 def decode_last_demand(value: float) -> float | None:

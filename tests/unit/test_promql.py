@@ -70,6 +70,8 @@ def test_pod_pattern_of_a_long_name_matches_kubernetes_cut_names():
     assert _go_regex_full(promql.pod_pattern(dep), f"{dep}-7d9f-x2k4q")          # short hash: not cut
     assert not _go_regex_full(promql.pod_pattern(dep), pod[:-1])
     assert not _go_regex_full(promql.pod_pattern("d" * 40), f"{'d' * 40}-{'b' * 22}")  # short names never cut
+    very_long = "e" * 70                                                   # even "D-" is cut: D[:58] + 5
+    assert _go_regex_full(promql.pod_pattern(very_long), "e" * 58 + "x2k4q")
 
 
 @pytest.mark.parametrize("model", ['m",namespace=~".*', 'm"} or up{namespace=~".+', "m\\", 'x\n"'])
