@@ -280,7 +280,7 @@ class PrometheusSource:
         self.queries_sent = 0  # for tests and the server's own metrics
         # Per target_key (see _screen): when demand was last reported, in Prometheus' history, failures.
         self._seen: dict[tuple, float] = {}
-        self._history_demand: dict[tuple, bool] = {}
+        self._history_demand: dict[tuple, bool] = {}   # this fetch: demand within scaleToZeroAfter in history
         self._failed_at: dict[tuple, float] = {}
         self._recovered_at: dict[tuple, float] = {}
         self._ticks: dict[tuple, deque] = {}
@@ -368,7 +368,9 @@ class PrometheusSource:
             raise
         self._prune(now)
         newest, self._newest = self._newest, {}
-        return {t.target_key: self._screen(t, out[t.target_key], now, newest.get(t.target_key))
+        history, self._history_demand = self._history_demand, {}
+        return {t.target_key: self._screen(t, out[t.target_key], now, newest.get(t.target_key),
+                                           history.get(t.target_key, False))
                 for t in targets if t.target_key in out}
 
     def _prune(self, now: float) -> None:
@@ -381,11 +383,9 @@ class PrometheusSource:
                 del d[k]
         for k in [k for k, q in self._ticks.items() if not q or now - q[-1] > 86400]:
             del self._ticks[k]
-        for k in [k for k in self._history_demand if k not in self._ticks and k not in self._seen]:
-            del self._history_demand[k]
 
     def _screen(self, config: PolicyConfig, result: Signals | SourceError, now: float,
-                newest: float | None = None) -> Signals | SourceError:
+                newest: float | None = None, history_demand: bool = False) -> Signals | SourceError:
         """Missing data is never zero, and a window spanning a failure is never read as a surge.
 
         * **Vanished series.** A "zero replicas" snapshot (no series, no pod loading) for a target whose
@@ -434,7 +434,7 @@ class PrometheusSource:
                     f"window under-read its end", source=SOURCE)
         elif result.starting_replicas is None:
             remembered = seen is not None and now - seen < config.scale_to_zero_after
-            if remembered or self._history_demand.get(key):
+            if remembered or history_demand:
                 last = seen if remembered else result.last_demand_at
                 error = SeriesVanishedError(
                     f"{config.namespace}/{config.deployment}: no series now, but waiting+running was above "
