@@ -80,7 +80,7 @@ class Signals:
         # week): ``not v >= 0`` is true exactly for NaN and negatives; the name is looked up only to report.
         for v in (self.waiting, self.running, self.kv_cache_usage, self.ttft_p95, self.tpot_p95,
                   self.completion_rate, self.arrival_rate, self.prompt_tokens_mean, self.output_tokens_mean,
-                  self.upstream_demand):
+                  self.upstream_demand, self.last_demand_at):
             if v is not None and not v >= 0:
                 self._reject()
         if self.pods_reporting < 0:
@@ -104,7 +104,7 @@ class Signals:
 
 
 _NON_NEGATIVE = ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate", "arrival_rate",
-                 "prompt_tokens_mean", "output_tokens_mean", "upstream_demand")
+                 "prompt_tokens_mean", "output_tokens_mean", "upstream_demand", "last_demand_at")
 
 
 @runtime_checkable
