@@ -1,23 +1,26 @@
 """The Prometheus signal source: vLLM series -> one :class:`~scaler.signals.Signals` per target.
 
 Built on prometheus-api-client's ``PrometheusConnect`` (its ``requests``
-session, per-request timeout, POST for long queries, no retries: a scaler
-refresh must fail fast and typed, not back off for seconds).
+session, auth and TLS settings, no retries: a scaler refresh must fail fast and typed, not back off for
+seconds); each query is a POST with the PromQL form-encoded in the body (:func:`query`), and a shared
+query is split so that no request carries more than :data:`MAX_QUERY_BYTES` of it.
 
-Cost: at most three instant queries per refresh per target (see :mod:`scaler.sources.promql` for the
+Cost: at most three instant queries per refresh per target (per chunk of targets when split) (see :mod:`scaler.sources.promql` for the
 exact PromQL). Every target given to one :meth:`PrometheusSource.fetch` call with the same ``window``
 shares the first two; the third is shared by every target with the same ``activationQuery`` text:
 
 1. the gauges (waiting, running, KV usage, ``up``; values, sample timestamps, values one window ago;
    ``max_over_time(up[B])`` and ``up offset B`` for the loading bound), with the metric-name probe folded
    in (as ``count by (namespace)`` terms) when a namespace's probe is missing, incomplete or older than
-   ``probe_ttl``; the KV gauge is then read under both names and the probe's answer picks one;
+   ``probe_ttl``; the KV gauge is then read under both names and the probe's answer picks one; and the
+   idle clock from history (:func:`~scaler.sources.promql.last_demand_term` -> ``Signals.last_demand_at``);
 2. the rates (TTFT / ITL bucket rates, completions by reason, token histogram sum and count rates), under
    the names the probe found;
 3. the target's ``activationQuery`` (only when it has one), evaluated at ``now`` -> ``upstream_demand``
    (:func:`activation_value`).
 
-Per target (pods ``<deployment>-.*`` in the configured namespace, optionally one ``model_name``):
+Per target (the pods of its Deployment, :func:`~scaler.sources.promql.pod_pattern`, in the configured
+namespace, optionally one ``model_name``):
 
 ==========================  =====================================================================
 Signals field               how
@@ -57,11 +60,15 @@ Outcomes per target, all distinct:
   :class:`ScrapeFailingError` (a :class:`~scaler.errors.NoDataError`, ``.pods``);
 * ``up == 1`` series for the pods or stale vLLM samples (newest older than ``window``) but no fresh vLLM
   series -> :class:`~scaler.errors.NoDataError`;
+* no series while the target had demand within ``scaleToZeroAfter`` ->
+  :class:`~scaler.errors.SeriesVanishedError`; scrapes stopped, or the window after a failure ->
+  :class:`~scaler.errors.WindowGapError` (:meth:`PrometheusSource._screen`);
 * an ``activationQuery`` Prometheus rejects (HTTP 400 ``bad_data``, 422 ``execution``) or whose result
   is not one number -> :class:`ActivationQueryError` (``.signals`` keeps the vLLM snapshot);
 * timeout -> :class:`~scaler.errors.SourceTimeout`; refused/reset/closed connection ->
   :class:`~scaler.errors.SourceConnectionError`; non-200 -> :class:`~scaler.errors.SourceHTTPError`
-  (``status`` kept). These three are raised for the whole call (every target shares the queries).
+  (``status`` kept). These three are raised for the whole call (every target shares the queries), except
+  HTTP 400/422 for one chunk, which is split down to the target it fails for.
 """
 
 from __future__ import annotations
