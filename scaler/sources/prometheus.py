@@ -396,8 +396,8 @@ class PrometheusSource:
         """Missing data is never zero, and a window spanning a failure is never read as a surge.
 
         * **Vanished series.** A "zero replicas" snapshot (no series, no pod loading) for a target whose
-          waiting + running was above ``activationThreshold`` within ``scaleToZeroAfter`` (in Prometheus'
-          history, ``Signals.last_demand_at``, or in this source's memory of its last reporting snapshot,
+          waiting + running was above ``activationThreshold`` within ``scaleToZeroAfter`` (at least
+          ``window``: :func:`_memory`; in Prometheus' history, ``Signals.last_demand_at``, or in this source's memory of its last reporting snapshot,
           for a Prometheus restarted with empty storage) is :class:`SeriesVanishedError`: KEDA scales a
           target to zero only after it was idle that long, so its pods exist and their data is missing.
         * **Scrapes stopped.** ``newest`` is the time of the target's newest waiting sample. The scrape
@@ -440,13 +440,13 @@ class PrometheusSource:
                     f"scrape intervals ({min(steps):g} s) + {STALE_SLACK:g} s: scrapes stopped, rates over the "
                     f"window under-read its end", source=SOURCE)
         elif result.starting_replicas is None:
-            remembered = seen is not None and now - seen < config.scale_to_zero_after
+            remembered = seen is not None and now - seen < _memory(config)
             if remembered or history_demand:
                 last = seen if remembered else result.last_demand_at
                 error = SeriesVanishedError(
                     f"{config.namespace}/{config.deployment}: no series now, but waiting+running was above "
-                    f"{config.activation_threshold:g} {now - (last or now):.0f} s ago (within scaleToZeroAfter "
-                    f"{config.scale_to_zero_after:g} s): pods exist, their data is missing", source=SOURCE)
+                    f"{config.activation_threshold:g} {now - (last or now):.0f} s ago (within {_memory(config):g} s, "
+                    f"the longer of scaleToZeroAfter and window): pods exist, their data is missing", source=SOURCE)
                 self._failed_at[key] = now
                 self._recovered_at.pop(key, None)
                 return error
@@ -499,9 +499,9 @@ class PrometheusSource:
         by_lookback: dict[float, list[TargetSelector]] = defaultdict(list)
         for c in configs:
             if c.activation_threshold == 0:
-                by_lookback[c.scale_to_zero_after].append(sels[c.target_key])
+                by_lookback[_memory(c)].append(sels[c.target_key])
         seen_terms = [promql.last_demand_pods_term(list(dict.fromkeys(ts)), lb) for lb, ts in by_lookback.items()]
-        seen_terms += [promql.last_demand_term(i, sels[c.target_key], c.activation_threshold, c.scale_to_zero_after)
+        seen_terms += [promql.last_demand_term(i, sels[c.target_key], c.activation_threshold, _memory(c))
                        for i, c in enumerate(configs) if c.activation_threshold != 0]
         gauges_expr = " or ".join([gauges_expr, *seen_terms])
         half = len(configs) // 2
@@ -545,7 +545,7 @@ class PrometheusSource:
             sel = sels[c.target_key]
             v = seen.get(i)
             if c.activation_threshold == 0:
-                vs = [x for labels, x in per_pod.get(promql.duration(c.scale_to_zero_after), ())
+                vs = [x for labels, x in per_pod.get(promql.duration(_memory(c)), ())
                       if sel.matches(labels) and math.isfinite(x)]
                 v = max(vs) if vs else None
             mine = [t for pod, t in stamps.get(sel.namespace, {}).items()
@@ -553,7 +553,7 @@ class PrometheusSource:
                     and now - t <= window]
             if mine:
                 self._newest[c.target_key] = max(mine)
-            self._history_demand[c.target_key] = v is not None and v > 0 and now - v < c.scale_to_zero_after
+            self._history_demand[c.target_key] = v is not None and v > 0 and now - v < _memory(c)
             try:
                 sig = build_signals(sel, names[sel.namespace], gauge_rows, rate_rows, window, now,
                                     loading_bound=self.max_loading)
@@ -565,6 +565,12 @@ class PrometheusSource:
                     f"{sel.namespace}/{sel.deployment}: unusable values from Prometheus: {str(exc)[:200]}",
                     source=SOURCE)
         return out
+
+
+def _memory(config: PolicyConfig) -> float:
+    """How far back demand makes missing series "missing data": ``scaleToZeroAfter`` (KEDA scales a target to
+    zero only after that long idle), at least ``window`` (so ``scaleToZeroAfter: 0`` still has one)."""
+    return max(config.scale_to_zero_after, config.window)
 
 
 class ActivationQueryError(SourceError):

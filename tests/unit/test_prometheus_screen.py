@@ -75,3 +75,11 @@ def test_stopped_scrapes_are_detected_from_the_learned_scrape_interval(source):
 def test_no_interval_known_no_staleness_rule(source):
     """One newest-sample time seen: the interval is unknown, only build_signals' window freshness applies."""
     assert source._screen(CFG, serving(T + 50), T + 50, newest=T) == serving(T + 50)
+
+
+def test_scale_to_zero_after_0_still_reads_vanished_series_as_missing_within_the_window(source):
+    cfg0 = parse_metadata({"window": "60", "scaleToZeroAfter": "0"}, scaled_object="llama", namespace="ml",
+                          defaults=ServerDefaults())
+    source._screen(cfg0, serving(T), T, newest=T)
+    assert isinstance(source._screen(cfg0, at_zero(T + 30), T + 30), SeriesVanishedError)
+    assert source._screen(cfg0, at_zero(T + 61), T + 61) == at_zero(T + 61)
