@@ -100,9 +100,11 @@ log = logging.getLogger(__name__)
 
 SOURCE = "prometheus"
 P95 = 0.95
-#: Seconds added to two scrape intervals before a target's newest sample counts as stale (evaluation and
-#: scrape-duration jitter); see :meth:`PrometheusSource._screen`.
-STALE_SLACK = 5.0
+#: A target's newest sample is stale when older than STALE_INTERVALS scrape intervals + STALE_SLACK seconds
+#: (see :meth:`PrometheusSource._screen`). Prometheus' ``rate`` extrapolates to the window's end only while
+#: the last sample is within 1.1 intervals of it; beyond, the rate under-reads: held soon after.
+STALE_INTERVALS = 1.5
+STALE_SLACK = 2.0
 #: How many newest-sample times per target are kept to learn its scrape interval.
 _TICKS = 4
 #: Pods failing their scrapes (``up == 0``) for longer than this (seconds) are no longer counted as loading.
@@ -402,16 +404,18 @@ class PrometheusSource:
           target to zero only after it was idle that long, so its pods exist and their data is missing.
         * **Scrapes stopped.** ``newest`` is the time of the target's newest waiting sample. The scrape
           interval ``i`` is the smallest step between the newest-sample times seen at earlier refreshes
-          (the last :data:`_TICKS`). When the newest sample is older than ``2 i +`` :data:`STALE_SLACK`
-          (scrapes stopped: Prometheus was down, the pods unreachable), rates over the window already
-          under-read its end: :class:`WindowGapError`, a failure like the others below. Before ``i`` is
-          known, only the ``window`` freshness of :func:`build_signals` applies. Worked example: samples
-          every 15 s, the last at 1000; at 1036 it is 36 s old > 2 * 15 + 5 = 35 -> held.
+          (the last :data:`_TICKS`). When the newest sample is older than :data:`STALE_INTERVALS` ``* i +``
+          :data:`STALE_SLACK` (scrapes stopped: Prometheus was down, the pods unreachable), rates over the
+          window already under-read its end: :class:`WindowGapError`, a failure like the others below.
+          Before ``i`` is known, only the ``window`` freshness of :func:`build_signals` applies. Worked
+          example: samples every 15 s, the last at 1000; at 1025 it is 25 s old > 1.5 * 15 + 2 = 24.5 ->
+          held.
         * **Window after a failure.** After any failed read of the target (Prometheus unreachable, an
           error, no data, scrapes stopped), the first good read at ``r`` starts a hold: until
           ``r + window`` the answer is :class:`WindowGapError` (the server keeps its last good decision,
           then ``UNAVAILABLE``), so rates, quantiles and the arrival estimate are read only over a window
-          of data after the gap (held rather than a shortened window: a window of a few scrapes gives a
+          of data after the gap (a snapshot without reporting pods has no rates: not held, and it ends the
+          hold) (held rather than a shortened window: a window of a few scrapes gives a
           noisy rate, which the forecaster would learn as a trend).
 
         Both are :class:`NoDataError`\\ s: the server holds, then answers ``UNAVAILABLE``, for both
@@ -432,13 +436,13 @@ class PrometheusSource:
             if newest is not None and (not ticks or newest > ticks[-1]):
                 ticks.append(newest)
             steps = [b - a for a, b in zip(ticks, list(ticks)[1:]) if b - a >= 1.0]
-            if steps and newest is not None and now - newest > 2 * min(steps) + STALE_SLACK:
+            if steps and newest is not None and now - newest > STALE_INTERVALS * min(steps) + STALE_SLACK:
                 self._failed_at[key] = now
                 self._recovered_at.pop(key, None)
                 return WindowGapError(
-                    f"{config.namespace}/{config.deployment}: newest sample is {now - newest:.0f} s old, over two "
-                    f"scrape intervals ({min(steps):g} s) + {STALE_SLACK:g} s: scrapes stopped, rates over the "
-                    f"window under-read its end", source=SOURCE)
+                    f"{config.namespace}/{config.deployment}: newest sample is {now - newest:.0f} s old, over "
+                    f"{STALE_INTERVALS:g} scrape intervals ({min(steps):g} s) + {STALE_SLACK:g} s: scrapes stopped, "
+                    f"rates over the window under-read its end", source=SOURCE)
         elif result.starting_replicas is None:
             remembered = seen is not None and now - seen < _memory(config)
             if remembered or history_demand:
@@ -450,7 +454,10 @@ class PrometheusSource:
                 self._failed_at[key] = now
                 self._recovered_at.pop(key, None)
                 return error
-        if key in self._failed_at:
+        if result.pods_reporting == 0:   # zero replicas (or loading): no rates to hold; a failure is over
+            self._failed_at.pop(key, None)
+            self._recovered_at.pop(key, None)
+        elif key in self._failed_at:
             since = self._recovered_at.setdefault(key, now)
             if now - since < config.window:
                 return WindowGapError(

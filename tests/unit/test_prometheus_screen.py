@@ -9,7 +9,7 @@ import pytest
 from scaler.config import ServerDefaults, parse_metadata
 from scaler.errors import NoDataError, SeriesVanishedError, SourceTimeout, WindowGapError
 from scaler.signals import Signals
-from scaler.sources.prometheus import STALE_SLACK, PrometheusSource
+from scaler.sources.prometheus import STALE_INTERVALS, STALE_SLACK, PrometheusSource
 
 T = 1_700_000_000.0
 CFG = parse_metadata({"window": "60", "scaleToZeroAfter": "300", "activationThreshold": "1"},
@@ -66,7 +66,7 @@ def test_stopped_scrapes_are_detected_from_the_learned_scrape_interval(source):
         newest = T + 15 * (k // 3)
         assert source._screen(CFG, serving(now), now, newest=newest) == serving(now)
     last = T + 15
-    ok = last + 2 * 15 + STALE_SLACK            # worked example of the docstring: 35 s old is still fine
+    ok = last + STALE_INTERVALS * 15 + STALE_SLACK    # the docstring's worked example: 24.5 s old is still fine
     assert source._screen(CFG, serving(ok), ok, newest=last) == serving(ok)
     out = source._screen(CFG, serving(ok + 1), ok + 1, newest=last)
     assert isinstance(out, WindowGapError) and "scrapes stopped" in str(out)
