@@ -78,24 +78,22 @@ def proms(prometheus_required, tmp_path_factory):
         empty.stop()
 
 
-def run(policy: str, fault: str, full: PrometheusServer, empty: PrometheusServer) -> dict:
-    """Healthy, fault, recovery on a virtual clock; returns the counts and the answers."""
+POLICIES = ("reactive", "predictive")
+
+
+def run(fault: str, full: PrometheusServer, empty: PrometheusServer) -> dict:
+    """Healthy, fault, recovery on a virtual clock, one target per policy (one shared fetch per poll);
+    returns the counts and the answers per policy."""
     with FaultProxy(full.url, delay=10.0) as proxy:
         store = TargetStore(ServerDefaults(prometheus_url=proxy.url))
-        sources = []
-
-        def factory(url):
-            sources.append(PrometheusSource(url, timeout=0.3))
-            return sources[-1]
-
-        refresher = Refresher(store, factory, clock=lambda: now)
+        refresher = Refresher(store, lambda url: PrometheusSource(url, timeout=0.3), clock=lambda: now)
         now = T0 + 120
-        target = store.resolve("llama", NS, {**MD, "policy": policy}, now)
-        answers = []
-        good_before = None
+        targets = {p: store.resolve("llama", NS, {**MD, "policy": p}, now) for p in POLICIES}
+        answers: dict[str, list] = {p: [] for p in POLICIES}
+        good_before = {}
         while now <= END:
             if now == F0:
-                good_before = target.current(now).desired
+                good_before = {p: t.current(now).desired for p, t in targets.items()}
                 if fault == "killed":
                     proxy.kill()
                 elif fault == "restart-empty":
@@ -107,42 +105,43 @@ def run(policy: str, fault: str, full: PrometheusServer, empty: PrometheusServer
                     proxy.revive()
                 proxy.fault, proxy.upstream = None, full.url
             refresher.refresh_due(now)
-            try:
-                d = target.current(now)
-                answers.append((now, d.desired, d.active))
-            except Unavailable:
-                answers.append((now, "UNAVAILABLE", None))
+            for p, target in targets.items():
+                try:
+                    d = target.current(now)
+                    answers[p].append((now, d.desired, d.active))
+                except Unavailable:
+                    answers[p].append((now, "UNAVAILABLE", None))
             now += POLL
         refresher.stop()
-    after = [a for a in answers if a[0] >= F0]
-    served = [a for a in after if a[1] != "UNAVAILABLE"]
-    return {
-        "baseline": good_before,
-        "zero": sum(1 for a in served if a[1] == 0),
-        "inactive": sum(1 for a in served if a[2] is False),
-        "below": sum(1 for a in served if a[1] < good_before),
-        "above": sum(1 for a in served if a[1] > good_before),
-        "unavailable": sum(1 for a in after if a[1] == "UNAVAILABLE"),
-        "served_after_recovery": sum(1 for a in served if a[0] >= F0 + FAULT),
-        "errors": dict(target.error_counts),
-        "answers": answers,
-    }
+    out = {}
+    for p in POLICIES:
+        after = [a for a in answers[p] if a[0] >= F0]
+        served = [a for a in after if a[1] != "UNAVAILABLE"]
+        base = good_before[p]
+        out[p] = {
+            "baseline": base,
+            "zero": sum(1 for a in served if a[1] == 0),
+            "inactive": sum(1 for a in served if a[2] is False),
+            "below": sum(1 for a in served if a[1] < base),
+            "above": sum(1 for a in served if a[1] > base),
+            "unavailable": sum(1 for a in after if a[1] == "UNAVAILABLE"),
+            "served_after_recovery": sum(1 for a in served if a[0] >= F0 + FAULT),
+            "errors": dict(targets[p].error_counts),
+            "answers": answers[p],
+        }
+    return out
 
 
-@pytest.mark.parametrize("policy", ["reactive", "predictive"])
-def test_fault_matrix(proms, policy):
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_matrix(proms, fault):
     full, empty = proms
-    table = {}
-    for fault in FAULTS:
-        r = run(policy, fault, full, empty)
-        table[fault] = r
-        assert r["baseline"] and r["baseline"] > 0, (fault, r["answers"][:5])
-    summary = {f: {k: r[k] for k in ("baseline", "zero", "inactive", "below", "above", "unavailable",
-                                     "served_after_recovery")} for f, r in table.items()}
-    print(policy, summary)
-    for fault, r in table.items():
-        assert (r["zero"], r["inactive"], r["below"], r["above"]) == (0, 0, 0, 0), (fault, summary[fault],
-                                                                                   r["answers"])
+    result = run(fault, full, empty)
+    for policy, r in result.items():
+        summary = {k: r[k] for k in ("baseline", "zero", "inactive", "below", "above", "unavailable",
+                                     "served_after_recovery")}
+        print(fault, policy, summary)
+        assert r["baseline"] and r["baseline"] > 0, (policy, r["answers"][:5])
+        assert (r["zero"], r["inactive"], r["below"], r["above"]) == (0, 0, 0, 0), (policy, summary, r["answers"])
         # The fault is visible (held, then UNAVAILABLE), and the target answers again after recovery.
-        assert r["unavailable"] > 0, (fault, summary[fault])
-        assert r["served_after_recovery"] > 0, (fault, summary[fault])
+        assert r["unavailable"] > 0, (policy, summary)
+        assert r["served_after_recovery"] > 0, (policy, summary)
