@@ -360,6 +360,7 @@ class PrometheusSource:
         by_window: dict[float, list[PolicyConfig]] = defaultdict(list)
         for t in targets:
             by_window[t.window].append(t)
+        self._newest, self._history_demand = {}, {}   # this fetch's, filled by _fetch_group (one fetch at a time)
         try:
             for window, group in sorted(by_window.items()):
                 group = sorted(group, key=lambda c: (c.namespace, c.deployment, c.model_name or ""))
