@@ -8,7 +8,7 @@
     └── SourceError              a signal source could not produce a Signals snapshot
         ├── NoDataError          the source answered, but holds no series for pods that exist
         │   ├── SeriesVanishedError   no series now, though the target had demand moments ago
-        │   └── WindowGapError        data is back after a failure, but the window still spans the gap
+        │   └── WindowGapError        scrapes stopped, or the window still spans a failure after it
         └── SourceUnavailable    the source could not be asked
             ├── SourceTimeout
             ├── SourceConnectionError
@@ -120,7 +120,8 @@ class SeriesVanishedError(NoDataError):
 
 
 class WindowGapError(NoDataError):
-    """The source answers again after a failure, but the rate window still spans the failure: rates and the
-    arrival estimate over it are not trusted until a full window of data is back."""
+    """The target's scrapes stopped (its newest sample is older than its scrape interval allows), or the
+    source answers again after a failure but the rate window still spans it: rates and the arrival estimate
+    over such a window under-read, so none is used until a full window of data is back."""
 
     kind = "window_gap"
