@@ -387,13 +387,12 @@ def planning_targets(config: PolicyConfig, prompt_tokens: float | None, output_t
 
 
 def _targets_state(extra: Mapping[str, Any], config: PolicyConfig, prompt_tokens: float | None,
-                   output_tokens: float | None) -> tuple[float, float, str, Mapping[str, Any]]:
-    """:func:`planning_targets` with the model's last targets carried in ``extra["targets"]``."""
+                   output_tokens: float | None) -> tuple[float, float, str, tuple[float, float] | None]:
+    """:func:`planning_targets` with the model's last targets read from ``extra["targets"]``; the last item
+    is what ``extra["targets"]`` holds next."""
     previous = extra.get("targets")
     r, q, source = planning_targets(config, prompt_tokens, output_tokens, previous)
-    if source.endswith("model") and previous != (r, q):
-        extra = {**extra, "targets": (r, q)}
-    return r, q, source, extra
+    return r, q, source, ((r, q) if source.endswith("model") else previous)
 
 
 def reactive_terms(signals: Signals, config: PolicyConfig, running_target: float,
@@ -520,8 +519,9 @@ def loading(signals: Signals) -> bool:
 
 
 def _reactive(signals: Signals, state: PolicyState, config: PolicyConfig, now: float) -> Decision:
-    r_target, q_target, targets_from, extra = _targets_state(state.extra, config, signals.prompt_tokens_mean,
-                                                             signals.output_tokens_mean)
+    r_target, q_target, targets_from, targets = _targets_state(state.extra, config, signals.prompt_tokens_mean,
+                                                               signals.output_tokens_mean)
+    extra = state.extra if targets == state.extra.get("targets") else {**state.extra, "targets": targets}
     terms = reactive_terms(signals, config, r_target, q_target)
     cold = resolve_cold_start(config.cold_start, signals.cold_start)
     ready, starting = _supply(signals, state, cold, config, now)
@@ -633,7 +633,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     fc = update_forecaster(extra_in.get("forecast") or DemandForecaster(), signals, now)
     learner = (extra_in.get("capacity") or CapacityLearner()).observe(
         signals, now=now, window=config.window, ttft_slo=ttft_slo, tpot_slo=config.tpot_p95)
-    r_target, q_target, targets_from, extra_in = _targets_state(extra_in, config, fc.prompt_tokens,
+    r_target, q_target, targets_from, targets = _targets_state(extra_in, config, fc.prompt_tokens,
                                                                 fc.output_tokens)
     cap: Capacity | None = resolve_capacity(
         metadata=config.capacity_per_replica, model=config.fleet_model, learned=learner, signals=signals,
@@ -754,7 +754,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
                 h, p90, p50, cold.source, cold.samples, config.reaction_lag)
 
     raised_at = now if desired > (state.desired or 0) else extra_in.get("raised_at")
-    extra = {**extra_in, "forecast": fc, "capacity": learner, "raised_at": raised_at,
+    extra = {**extra_in, "forecast": fc, "capacity": learner, "raised_at": raised_at, "targets": targets,
              "shortage_since": shortage_since}
     next_state = PolicyState(desired, active, last_demand_at, now, extra)
     return Decision(desired, active, dominant, terms, reasons, next_state, inputs)
