@@ -539,3 +539,17 @@ def test_budget_cuts_python_loops_and_never_leaks_the_cutoff() -> None:
         assert done > 0
     finally:
         budget.stop()
+
+
+def test_lag_counts_targets_overdue_beyond_their_max_staleness() -> None:
+    clock, source, store, refresher = setup()
+    source.set("ml", "a", BUSY)
+    a = store.resolve("a", "ml", {"maxStaleness": "30s"}, T0)
+    assert refresher.lag(T0) == (0.0, 0)                 # a new target is due from its creation
+    assert refresher.lag(T0 + 31) == (31.0, 1)           # never refreshed for longer than maxStaleness
+    refresher.refresh_due(T0 + 31)
+    assert refresher.lag(T0 + 31) == (0.0, 0)            # refreshed: next due in one interval
+    assert refresher.lag(T0 + 36 + 29) == (29.0, 0)      # late, not yet hopeless
+    source.fail_all(SourceTimeout("slow", source="scripted"))
+    refresher.refresh_due(T0 + 65)                        # a failing source is still refreshed on time
+    assert refresher.lag(T0 + 65) == (0.0, 0) and a.last_error is not None
