@@ -24,9 +24,8 @@ What it does:
 Printed: RPC outcomes and latency per phase; the scaler's CPU (fraction of one core, from
 ``/proc/<pid>/stat``) while polled and while quiet; data age (``vllm_scaler_data_age_seconds``
 over all targets, sampled every 5 s from ``/metrics``: median and maximum), fetch durations; and
-the check that every target was answered from its own pod (its ``vllm_scaler_signal`` waiting and
-running equal its pod's values, and its last ``GetMetrics`` answer equals its
-``vllm_scaler_desired_replicas``). Figures, not assertions; a busy machine shows in the load
+the check that every target was answered (``GetMetrics`` OK at least once) from its own pod (its
+``vllm_scaler_signal`` waiting and running equal its pod's values). Figures, not assertions; a busy machine shows in the load
 average printed with them.
 """
 
@@ -301,19 +300,16 @@ def main(argv=None) -> int:
         phase("quiet (background refresh only)", False, 0.0)
         report_rpcs(keda)
         m = scrape(metrics_url)
-        wrong, missing, moved = [], 0, 0
+        wrong, missing = [], 0
         for i in range(n):
             waiting = m.get(("vllm_scaler_signal", name(i), "waiting"))
             running = m.get(("vllm_scaler_signal", name(i), "running"))
-            desired = m.get(("vllm_scaler_desired_replicas", name(i), ""))
-            if waiting is None or desired is None or i not in keda.answers:
+            if waiting is None or i not in keda.answers:
                 missing += 1
             elif (waiting, running) != expected(i):
                 wrong.append((name(i), waiting, running, expected(i)))
-            moved += keda.answers.get(i) != desired
         print(f"answered from their own pods: {n - missing - len(wrong)} of {n} (no answer: {missing}, "
-              f"other pods' data: {len(wrong)}) {wrong[:3]}; last GetMetrics answer != current desired (the "
-              f"forecast moved since): {moved}")
+              f"other pods' data: {len(wrong)}) {wrong[:3]}")
         with urllib.request.urlopen(metrics_url, timeout=30) as r:
             text = r.read().decode()
         fetch = {k: v for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
