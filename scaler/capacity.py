@@ -182,7 +182,8 @@ class CapacityLearner:
         pods, pods_since = (self.pods, self.pods_since) if n == self.pods else (n, now)
         mean_rate, mean_running = self.mean_rate, self.mean_running
         rate_now, running_now = signals.load_rate, signals.running
-        if n >= 1 and rate_now is not None and running_now is not None:
+        if n >= 1 and rate_now is not None and running_now is not None and rate_now < math.inf \
+                and running_now < math.inf:      # an infinite reading would hold the EWMA at inf for good
             w = LITTLE_WEIGHT
             mean_rate = rate_now if mean_rate is None else (1 - w) * mean_rate + w * rate_now
             mean_running = running_now if mean_running is None else (1 - w) * mean_running + w * running_now
@@ -207,7 +208,7 @@ class CapacityLearner:
             return None  # outside the SLO: not "at the SLO"
         full = signals.waiting is not None and signals.waiting >= n
         near = max(t1 / ttft_slo, t2 / tpot_slo) >= INFORMATIVE_LATENCY
-        if not (full or near) or rate <= 0:
+        if not (full or near) or rate <= 0 or rate == math.inf:
             return None
         return rate / n
 

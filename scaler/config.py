@@ -14,16 +14,24 @@ that parses ``deploy/`` examples are both checked against it
 
 Durations accept plain seconds (``"30"``, ``"2.5"``) or Go-style units
 (``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``).
+
+Every value is bounded (``Key.bounds``, shown in the README): a value outside
+its bounds is a problem naming the key, the value (cut at 60 characters) and
+the bound, e.g. ``coldStart='999999999h': must be <= 4h``. The bounds are what
+makes :func:`scaler.policy.decide` total over every accepted config
+(``tests/unit/test_policy_property.py``).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, ConfigProblem
+from .redact import redact
 
 # Keys KEDA itself reads from the same metadata map; they reach us too and are
 # accepted without effect (``scalerAddress`` is where KEDA found us).
@@ -66,7 +74,68 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Callable[[str], float]:
+# ---- bounds ---------------------------------------------------------------------------------------------
+# Every accepted value has a minimum and a maximum that a real deployment could need; they keep decide()
+# total (no division by ~0, no overflow, bounded work per decision: tests/unit/test_policy_property.py) and
+# one target's settings from loading the shared source (a refresh every 0.5 s at most, windows PromQL
+# can evaluate). The README's configuration reference shows them (the `bounds` column, from Key.bounds).
+# Why each (the values are in KEYS):
+# - refreshInterval 0.5 s .. 1 h: at most two fetches a second per target (faster re-reads the same scrape at
+#   1 s scrape intervals; the bundled compressed-time demo runs at 0.5 s); maxStaleness 1 s .. 24 h.
+# - window 2 s .. 24 h: a rate needs two scrapes (2 s at the fastest common 1 s scrape interval); a day is
+#   the longest range the forecast reads.
+# - scaleToZeroAfter 0 .. 24 h; coldStart 1 s .. 4 h (a large model pulled from cold storage); reactionLag
+#   0 .. 1 h (KEDA's poll and the HPA's sync are seconds to minutes): the horizon is at most 5 h, 300
+#   forecast steps.
+# - ttftP95 1 ms .. 1 h, tpotP95 1 ms .. 60 s (vLLM's smallest bucket edges are 1 ms and 10 ms).
+# - queuePerReplica, runningPerReplica 0.01 .. 100,000 requests; capacityPerReplica 0.001 .. 1,000,000
+#   requests/s; forecastActivationRate 0.0001 .. 1,000,000 requests/s; kvCacheTarget 0.01 .. 1,
+#   targetUtilization 0.05 .. 1: divisors with floors, so no term divides into infinity.
+# - replica counts 0 .. MAX_REPLICAS.
+
+MAX_REPLICAS = 150_000
+"""Highest replica count accepted: Kubernetes' documented largest cluster holds 150,000 pods (a
+Deployment cannot have more), far inside the int32 of KEDA's ``maxReplicaCount`` and the int64 of the
+reply."""
+
+MAX_TEXT = 1024
+"""Longest free-text value (an address); a PromQL query may be 4x this."""
+
+MAX_METADATA = 65536
+"""Most characters of keys and values in one trigger's metadata (KEDA's own keys, e.g. a CA bundle, count
+too): a live target keeps its metadata, so this bounds a server's memory at ``--max-targets`` times it."""
+
+
+def _fmt_duration(seconds: float) -> str:
+    """A bound as users write it: ``250ms``, ``2s``, ``10m``, ``24h``."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
+
+
+def _fmt_num(x: float) -> str:
+    """A bound as a plain number: ``0.001``, ``100,000``."""
+    return f"{int(x):,}" if x == int(x) else f"{x:g}"
+
+
+def _bounded(parse: Callable[[str], Any], bounds: str, lo: float | None = None,
+             hi: float | None = None) -> Callable[[str], Any]:
+    """Attach the bounds to a parser: ``bounds`` (text for the README), ``lo``/``hi`` (numbers, for tests)."""
+    parse.bounds, parse.lo, parse.hi = bounds, lo, hi  # type: ignore[attr-defined]
+    return parse
+
+
+def _check_range(value: float, lo: float, hi: float, show: Callable[[float], str]) -> None:
+    if value < lo:
+        raise _Invalid(f"must be >= {show(lo)}")
+    if value > hi:
+        raise _Invalid(f"must be <= {show(hi)}")
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text.strip())
@@ -74,36 +143,37 @@ def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
             raise _Invalid("not a number") from None
         if not math.isfinite(value):
             raise _Invalid("must be finite")
-        if lo is not None and (value < lo or (lo_open and value == lo)):
-            raise _Invalid(f"must be {'>' if lo_open else '>='} {lo:g}")
-        if hi is not None and value > hi:
-            raise _Invalid(f"must be <= {hi:g}")
+        _check_range(value, lo, hi, _fmt_num)
         return value
 
-    return parse
+    return _bounded(parse, f"{_fmt_num(lo)} .. {_fmt_num(hi)}", lo, hi)
 
 
-def _int(lo: int = 0) -> Callable[[str], int]:
+_INT = re.compile(r"[+-]?[0-9]{1,19}")
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            raise _Invalid("not an integer") from None
-        if value < lo:
-            raise _Invalid(f"must be >= {lo}")
+        t = text.strip()
+        if not _INT.fullmatch(t):
+            # also refuses "1_000", non-ASCII digits and 20+ digit numbers that int() would take
+            if not re.fullmatch(r"[+-]?[0-9]+", t):
+                raise _Invalid("not an integer")
+            raise _Invalid(f"must be >= {lo}" if t.startswith("-") else f"must be <= {hi}")
+        value = int(t)
+        _check_range(value, lo, hi, str)
         return value
 
-    return parse
+    return _bounded(parse, f"{lo} .. {hi:,}", lo, hi)
 
 
-def _duration(lo_open: bool = False) -> Callable[[str], float]:
+def _duration(lo: float, hi: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = parse_duration(text)
-        if lo_open and value == 0:
-            raise _Invalid("must be > 0")
+        _check_range(value, lo, hi, _fmt_duration)
         return value
 
-    return parse
+    return _bounded(parse, f"{_fmt_duration(lo)} .. {_fmt_duration(hi)}", lo, hi)
 
 
 def _bool(text: str) -> bool:
@@ -122,71 +192,121 @@ def _choice(*options: str) -> Callable[[str], str]:
             raise _Invalid(f"must be one of {', '.join(options)}")
         return t
 
-    return parse
+    return _bounded(parse, " / ".join(options))
 
 
-def _k8s_name(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+def _k8s_name(pattern: re.Pattern[str], what: str, longest: int) -> Callable[[str], str]:
     def parse(text: str) -> str:
         t = text.strip()
         if not pattern.match(t):
-            raise _Invalid(f"not a valid Kubernetes {what} (lowercase RFC 1123)")
+            raise _Invalid(f"not a valid Kubernetes {what} (lowercase RFC 1123, at most {longest} characters)")
         return t
 
-    return parse
+    return _bounded(parse, f"RFC 1123, <= {longest} chars")
 
 
-def _label_value(text: str) -> str:
-    if not text:
-        raise _Invalid("must not be empty")
-    if _PROMQL_UNSAFE.search(text):
-        raise _Invalid("contains a quote, backslash, brace or control character, not allowed in a label value")
-    return text
+def _label_value(longest: int) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text:
+            raise _Invalid("must not be empty")
+        if len(text) > longest:
+            raise _Invalid(f"longer than {longest} characters")
+        if _PROMQL_UNSAFE.search(text) or not text.isprintable():
+            raise _Invalid("contains a quote, backslash, brace or control character, not allowed in a label "
+                           "value")
+        return text
+
+    return _bounded(parse, f"1 .. {longest} chars, no quotes, braces, backslash")
+
+
+# A base URL: scheme, host (name, IPv4 or [IPv6]), optional port, optional path prefix. Nothing else:
+# no user:password@ (a credential in metadata), no ?query (Prometheus takes the first `query` parameter:
+# an address carrying one would replace the scaler's PromQL with the tenant's), no #fragment.
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+_BASE_URL = re.compile(r"(?P<scheme>https?)://(?P<host>" + _HOST + r")(?::(?P<port>[0-9]{1,5}))?"
+                       r"(?P<path>(?:/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)*)")
 
 
 def _url(text: str) -> str:
     t = text.strip()
-    if not re.match(r"^https?://[^\s\"'{}]+$", t):
-        raise _Invalid("must be an http:// or https:// URL")
+    if len(t) > MAX_TEXT:
+        raise _Invalid(f"longer than {MAX_TEXT} characters")
+    if any(c.isspace() or not c.isprintable() for c in t):
+        raise _Invalid("contains whitespace or a control character")
+    scheme, sep, rest = t.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise _Invalid("must be an http:// or https:// base URL")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        raise _Invalid("must not carry credentials (user:password@); give the server a bearer token or "
+                       "mTLS instead")
+    if "?" in rest or "#" in rest:
+        raise _Invalid("must be a base URL: no ?query or #fragment (the scaler adds the API path and query)")
+    m = _BASE_URL.fullmatch(t)
+    if not m:
+        raise _Invalid("must be a base URL: http(s)://host[:port][/path prefix]")
+    if m.group("port") is not None and not 1 <= int(m.group("port")) <= 65535:
+        raise _Invalid("port must be 1..65535")
+    if "'" in m.group("path"):  # kept out of every quoted context the address may reach
+        raise _Invalid("the path must not contain a quote")
     return t.rstrip("/")
+
+
+_bounded(_url, f"http(s)://host[:port][/path], <= {MAX_TEXT} chars")
+
+# fleetModel parts: (lower, upper) bound and whether it must be a whole number. alpha >= 1 us keeps the
+# model's capacity (at most maxNumSeqs / alpha requests/s) finite.
+_FLEET_PARTS: dict[str, tuple[str, float, float]] = {
+    "alpha": ("alpha", 1e-6, 60.0),
+    "beta": ("beta", 0.0, 10.0),
+    "gamma": ("gamma", 0.0, 1.0),
+    "maxNumSeqs": ("max_num_seqs", 1, 1_000_000),
+    "kvTokens": ("kv_tokens", 1, 1e10),
+}
 
 
 def _fleet_model(text: str) -> Any:
     """``alpha=0.015,beta=0.0003,gamma=0.00005,maxNumSeqs=256[,kvTokens=400000]`` -> FleetModel."""
     from .capacity import FleetModel  # late: capacity.py imports signals.py, which imports this module
 
-    names = {"alpha": "alpha", "beta": "beta", "gamma": "gamma", "maxNumSeqs": "max_num_seqs",
-             "kvTokens": "kv_tokens"}
     values: dict[str, float] = {}
+    if len(text) > MAX_TEXT:
+        raise _Invalid(f"longer than {MAX_TEXT} characters")
     for part in text.split(","):
         name, sep, raw = part.strip().partition("=")
-        if not sep or name not in names:
-            raise _Invalid(f"bad part {part.strip()!r}: expected name=value with names {', '.join(names)}")
+        if not sep or name not in _FLEET_PARTS:
+            raise _Invalid(f"bad part {part.strip()!r}: expected name=value with names {', '.join(_FLEET_PARTS)}")
         if name in values:
             raise _Invalid(f"{name} given twice")
         try:
             values[name] = float(raw)
         except ValueError:
             raise _Invalid(f"{name}={raw.strip()!r} is not a number") from None
-        if not math.isfinite(values[name]) or values[name] < 0:
-            raise _Invalid(f"{name}={raw.strip()!r} must be a finite, non-negative number")
+        _, lo, hi = _FLEET_PARTS[name]
+        if not math.isfinite(values[name]) or not lo <= values[name] <= hi:
+            raise _Invalid(f"{name}={raw.strip()!r} must be within {_fmt_num(lo)} .. {_fmt_num(hi)}")
     missing = [n for n in ("alpha", "beta", "gamma", "maxNumSeqs") if n not in values]
     if missing:
         raise _Invalid(f"missing {', '.join(missing)}")
-    if values["alpha"] <= 0:
-        raise _Invalid("alpha must be > 0")
-    if values["maxNumSeqs"] < 1 or values["maxNumSeqs"] != int(values["maxNumSeqs"]):
+    if values["maxNumSeqs"] != int(values["maxNumSeqs"]):
         raise _Invalid("maxNumSeqs must be an integer >= 1")
-    if "kvTokens" in values and values["kvTokens"] <= 0:
-        raise _Invalid("kvTokens must be > 0")
     return FleetModel(alpha=values["alpha"], beta=values["beta"], gamma=values["gamma"],
                       max_num_seqs=int(values["maxNumSeqs"]), kv_tokens=values.get("kvTokens"))
+
+
+_bounded(_fleet_model, ", ".join(f"{n} {_fmt_num(lo)} .. {_fmt_num(hi)}" for n, (_, lo, hi) in _FLEET_PARTS.items()))
 
 
 def _promql(text: str) -> str:
     t = text.strip()
     if not t:
         raise _Invalid("must not be empty")
+    if len(t) > 4 * MAX_TEXT:
+        raise _Invalid(f"longer than {4 * MAX_TEXT} characters")
     return t
+
+
+_bounded(_promql, f"1 .. {4 * MAX_TEXT} chars")
 
 
 @dataclass(frozen=True)
@@ -200,6 +320,11 @@ class Key:
     type: str
     doc: str
 
+    @property
+    def bounds(self) -> str:
+        """The accepted range, as the README's reference shows it."""
+        return getattr(self.parse, "bounds", "")
+
 
 # The documented defaults of the reactive and predictive policies. The
 # predictive-policy keys are parsed here so that the config is one object; the
@@ -207,53 +332,53 @@ class Key:
 KEYS: tuple[Key, ...] = (
     Key("prometheusAddress", "prometheus_address", _url, None, "URL",
         "Prometheus base URL. Default: the server's `--prometheus-url`."),
-    Key("namespace", "namespace", _k8s_name(_DNS1123_LABEL, "namespace"), None, "string",
+    Key("namespace", "namespace", _k8s_name(_DNS1123_LABEL, "namespace", 63), None, "string",
         "Namespace of the vLLM pods. Default: the ScaledObject's namespace. The server refuses other namespaces "
         "unless listed in `--allowed-namespaces`."),
-    Key("deploymentName", "deployment", _k8s_name(_DNS1123_SUBDOMAIN, "Deployment name"), None, "string",
+    Key("deploymentName", "deployment", _k8s_name(_DNS1123_SUBDOMAIN, "Deployment name", 253), None, "string",
         "The vLLM Deployment; its pods are matched as `pod=~\"<name>-.*\"`. Default: the ScaledObject's name."),
-    Key("modelName", "model_name", _label_value, None, "string",
+    Key("modelName", "model_name", _label_value(256), None, "string",
         "If set, only series with this vLLM `model_name` label are read."),
     Key("policy", "policy", _choice(*POLICIES), "predictive", "enum",
         "Formula inside `decide()`: `reactive` (queue, latency, KV, running) or `predictive`."),
-    Key("minReplicas", "min_replicas", _int(0), 0, "int",
+    Key("minReplicas", "min_replicas", _int(0, MAX_REPLICAS), 0, "int",
         "Lowest replica count the policy asks for (KEDA's `minReplicaCount` still applies)."),
-    Key("maxReplicas", "max_replicas", _int(1), 10, "int",
+    Key("maxReplicas", "max_replicas", _int(1, MAX_REPLICAS), 10, "int",
         "Highest replica count the policy asks for."),
-    Key("ttftP95", "ttft_p95", _float(0, lo_open=True), 2.5, "seconds",
+    Key("ttftP95", "ttft_p95", _float(0.001, 3600), 2.5, "seconds",
         "SLO: P95 time to first token. Put it on a vLLM bucket edge (e.g. 1.0, 2.5, 5.0)."),
-    Key("tpotP95", "tpot_p95", _float(0, lo_open=True), 0.1, "seconds",
+    Key("tpotP95", "tpot_p95", _float(0.001, 60), 0.1, "seconds",
         "SLO: P95 time per output token (inter-token latency). Bucket edges: 0.05, 0.075, 0.1, 0.15..."),
-    Key("queuePerReplica", "queue_per_replica", _float(0, lo_open=True), 5.0, "requests",
+    Key("queuePerReplica", "queue_per_replica", _float(0.01, 100_000), 5.0, "requests",
         "Target waiting requests per replica (`vllm:num_requests_waiting`)."),
-    Key("runningPerReplica", "running_per_replica", _float(0, lo_open=True), 48.0, "requests",
+    Key("runningPerReplica", "running_per_replica", _float(0.01, 100_000), 48.0, "requests",
         "Target mean running requests per replica (`vllm:num_requests_running`), below vLLM's `max_num_seqs` "
         "(256 by default). 48: a Llama-3.1-8B replica on one A100 keeps TPOT within 0.1 s up to about 85 "
         "running requests of a chat mix (~1,150 prompt / 210 output tokens; simulations/fleet/model.py); the "
         "count swings well above its mean within a minute, so the target is ~0.55 of that (docs/predictive.md "
         "measures 32/48/64). Lower it for long prompts or a tighter TPOT."),
-    Key("kvCacheTarget", "kv_cache_target", _float(0, 1, lo_open=True), 0.8, "fraction",
+    Key("kvCacheTarget", "kv_cache_target", _float(0.01, 1), 0.8, "fraction",
         "Target mean KV-cache usage per replica (0-1)."),
-    Key("activationThreshold", "activation_threshold", _float(0), 0.0, "requests",
+    Key("activationThreshold", "activation_threshold", _float(0, 1_000_000), 0.0, "requests",
         "Active (wake from / stay above zero) while waiting+running (or the activation query) is above this."),
     Key("activationQuery", "activation_query", _promql, None, "PromQL",
         "Upstream demand (router, gateway or queue metric) read at zero replicas, when vLLM exports nothing. "
         "Only honoured when the server runs with `--allow-activation-query`."),
-    Key("refreshInterval", "refresh_interval", _duration(lo_open=True), 5.0, "duration",
+    Key("refreshInterval", "refresh_interval", _duration(0.5, 3600), 5.0, "duration",
         "How often the server refreshes this target's signals in the background."),
-    Key("maxStaleness", "max_staleness", _duration(lo_open=True), 60.0, "duration",
+    Key("maxStaleness", "max_staleness", _duration(1, 86400), 60.0, "duration",
         "Answer from the last good decision for at most this long after the source fails; then UNAVAILABLE."),
-    Key("window", "window", _duration(lo_open=True), 60.0, "duration",
+    Key("window", "window", _duration(2, 86400), 60.0, "duration",
         "Range window for rates and latency quantiles (PromQL `[window]`)."),
-    Key("scaleToZeroAfter", "scale_to_zero_after", _duration(), 300.0, "duration",
+    Key("scaleToZeroAfter", "scale_to_zero_after", _duration(0, 86400), 300.0, "duration",
         "Inactive only after this long with no demand signal (and, predictive, no forecast demand)."),
-    Key("coldStart", "cold_start", _duration(lo_open=True), None, "duration",
+    Key("coldStart", "cold_start", _duration(1, 4 * 3600), None, "duration",
         "Override the measured cold start (pod created to Ready). Default: measured, else 180 s."),
-    Key("reactionLag", "reaction_lag", _duration(), 45.0, "duration",
+    Key("reactionLag", "reaction_lag", _duration(0, 3600), 45.0, "duration",
         "KEDA poll + HPA sync delay added to the cold start to form the forecast horizon."),
-    Key("capacityPerReplica", "capacity_per_replica", _float(0, lo_open=True), None, "requests/s",
+    Key("capacityPerReplica", "capacity_per_replica", _float(0.001, 1_000_000), None, "requests/s",
         "Requests/s one replica sustains within the SLO. Default: learned online, else calibrated."),
-    Key("targetUtilization", "target_utilization", _float(0, 1, lo_open=True), 0.9, "fraction",
+    Key("targetUtilization", "target_utilization", _float(0.05, 1), 0.9, "fraction",
         "Predictive: plan for forecast demand at this fraction of per-replica capacity."),
     Key("forecast", "forecast", _choice("holt", "none"), "holt", "enum",
         "Predictive: demand forecaster (`holt`: Holt trend + daily season when a day of history exists; "
@@ -262,7 +387,7 @@ KEYS: tuple[Key, ...] = (
         "Predictive: calibrated iteration-time model of one replica, "
         "`alpha=S,beta=S,gamma=S,maxNumSeqs=N[,kvTokens=N]` (t = alpha + beta*running + gamma*prefill_tokens), "
         "from which capacity at the SLO is computed with the mean token sizes. Default: none."),
-    Key("forecastActivationRate", "forecast_activation_rate", _float(0, lo_open=True), 0.05, "requests/s",
+    Key("forecastActivationRate", "forecast_activation_rate", _float(0.0001, 1_000_000), 0.05, "requests/s",
         "Predictive: active (wake from zero ahead of a ramp) while the forecast arrival rate within the "
         "horizon is above this."),
 )
@@ -339,6 +464,10 @@ def parse_metadata(
     problems: list[ConfigProblem] = []
     values: dict[str, Any] = {}
     keda: list[tuple[str, str]] = []
+    size = metadata_size(metadata)
+    if size > MAX_METADATA:
+        problems.append(ConfigProblem("metadata", f"<{size} characters of keys and values>",
+                                      f"more than {MAX_METADATA}"))
     for key in sorted(metadata):
         raw = metadata[key]
         if key in KEYS_BY_NAME:
@@ -346,15 +475,25 @@ def parse_metadata(
             try:
                 values[spec.attr] = spec.parse(raw)
             except _Invalid as exc:
-                problems.append(ConfigProblem(key, raw, str(exc)))
+                # an address is shown without the credentials it may (wrongly) carry
+                shown = redact(raw) if key == "prometheusAddress" else raw
+                problems.append(ConfigProblem(key, shown, str(exc)))
         elif key in KEDA_OWNED_KEYS or (key.endswith("FromEnv") and key[: -len("FromEnv")] in KEYS_BY_NAME):
             # KEDA resolves `<key>FromEnv` itself and forwards the resolved `<key>`.
             keda.append((key, raw))
         else:
-            problems.append(ConfigProblem(key, raw, f"unknown key (known: {', '.join(sorted(KEYS_BY_NAME))})"))
+            problems.append(ConfigProblem(key, raw, _unknown(key)))
 
     if not namespace:
         problems.append(ConfigProblem("namespace", namespace, "the ScaledObjectRef carries no namespace"))
+    elif not _DNS1123_LABEL.match(namespace):
+        # KEDA sends the ScaledObject's namespace; anything else is a client inventing one (it would reach
+        # PromQL label matchers, log lines and metric labels)
+        problems.append(ConfigProblem("namespace", namespace,
+                                      "the ScaledObjectRef's namespace is not a Kubernetes namespace name"))
+    if len(scaled_object or "") > 253:
+        problems.append(ConfigProblem("name", scaled_object,
+                                      "the ScaledObjectRef's name is longer than a Kubernetes name (253)"))
     ns = values.get("namespace", namespace)
     if "namespace" in values and ns != namespace:
         allowed = defaults.allowed_namespaces or frozenset()
@@ -400,15 +539,27 @@ def parse_metadata(
     return PolicyConfig(scaled_object=scaled_object, deployment=deployment, keda_keys=tuple(keda), **values)
 
 
+def metadata_size(metadata: Mapping[str, str]) -> int:
+    """Characters of every key and value."""
+    return sum(len(k) + len(v) for k, v in metadata.items())
+
+
+def _unknown(key: str) -> str:
+    """The message for an unknown key: the closest known name, if one is close (a typo)."""
+    close = difflib.get_close_matches(key[:64], list(KEYS_BY_NAME), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}the keys are listed in the README's configuration reference)"
+
+
 def _default(attr: str) -> Any:
     """The documented default of a PolicyConfig field (from the KEYS table)."""
     return next(k.default for k in KEYS if k.attr == attr)
 
 
-def defaults_table() -> list[tuple[str, str, str, str]]:
-    """(key, type, default, meaning) rows, for the README's configuration reference."""
+def defaults_table() -> list[tuple[str, str, str, str, str]]:
+    """(key, type, default, bounds, meaning) rows, for the README's configuration reference."""
     rows = []
     for k in KEYS:
         default = "(see meaning)" if k.default is None else str(k.default)
-        rows.append((k.name, k.type, default, k.doc))
+        rows.append((k.name, k.type, default, k.bounds, k.doc))
     return rows

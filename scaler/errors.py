@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .redact import MAX_MESSAGE, MAX_VALUE, truncate
+
 
 class ScalerError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -35,20 +37,37 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
-        shown = "<missing>" if self.value is None else repr(self.value)
-        return f"{self.key}={shown}: {self.message}"
+        # Key and value as given, each cut at MAX_VALUE characters: a 100 KB value gives a short line.
+        shown = "<missing>" if self.value is None else repr(truncate(self.value, MAX_VALUE))
+        return f"{truncate(self.key, MAX_VALUE)}={shown}: {truncate(self.message, MAX_VALUE * 4)}"
 
 
 class ConfigError(ScalerError, ValueError):
-    """Bad trigger metadata. ``problems`` lists every problem found, not only the first."""
+    """Bad trigger metadata. ``problems`` lists every problem found, not only the first.
+
+    The message names every problem while it fits :data:`~scaler.redact.MAX_MESSAGE` characters, then the
+    keys of the rest (``... and 3 more: a, b, c``), and is never longer than that.
+    """
 
     def __init__(self, problems: list[ConfigProblem] | tuple[ConfigProblem, ...]):
         self.problems = tuple(problems)
-        super().__init__("invalid scaler metadata: " + "; ".join(str(p) for p in self.problems))
+        super().__init__(_render(self.problems))
 
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(p.key for p in self.problems)
+
+
+def _render(problems: tuple[ConfigProblem, ...]) -> str:
+    text = "invalid scaler metadata: "
+    for i, p in enumerate(problems):
+        line = ("" if i == 0 else "; ") + str(p)
+        rest = problems[i + 1:]
+        if len(text) + len(line) > MAX_MESSAGE - (40 if rest else 0):
+            more = ", ".join(truncate(q.key, MAX_VALUE) for q in problems[i:])
+            return truncate(f"{text}{'' if i == 0 else '; '}... and {len(problems) - i} more: {more}", MAX_MESSAGE)
+        text += line
+    return text
 
 
 class SourceError(ScalerError):

@@ -114,6 +114,10 @@ from .frozen import fast_init
 STEP = 60.0
 SEASON = 1440
 MAX_GAP = 10
+MAX_LOOKAHEAD = SEASON * STEP
+"""Longest look-ahead read (s): one day. Further out the forecast repeats the daily season; the cap bounds
+the work of :meth:`DemandForecaster.outlook` (at most 1,442 points) and of
+:meth:`DemandForecaster.yesterday_peak` whatever horizon a caller passes."""
 # Past rates kept: one day plus two hours, so that yesterday's window around "now" is not yet overwritten.
 RING = SEASON + 120
 Z_P90 = 1.2815515655446004
@@ -241,7 +245,8 @@ class DemandForecaster:
                 start -= 1
         fc = self
         for t, rate in points[start:]:
-            fc = fc.fold(bucket_of(t), rate)
+            if 0.0 <= rate < math.inf:     # NaN, negative or infinite points are gaps (as history.py reads them)
+                fc = fc.fold(bucket_of(t), rate)
         return fc
 
     def observe(self, now: float, rate: float, *, prompt_tokens: float | None = None,
@@ -340,6 +345,8 @@ class DemandForecaster:
         ``wake_jitter`` buckets); None when none of those buckets was folded (less than a day of history)."""
         if not self.season:
             return None
+        if not horizon <= MAX_LOOKAHEAD:
+            horizon = MAX_LOOKAHEAD
         j = self.params.wake_jitter
         lo = bucket_of(now) - SEASON - j
         hi = bucket_of(now + horizon) - SEASON + j
@@ -449,6 +456,10 @@ class DemandForecaster:
         last = self.last_bucket
         if last is None:
             raise ValueError("forecaster has no data yet")
+        if not window <= MAX_LOOKAHEAD:    # bounded work whatever the caller's window (NaN included)
+            window = MAX_LOOKAHEAD
+        if not horizon <= window:
+            horizon = window
         memo, yesterday = self._memo, self._yesterday
         j = last - SEASON                      # then = _then() = Y(k - m), read through the memo
         then = memo[j] if j in memo else yesterday(j)

@@ -90,7 +90,7 @@ symbols:
             (:func:`scaler.coldstart.resolve_cold_start`: metadata > measured
             > 180 s default)
 ``L``       ``reactionLag``: KEDA poll + HPA sync                                s
-``H``       forecast horizon ``C90 + L``                                         s
+``H``       forecast horizon ``C90 + L`` (at most one day: :func:`horizon`)      s
 ``Tbe``     break-even time ``C90``: a replica released now and requested      s
             again later pays ``C90`` GPU-seconds of loading for no service;
             keeping it idle is cheaper for any gap shorter than that
@@ -211,7 +211,7 @@ from typing import Any, Mapping
 from .capacity import Capacity, CapacityLearner, resolve_capacity
 from .coldstart import resolve_cold_start
 from .config import PolicyConfig
-from .forecast import DemandForecaster, bucket_of
+from .forecast import MAX_LOOKAHEAD, DemandForecaster, bucket_of
 from .frozen import fast_init
 from .signals import ColdStart, Signals
 
@@ -405,8 +405,19 @@ def latency_ratio(signals: Signals, config: PolicyConfig) -> float | None:
 
 
 def clamp_to_bounds(raw: float, terms: Mapping[str, float], config: PolicyConfig) -> tuple[int, str]:
-    """desired = clamp(ceil(raw)) and the name of what set it (largest term, or min/max)."""
+    """desired = clamp(ceil(raw)) and the name of what set it (largest term, or min/max).
+
+    Total: a NaN ``raw`` is the largest non-NaN term, a ``raw`` beyond ``maxReplicas`` (+inf included) is
+    ``maxReplicas`` (``tests/unit/test_policy_property.py``)."""
     dominant = max(terms, key=terms.__getitem__) if terms else "none"
+    if raw != raw:
+        # NaN (a term from an unknown product such as 0 x inf): max() returns NaN only when the first term is
+        # NaN; the answer is the largest of the others
+        known = {k: v for k, v in terms.items() if v == v}
+        raw = max(known.values()) if known else 0.0
+        dominant = max(known, key=known.__getitem__) if known else "none"
+    if raw > config.max_replicas + 1:
+        return config.max_replicas, "max"     # also +inf and huge values that ceil() cannot take
     desired = ceil_replicas(raw)
     if desired < config.min_replicas or raw <= 0:
         return config.min_replicas, "min"
@@ -505,8 +516,13 @@ REACTIVE_SYMPTOMS = ("queue", "latency", "kv")
 PREDICTIVE_SYMPTOMS = ("backlog", "latency", "kv")
 
 def horizon(cold: ColdStart, config: PolicyConfig) -> float:
-    """H = C90 + reactionLag (seconds)."""
-    return cold.p90 + config.reaction_lag
+    """H = min(C90 + reactionLag, MAX_LOOKAHEAD) (seconds).
+
+    The metadata bounds keep ``coldStart + reactionLag`` within 5 h; a measured cold start is not bounded
+    by them, so the sum is capped at :data:`~scaler.forecast.MAX_LOOKAHEAD` (one day: further out the
+    forecast repeats the daily season), which bounds a decision's forecast work."""
+    h = cold.p90 + config.reaction_lag
+    return h if h <= MAX_LOOKAHEAD else MAX_LOOKAHEAD      # NaN too
 
 
 def update_forecaster(fc: DemandForecaster, signals: Signals, now: float) -> DemandForecaster:
@@ -530,8 +546,8 @@ def update_forecaster(fc: DemandForecaster, signals: Signals, now: float) -> Dem
     rate = signals.load_rate
     if rate is None and signals.pods_reporting == 0:
         rate = 0.0
-    if rate is None:
-        return fc
+    if rate is None or rate == math.inf:
+        return fc      # unknown, or +inf (no rate a forecast can fold): nothing folded
     return fc.observe(now, rate)
 
 
@@ -612,7 +628,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     terms: dict[str, float] = {}
     if per_replica is not None and per_replica > 0:
         terms["forecast"] = demand_rate / (per_replica * u)
-        terms["backlog"] = (observed_or_0 + waiting / (ttft_slo + p50)) / per_replica
+        terms["backlog"] = (observed_or_0 + waiting / (ttft_slo + (p50 if p50 > 0 else 0.0))) / per_replica
         inputs["capacity_per_replica"] = per_replica
         reasons.add("capacity {:.3g} req/s per replica from {}", per_replica, cap.source)
     elif cap is not None:

@@ -59,6 +59,7 @@ class ServerSettings:
     prometheus_timeout: float = 3.0
     tls: TlsFiles | None = None
     idle_eviction: float = 600.0
+    max_targets: int | None = 5000  # live targets; a new one beyond it is refused RESOURCE_EXHAUSTED
     cold_wait: float = 0.8
     grace: float = 10.0
     max_concurrent_rpcs: int | None = None
@@ -82,7 +83,7 @@ class ScalerServer:
                  background_refresh: bool = True, servicer_factory: Callable[..., object] | None = None):
         self.settings = settings
         self.clock = clock
-        self.store = TargetStore(settings.defaults)
+        self.store = TargetStore(settings.defaults, max_targets=settings.max_targets)
         self._servicer: ExternalScalerServicer | None = None
         self.metrics = ScalerMetrics(self.store, clock, lambda: self._servicer.open_streams if self._servicer else 0)
         self.refresher = Refresher(self.store, source_factory, clock=clock, enrichers=enrichers,

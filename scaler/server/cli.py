@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..config import ServerDefaults, _url, parse_duration
+from ..redact import redact_text
 from .logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from .prometheus import PrometheusSourceFactory
 from .tls import TlsConfigError, tls_files
@@ -199,6 +200,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--max-concurrent-rpcs", _limit, "0",
             "Most RPCs handled at once, open streams included; beyond it calls fail RESOURCE_EXHAUSTED. "
             "0: no limit. (The server is asyncio-based: no worker thread per RPC.)", "N"),
+    Setting("--max-targets", _positive_int, "5000",
+            "Most live targets (distinct ScaledObject triggers) this server serves; a new one beyond it is "
+            "refused RESOURCE_EXHAUSTED (counted in vllm_scaler_targets_refused_total) until idle ones are "
+            "evicted.", "N"),
     Setting("--refresh-workers", _positive_int, "4",
             "Threads fetching from sources in the background (one fetch per Prometheus at a time).", "N"),
     Setting("--refresh-budget", _positive_seconds, "1s",
@@ -243,7 +248,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         try:
             values[s.dest] = s.parse(raw)
         except ValueError as exc:
-            problems.append(f"{where}={raw!r}: {exc}")
+            problems.append(redact_text(f"{where}={raw!r}: {exc}"))   # a refused URL may carry a password
     if problems:
         raise ValueError("; ".join(problems))
     return values
@@ -267,7 +272,8 @@ def build_settings(values: Mapping[str, Any]):
                                 allowed_prometheus_urls=values["allowed_prometheus_urls"]),
         prometheus_timeout=values["prometheus_timeout"], tls=tls, idle_eviction=values["idle_eviction"],
         cold_wait=values["cold_wait"], grace=values["grace_period"],
-        max_concurrent_rpcs=values["max_concurrent_rpcs"], refresh_workers=values["refresh_workers"])
+        max_concurrent_rpcs=values["max_concurrent_rpcs"], refresh_workers=values["refresh_workers"],
+        max_targets=values["max_targets"])
 
 
 def build_enrichers(values: Mapping[str, Any], factory: PrometheusSourceFactory,

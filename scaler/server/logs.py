@@ -5,7 +5,7 @@ them at the top level of the line next to ``ts``, ``level``, ``logger`` and
 ``msg``, so a log pipeline can filter on ``namespace``/``scaledobject``.
 
 Credentials never reach a line: both formatters pass the finished line
-through :func:`redact_text`, which replaces the userinfo of every URL
+through :func:`scaler.redact.redact_text`, which replaces the userinfo of every URL
 (``http://user:pass@host`` -> ``http://***@host``), whatever logged it (our
 code, a library's message, a traceback). Pinned by
 ``tests/unit/test_server_refresh.py::test_credentials_in_an_address_never_reach_logs_or_errors``.
@@ -15,21 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import datetime, timezone
 
+from ..redact import redact_text
+
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-# scheme://userinfo@ : userinfo is everything up to the last '@' before the host's end ('/', '?', '#', space,
-# quote). Percent-encoded or escaped forms (%40, \u0040) are text to this pattern and pass as they are.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s\"'<>]*@")
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the userinfo of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", text) if "@" in text else text
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,6 +25,7 @@ vllm_scaler_source_errors_total{source,kind}    counter  failed refreshes by ``S
 vllm_scaler_refreshes_total                     counter  good refreshes
 vllm_scaler_open_streams                        gauge    open StreamIsActive/StreamMetricSpec streams
 vllm_scaler_targets                             gauge    live targets (no per-target labels)
+vllm_scaler_targets_refused_total               counter  new targets refused at ``--max-targets``
 vllm_scaler_rpc_duration_seconds{method,code}   hist.    unary RPC latency by method and status code
 vllm_scaler_source_fetch_duration_seconds       hist.    one ``SignalSource.fetch`` call, by ``source``
 vllm_scaler_refresh_cutoffs_total               counter  targets' refreshes cut off by the per-target
@@ -126,6 +127,8 @@ class TargetCollector(Collector):
             self._one(t, now, desired, active, answering, terms, dominant, inputs, signal, age, errors, refreshes)
         yield from (desired, active, answering, terms, dominant, inputs, signal, age, errors, refreshes)
         yield GaugeMetricFamily("vllm_scaler_targets", "Live targets (asked about recently).", value=len(targets))
+        yield CounterMetricFamily("vllm_scaler_targets_refused", "New targets refused at --max-targets.",
+                                  value=self._store.refused)
         yield GaugeMetricFamily("vllm_scaler_open_streams", "Open StreamIsActive and StreamMetricSpec streams.",
                                 value=self._open_streams())
         if self.lag is not None:

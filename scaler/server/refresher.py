@@ -62,14 +62,13 @@ import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from ..config import PolicyConfig
 from ..errors import SourceError, SourceHTTPError
 from ..policy import Decision, decide
+from ..redact import redact, redact_text  # the one redaction of addresses (redact importable from here too)
 from ..signals import SignalSource, Signals
 from .budget import Budget, BudgetExceeded
-from .logs import redact_text
 from .targets import Outcome, Target, TargetId, TargetStore
 
 log = logging.getLogger("scaler.server.refresh")
@@ -124,17 +123,6 @@ QUERY_FAULT_STATUSES = frozenset({400, 413, 414, 422, 431})
 
 #: Most refresh intervals a target cut off by its budget waits before its next try.
 MAX_BACKOFF = 64
-
-
-def redact(address: str) -> str:
-    """The address without user:password, fit for logs and metric labels."""
-    parts = urlsplit(address)
-    if parts.username is None and parts.password is None:
-        return address
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,19 @@ What each RPC answers (see docs/server.md for the KEDA side):
 * ``StreamMetricSpec``: the spec at once, then stays open.
 
 Errors: bad metadata -> ``INVALID_ARGUMENT`` naming every bad key and value;
-no decision fresher than ``maxStaleness`` -> ``UNAVAILABLE``. On a cold cache
+no decision fresher than ``maxStaleness`` -> ``UNAVAILABLE``; a new target
+beyond the server's ``--max-targets`` -> ``RESOURCE_EXHAUSTED``. On a cold cache
 (a target never refreshed) ``GetMetrics``/``IsActive`` wait at most
 ``cold_wait`` seconds for the first refresh, then answer ``UNAVAILABLE``.
+Every message returned is cut at :data:`~scaler.redact.MAX_MESSAGE` characters
+and carries no ``user:password@`` of any URL (:func:`public_message`).
+
+Audit: every refused request (``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``) is
+one structured WARNING line ``request refused`` with the ScaledObject, its
+namespace, the status code and the keys refused, never a value (a value may be
+a secret); at most one line per (namespace, ScaledObject) per ``audit_interval``
+seconds and 100 lines per interval in all, the next line counting the ones
+``suppressed`` meanwhile (:class:`RefusalAudit`).
 """
 
 from __future__ import annotations
@@ -38,9 +48,10 @@ from .._proto import externalscaler_pb2 as pb
 from .._proto import externalscaler_pb2_grpc as pb_grpc
 from ..errors import ConfigError
 from ..policy import Decision
+from ..redact import MAX_VALUE, redact_text, truncate
 from .metrics import ScalerMetrics
 from .refresher import Refresher
-from .targets import Target, TargetStore, Unavailable
+from .targets import Target, TargetStore, TooManyTargets, Unavailable
 
 log = logging.getLogger("scaler.server.rpc")
 
@@ -53,11 +64,68 @@ _SPEC = pb.GetMetricSpecResponse(metricSpecs=[pb.MetricSpec(metricName=METRIC_NA
                                                             targetSizeFloat=1.0)])
 
 
+_INT64_MAX = 2**63 - 1   # GetMetricsResponse.metricValue is an int64
+
+
+def public_message(text: str) -> str:
+    """What a client may be told: no ``user:password@`` of any URL, at most ``MAX_MESSAGE`` characters."""
+    return truncate(redact_text(text))
+
+
 class _Fail(Exception):
     def __init__(self, code: grpc.StatusCode, details: str):
+        details = public_message(details)
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+class RefusalAudit:
+    """One structured log line per refused request, rate-limited per (namespace, ScaledObject).
+
+    A line is written when the pair was not logged within ``interval`` seconds; otherwise the refusal is
+    counted and the next line reports it as ``suppressed``. A client inventing a new name per call meets a
+    second limit: at most ``max_lines`` lines per ``interval`` in all, the next line counting the others as
+    ``suppressed_all``. Memory is bounded: at ``max_pairs`` pairs the ones not logged within ``interval``
+    are forgotten (their suppressed counts are lost, never the next line). Only key names are logged, each
+    cut at ``MAX_VALUE`` characters, at most :data:`MAX_KEYS` of them.
+    """
+
+    MAX_KEYS = 20
+
+    def __init__(self, interval: float = 60.0, max_pairs: int = 10_000, max_lines: int = 100):
+        self.interval = interval
+        self.max_pairs = max_pairs
+        self.max_lines = max_lines
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}   # pair -> (logged at, suppressed since)
+        self._lines_since, self._lines, self._suppressed_all = float("-inf"), 0, 0
+
+    def refused(self, namespace: str, name: str, code: grpc.StatusCode, keys: tuple[str, ...],
+                now: float) -> bool:
+        """Record a refusal; True when a line was written."""
+        pair = (namespace, name)
+        seen = self._last.get(pair)
+        if seen is not None and now - seen[0] < self.interval:
+            self._last[pair] = (seen[0], seen[1] + 1)
+            return False
+        if now - self._lines_since >= self.interval:
+            self._lines_since, self._lines = now, 0
+        if self._lines >= self.max_lines:
+            self._suppressed_all += 1
+            return False
+        self._lines += 1
+        if seen is None and len(self._last) >= self.max_pairs:
+            self._last = {p: v for p, v in self._last.items() if now - v[0] < self.interval}
+            if len(self._last) >= self.max_pairs:
+                self._last.clear()
+        self._last[pair] = (now, 0)
+        shown = sorted({truncate(k, MAX_VALUE) for k in keys})
+        log.warning("request refused", extra={"fields": {
+            "namespace": truncate(namespace, MAX_VALUE), "scaledobject": truncate(name, MAX_VALUE),
+            "code": code.name, "keys": shown[:self.MAX_KEYS], "keys_total": len(shown),
+            "suppressed": 0 if seen is None else seen[1], "suppressed_all": self._suppressed_all}})
+        self._suppressed_all = 0
+        return True
 
 
 def _accepts_metric_name(name: str) -> bool:
@@ -72,8 +140,9 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
     """Answers KEDA from a :class:`TargetStore` that a :class:`Refresher` keeps fresh."""
 
     def __init__(self, store: TargetStore, refresher: Refresher | None, metrics: ScalerMetrics | None, *,
-                 clock: Callable[[], float] = time.time, cold_wait: float = 0.8):
+                 clock: Callable[[], float] = time.time, cold_wait: float = 0.8, audit_interval: float = 60.0):
         self._store = store
+        self.audit = RefusalAudit(audit_interval)
         self._refresher = refresher
         self._metrics = metrics
         self._clock = clock
@@ -92,11 +161,18 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         for wake in list(self._stream_wakers):
             wake.set()
 
+    def _refuse(self, ref: pb.ScaledObjectRef, code: grpc.StatusCode, keys: tuple[str, ...],
+                details: str) -> _Fail:
+        self.audit.refused(ref.namespace, ref.name, code, keys, self._clock())
+        return _Fail(code, details)
+
     def _resolve(self, ref: pb.ScaledObjectRef, now: float) -> Target:
         try:
             target = self._store.resolve(ref.name, ref.namespace, ref.scalerMetadata, now)
         except ConfigError as exc:
-            raise _Fail(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            raise self._refuse(ref, grpc.StatusCode.INVALID_ARGUMENT, exc.keys, str(exc)) from None
+        except TooManyTargets as exc:
+            raise self._refuse(ref, grpc.StatusCode.RESOURCE_EXHAUSTED, (), str(exc)) from None
         if target.next_due == float("-inf") and self._refresher is not None:
             self._refresher.kick()
         return target
@@ -150,7 +226,8 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         except Exception as exc:
             code = grpc.StatusCode.INTERNAL
             log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                public_message(f"internal error: {type(exc).__name__}: {exc}"))
         finally:
             if self._metrics is not None:
                 self._metrics.observe_rpc(method, code.name, time.perf_counter() - started)
@@ -166,13 +243,16 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
     async def GetMetrics(self, request: pb.GetMetricsRequest, context) -> pb.GetMetricsResponse:
         async def answer() -> pb.GetMetricsResponse:
             if not _accepts_metric_name(request.metricName):
-                raise _Fail(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"metricName={request.metricName!r}: unknown metric (this scaler reports "
-                            f"{METRIC_NAME!r})")
+                raise self._refuse(request.scaledObjectRef, grpc.StatusCode.INVALID_ARGUMENT, ("metricName",),
+                                   f"metricName={truncate(request.metricName, MAX_VALUE)!r}: unknown metric "
+                                   f"(this scaler reports {METRIC_NAME!r})")
             target = self._resolve(request.scaledObjectRef, self._clock())
             d = await self._decision(target)
+            # desired is within [minReplicas, maxReplicas] (bounded far below int64); clamped anyway so no
+            # reply can fail to serialise
+            value = min(max(d.desired, 0), _INT64_MAX)
             return pb.GetMetricsResponse(metricValues=[pb.MetricValue(
-                metricName=METRIC_NAME, metricValue=d.desired, metricValueFloat=float(d.desired))])
+                metricName=METRIC_NAME, metricValue=value, metricValueFloat=float(value))])
 
         return await self._unary("GetMetrics", context, answer)
 

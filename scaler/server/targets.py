@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from ..config import PolicyConfig, ServerDefaults, parse_metadata
+from ..config import MAX_METADATA, PolicyConfig, ServerDefaults, metadata_size, parse_metadata
 from ..errors import ConfigError, SourceError
 from ..policy import Decision, PolicyState
 from ..signals import Signals
@@ -54,6 +54,11 @@ class Unavailable(Exception):
     def __init__(self, message: str, *, cold: bool = False):
         super().__init__(message)
         self.cold = cold
+
+
+class TooManyTargets(Exception):
+    """The store already holds ``max_targets`` live targets: a new one is refused (gRPC ``RESOURCE_EXHAUSTED``).
+    Targets already served keep being answered; the refused one is admitted once idle ones are evicted."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,8 @@ class TargetStore:
 
     ``resolve`` is what every RPC calls first: a cached parse (bad metadata is
     cached too, as its :class:`ConfigError`), then the live target, created on
-    first sight and marked as asked-about at ``now``. Targets not asked about
+    first sight (unless ``max_targets`` live targets exist: :class:`TooManyTargets`)
+    and marked as asked-about at ``now``. Targets not asked about
     for ``idle`` seconds (and holding no open stream) are dropped by
     :meth:`evict_idle` and stop being refreshed.
 
@@ -185,10 +191,12 @@ class TargetStore:
     an SLO does not reset the scale-to-zero idle clock or a forecaster.
     """
 
-    def __init__(self, defaults: ServerDefaults, *, max_parsed: int = 10_000,
+    def __init__(self, defaults: ServerDefaults, *, max_parsed: int = 10_000, max_targets: int | None = None,
                  on_new_target: Callable[[Target], None] | None = None):
         self.defaults = defaults
         self._max_parsed = max_parsed
+        self.max_targets = max_targets
+        self.refused = 0          # new targets refused at max_targets (vllm_scaler_targets_refused_total)
         self._parsed: dict[TargetId, PolicyConfig | ConfigError] = {}
         self._targets: dict[TargetId, Target] = {}
         self._lock = threading.Lock()
@@ -202,6 +210,8 @@ class TargetStore:
                 cached = parse_metadata(dict(tid[2]), scaled_object=tid[0], namespace=tid[1],
                                         defaults=self.defaults)
             except ConfigError as exc:
+                if metadata_size(dict(tid[2])) > MAX_METADATA:
+                    raise   # refused for its size: not kept (the cache would hold the oversized map)
                 cached = exc
             with self._lock:
                 if len(self._parsed) >= self._max_parsed:
@@ -213,12 +223,19 @@ class TargetStore:
         return cached
 
     def resolve(self, name: str, namespace: str, metadata: Mapping[str, str], now: float) -> Target:
-        """The live target for a ``ScaledObjectRef``; raises :class:`ConfigError` for bad metadata."""
+        """The live target for a ``ScaledObjectRef``; raises :class:`ConfigError` for bad metadata and
+        :class:`TooManyTargets` for a new target beyond ``max_targets``."""
         tid = target_id(name, namespace, metadata)
         config = self.parse(tid)
         created = None
         with self._lock:
             target = self._targets.get(tid)
+            if target is None and self.max_targets is not None and len(self._targets) >= self.max_targets:
+                self.refused += 1
+                raise TooManyTargets(
+                    f"{namespace}/{name}: this scaler already serves {len(self._targets)} targets, its "
+                    "--max-targets; a new target is admitted once an idle one is evicted (--idle-eviction) or "
+                    "the limit is raised")
             if target is None:
                 target = created = Target(tid, config, now, state=self._inherited_state(tid, config))
                 self._targets[tid] = target

@@ -149,3 +149,123 @@ def test_prometheus_address_allow_list() -> None:
     assert err.value.keys == ("prometheusAddress",) and "attacker.example" in str(err.value)
     # Without an allow-list (the default) any address is accepted.
     assert parse({"prometheusAddress": "http://other:9090"}).prometheus_address == "http://other:9090"
+
+
+# ---- bounds ---------------------------------------------------------------------------------------------
+# (key, lowest accepted, highest accepted, just below, just above); the message must name the bound.
+BOUNDS = [
+    ("minReplicas", "0", "150000", "-1", "150001", "0", "150000"),
+    ("maxReplicas", "1", "150000", "0", "150001", "1", "150000"),
+    ("ttftP95", "0.001", "3600", "0.0009", "3601", "0.001", "3,600"),
+    ("tpotP95", "0.001", "60", "0", "60.5", "0.001", "60"),
+    ("queuePerReplica", "0.01", "100000", "0.001", "1e6", "0.01", "100,000"),
+    ("runningPerReplica", "0.01", "100000", "0", "1e9", "0.01", "100,000"),
+    ("kvCacheTarget", "0.01", "1", "0.001", "1.01", "0.01", "1"),
+    ("activationThreshold", "0", "1000000", "-0.1", "1e7", "0", "1,000,000"),
+    ("refreshInterval", "500ms", "1h", "1ms", "2h", "500ms", "1h"),
+    ("window", "2s", "24h", "0.0004", "1e300", "2s", "24h"),
+    ("scaleToZeroAfter", "0", "24h", "-1", "25h", "0s", "24h"),
+    ("coldStart", "1s", "4h", "0.5", "999999999h", "1s", "4h"),
+    ("reactionLag", "0", "1h", "-1", "100000h", "0s", "1h"),
+    ("capacityPerReplica", "0.001", "1000000", "1e-308", "1e300", "0.001", "1,000,000"),
+    ("targetUtilization", "0.05", "1", "1e-300", "1.5", "0.05", "1"),
+    ("forecastActivationRate", "0.0001", "1e6", "1e-300", "1e300", "0.0001", "1,000,000"),
+]
+
+
+@pytest.mark.parametrize("key, lo, hi, below, above, lo_text, hi_text", BOUNDS, ids=[b[0] for b in BOUNDS])
+def test_every_bound_is_inclusive_and_named_when_refused(key, lo, hi, below, above, lo_text, hi_text) -> None:
+    extra = {"maxStaleness": "2h"} if key == "refreshInterval" else {}
+    for ok in (lo, hi):
+        md = {key: ok, **extra}
+        if key == "minReplicas":
+            md["maxReplicas"] = "150000"
+        parse(md)
+    for bad, bound in ((below, f">= {lo_text}"), (above, f"<= {hi_text}")):
+        if key in ("scaleToZeroAfter", "reactionLag") and bad == "-1":
+            bound = "non-negative"        # a negative duration is refused by the duration parser itself
+        with pytest.raises(ConfigError) as err:
+            parse({key: bad, **extra})
+        assert key in err.value.keys and repr(bad) in str(err.value) and bound in str(err.value), str(err.value)
+
+
+def test_every_key_shows_bounds_in_the_reference() -> None:
+    assert all(k.bounds for k in KEYS), [k.name for k in KEYS if not k.bounds]
+
+
+def test_twenty_digit_replica_counts_are_refused_not_internal() -> None:
+    big = "99999999999999999999"
+    with pytest.raises(ConfigError) as err:
+        parse({"minReplicas": big, "maxReplicas": big})
+    assert set(err.value.keys) == {"minReplicas", "maxReplicas"} and "<= 150000" in str(err.value)
+    with pytest.raises(ConfigError, match=">= 0"):
+        parse({"minReplicas": "-" + big})
+
+
+@pytest.mark.parametrize("text", ["1_000", "١٢", "1.0", "0x10", ""])
+def test_integers_are_plain_ascii_digits(text) -> None:
+    with pytest.raises(ConfigError, match="maxReplicas"):
+        parse({"maxReplicas": text})
+
+
+def test_fleet_model_parts_are_bounded() -> None:
+    for bad in ("alpha=1e-308,beta=0,gamma=0,maxNumSeqs=8", "alpha=0.01,beta=0,gamma=0,maxNumSeqs=1e9",
+                "alpha=0.01,beta=1e300,gamma=0,maxNumSeqs=8", "alpha=0.01,beta=0,gamma=0,maxNumSeqs=8,kvTokens=0.5"):
+        with pytest.raises(ConfigError, match="must be within") as err:
+            parse({"fleetModel": bad})
+        assert err.value.keys == ("fleetModel",)
+
+
+@pytest.mark.parametrize("address, why", [
+    ("http://prom:9090/api/v1/query?query=up&x=", "no ?query"),
+    ("http://prom:9090/#frag", "no ?query or #fragment"),
+    ("http://user:s3cret@prom:9090", "credentials"),
+    ("https://tok@prom", "credentials"),
+    ("http://prom:9090/a b", "whitespace"),
+    ("http://prom:9090/\x00", "control"),
+    ("http://prom\t:9090", "whitespace"),
+    ("ftp://prom:9090", "http:// or https://"),
+    ("http://", "base URL"),
+    ("http://prom:99999", "port"),
+    ("http://pr_om:9090", "base URL"),
+    ("http://prom:9090/x'y", "quote"),
+    ("http://" + "a" * 2000, "longer than"),
+])
+def test_prometheus_address_is_a_base_url_only(address, why) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({"prometheusAddress": address})
+    assert err.value.keys == ("prometheusAddress",) and why in str(err.value), str(err.value)
+    assert "s3cret" not in str(err.value) and "tok@" not in str(err.value)
+
+
+@pytest.mark.parametrize("address, parsed", [
+    ("http://prom.monitoring.svc:9090/", "http://prom.monitoring.svc:9090"),
+    ("https://thanos.example.com/prefix/api-gw", "https://thanos.example.com/prefix/api-gw"),
+    ("http://10.0.0.7:9090", "http://10.0.0.7:9090"),
+    ("http://[::1]:9090", "http://[::1]:9090"),
+])
+def test_prometheus_base_urls_accepted(address, parsed) -> None:
+    assert parse({"prometheusAddress": address}).prometheus_address == parsed
+
+
+def test_huge_values_give_short_messages() -> None:
+    huge = "9" * 100_000
+    md = {"ttftP95": huge, "window": "x" * 100_000, "b" * 100_000: "1", "modelName": '"' * 100_000}
+    md.update({f"unknown{i}": huge for i in range(50)})
+    with pytest.raises(ConfigError) as err:
+        parse(md)
+    text = str(err.value)
+    assert len(text) <= 600 and "ttftP95" in text and "(100000 chars)" in text
+    assert len(err.value.problems) == 55   # every problem is kept (and the size), the message names what fits
+
+
+def test_unknown_key_suggests_the_closest_name() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'maxReplicas'"):
+        parse({"maxReplica": "3"})
+
+
+def test_oversized_metadata_is_refused_as_a_whole() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({"caCert": "x" * 70_000})
+    assert err.value.keys == ("metadata",) and "65536" in str(err.value)
+    assert parse({"caCert": "x" * 8_000}).keda_keys      # a CA bundle of a realistic size is fine

@@ -14,10 +14,10 @@ START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 
 def render_reference() -> str:
-    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, typ, default, doc in defaults_table():
+    lines = ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+    for key, typ, default, bounds, doc in defaults_table():
         shown = "(see meaning)" if default == "(see meaning)" else f"`{default}`"
-        lines.append(f"| `{key}` | {typ} | {shown} | {doc.replace('|', '/')} |")
+        lines.append(f"| `{key}` | {typ} | {shown} | {bounds.replace('|', '/')} | {doc.replace('|', '/')} |")
     return "\n".join(lines)
 
 
