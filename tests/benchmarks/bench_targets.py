@@ -293,7 +293,8 @@ def main(argv=None) -> int:
             c1, t1 = cpu_seconds(scaler.pid), time.monotonic()
             print(f"{title}: {t1 - t0:.0f} s, scaler CPU {(c1 - c0) / (t1 - t0):.2f} core; data age over all "
                   f"targets, {len(ages_max)} samples: median {statistics.median(ages_med) if ages_med else 'n/a'}"
-                  f", max {max(ages_max) if ages_max else 'n/a'} s (last {ages_max[-3:] if ages_max else []})")
+                  f", max {max(ages_max) if ages_max else 'n/a'} s (each sample's max: "
+                  f"{[round(a, 1) for a in ages_max]})")
 
         phase("warm-up round (every target's first calls)", True, 0.0)
         phase(f"polled every {HPA_SYNC:g} s", False, args.poll_seconds)
