@@ -336,7 +336,8 @@ KEYS: tuple[Key, ...] = (
         "Namespace of the vLLM pods. Default: the ScaledObject's namespace. The server refuses other namespaces "
         "unless listed in `--allowed-namespaces`."),
     Key("deploymentName", "deployment", _k8s_name(_DNS1123_SUBDOMAIN, "Deployment name", 253), None, "string",
-        "The vLLM Deployment; its pods are matched as `pod=~\"<name>-.*\"`. Default: the ScaledObject's name."),
+        "The vLLM Deployment; exactly the pods of its ReplicaSets are read (`<name>-<pod-template-hash>-<5 random>`, "
+        "or StatefulSet `<name>-<ordinal>`), so `m005` never reads `m005-big`'s pods. Default: the ScaledObject's name."),
     Key("modelName", "model_name", _label_value(256), None, "string",
         "If set, only series with this vLLM `model_name` label are read."),
     Key("policy", "policy", _choice(*POLICIES), "predictive", "enum",

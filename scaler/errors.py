@@ -7,6 +7,8 @@
     │                            carries every problem at once, each naming key and value
     └── SourceError              a signal source could not produce a Signals snapshot
         ├── NoDataError          the source answered, but holds no series for pods that exist
+        │   ├── SeriesVanishedError   no series now, though the target had demand moments ago
+        │   └── WindowGapError        scrapes stopped, or the window still spans a failure after it
         └── SourceUnavailable    the source could not be asked
             ├── SourceTimeout
             ├── SourceConnectionError
@@ -106,3 +108,20 @@ class SourceHTTPError(SourceUnavailable):
     def __init__(self, message: str, *, status: int, source: str = "unknown"):
         self.status = status
         super().__init__(f"HTTP {status}: {message}", source=source)
+
+
+class SeriesVanishedError(NoDataError):
+    """The source answers with no series for a target that had demand above its activation threshold within
+    ``scaleToZeroAfter`` (a Prometheus restarted with empty storage, a relabelling change, a recording rule
+    gap): pods exist, their data does not. Not "zero replicas" (KEDA scales a target to zero only after it
+    was idle that long)."""
+
+    kind = "series_vanished"
+
+
+class WindowGapError(NoDataError):
+    """The target's scrapes stopped (its newest sample is older than its scrape interval allows), or the
+    source answers again after a failure but the rate window still spans it: rates and the arrival estimate
+    over such a window under-read, so none is used until a full window of data is back."""
+
+    kind = "window_gap"

@@ -436,7 +436,9 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
     ``activationThreshold``, or (predictive) a forecast arrival rate or an
     observed arrival rate (req/s, e.g. from a gateway while at zero) is above
     ``forecastActivationRate``. Inactive only after ``scaleToZeroAfter``
-    seconds without any. The first decision for a target whose pods report
+    seconds without any. The idle clock is the later of ``state.last_demand_at`` and
+    ``signals.last_demand_at`` (the source's history, so a restarted or second scaler replica agrees).
+    Without either, the first decision for a target whose pods report
     (no state: a restarted scaler) starts the idle clock instead of declaring
     it idle: how long it has been idle is unknown.
     """
@@ -456,6 +458,8 @@ def activity(signals: Signals, state: PolicyState, config: PolicyConfig, now: fl
         # No pod reports because they are still loading: demand is unknown, not absent.
         return True, now, ("active: {} pod(s) loading, none reporting yet (held)", signals.starting_replicas)
     last = state.last_demand_at
+    if signals.last_demand_at is not None and (last is None or signals.last_demand_at > last):
+        last = signals.last_demand_at   # the idle clock read from history: every replica, restarted or not, agrees
     if last is not None and now - last < config.scale_to_zero_after:
         return True, last, ("active: idle for {:.0f}s < scaleToZeroAfter {:g}s", now - last,
                             config.scale_to_zero_after)

@@ -65,6 +65,11 @@ class Signals:
     # Upstream demand from the activation query (router/gateway queue); None when not configured.
     upstream_demand: float | None = None
     cold_start: ColdStart | None = None
+    # The idle clock read from the source's history, so every scaler replica (and a restarted one) agrees:
+    # the last time (unix s) waiting + running was above activationThreshold within the last
+    # scaleToZeroAfter, or, without any, the start of that history (no demand since); None when the source
+    # has no history for the target (e.g. at zero replicas) or reads none (the policy's own clock then).
+    last_demand_at: float | None = None
     # Recent demand history (t unix seconds, requests/s), oldest first, for warm-starting forecasts.
     demand_history: tuple[tuple[float, float], ...] = field(default=(), repr=False)
     # Which metric names were found (e.g. {"kv": "vllm:kv_cache_usage_perc"}), for logs.
@@ -75,7 +80,7 @@ class Signals:
         # week): ``not v >= 0`` is true exactly for NaN and negatives; the name is looked up only to report.
         for v in (self.waiting, self.running, self.kv_cache_usage, self.ttft_p95, self.tpot_p95,
                   self.completion_rate, self.arrival_rate, self.prompt_tokens_mean, self.output_tokens_mean,
-                  self.upstream_demand):
+                  self.upstream_demand, self.last_demand_at):
             if v is not None and not v >= 0:
                 self._reject()
         if self.pods_reporting < 0:
@@ -99,7 +104,7 @@ class Signals:
 
 
 _NON_NEGATIVE = ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate", "arrival_rate",
-                 "prompt_tokens_mean", "output_tokens_mean", "upstream_demand")
+                 "prompt_tokens_mean", "output_tokens_mean", "upstream_demand", "last_demand_at")
 
 
 @runtime_checkable

@@ -7,7 +7,7 @@ through :func:`scaler.sources.prometheus.query` (its timeouts and typed errors):
 :class:`DemandHistoryReader` fills ``Signals.demand_history`` with the target's
 request rate at 1-minute steps over the last day and two hours, one subquery::
 
-    sum(rate(vllm:request_success_total{namespace="ns",pod=~"dep-.*"}[1m]))[1560m:1m]
+    sum(rate(vllm:request_success_total{namespace="ns",pod=~"<the pods of dep>"}[1m]))[1560m:1m]
 
 The query is evaluated at the start of the current minute (``floor(now / 60) *
 60``), and subquery steps are aligned to absolute multiples of the step, so
@@ -26,7 +26,7 @@ kube-state-metrics, for clusters where the scaler has no Kubernetes API access::
       unless on (namespace, pod)
         (max by (namespace, pod) (last_over_time(kube_pod_container_status_restarts_total{sel}[7d])) > 0)
 
-with ``sel`` = ``namespace="ns",pod=~"dep-.*"``: pods of the Deployment seen in
+with ``sel`` = ``namespace="ns",pod=~"<the pods of dep>"`` (:func:`~scaler.sources.promql.pod_pattern`): pods seen in
 the lookback, restarted ones excluded (their Ready time is the restart's). A
 second query reads ``kube_pod_created`` to keep the ``max_pods`` most recent.
 Cached for ``ttl`` seconds (default 300). No pods: the signals are left

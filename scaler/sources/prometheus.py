@@ -1,23 +1,26 @@
 """The Prometheus signal source: vLLM series -> one :class:`~scaler.signals.Signals` per target.
 
 Built on prometheus-api-client's ``PrometheusConnect`` (its ``requests``
-session, per-request timeout, POST for long queries, no retries: a scaler
-refresh must fail fast and typed, not back off for seconds).
+session, auth and TLS settings, no retries: a scaler refresh must fail fast and typed, not back off for
+seconds); each query is a POST with the PromQL form-encoded in the body (:func:`query`), and a shared
+query is split so that no request carries more than :data:`MAX_QUERY_BYTES` of it.
 
-Cost: at most three instant queries per refresh per target (see :mod:`scaler.sources.promql` for the
+Cost: at most three instant queries per refresh per target (per chunk of targets when split) (see :mod:`scaler.sources.promql` for the
 exact PromQL). Every target given to one :meth:`PrometheusSource.fetch` call with the same ``window``
 shares the first two; the third is shared by every target with the same ``activationQuery`` text:
 
 1. the gauges (waiting, running, KV usage, ``up``; values, sample timestamps, values one window ago;
    ``max_over_time(up[B])`` and ``up offset B`` for the loading bound), with the metric-name probe folded
    in (as ``count by (namespace)`` terms) when a namespace's probe is missing, incomplete or older than
-   ``probe_ttl``; the KV gauge is then read under both names and the probe's answer picks one;
+   ``probe_ttl``; the KV gauge is then read under both names and the probe's answer picks one; and the
+   idle clock from history (:func:`~scaler.sources.promql.last_demand_term` -> ``Signals.last_demand_at``);
 2. the rates (TTFT / ITL bucket rates, completions by reason, token histogram sum and count rates), under
    the names the probe found;
 3. the target's ``activationQuery`` (only when it has one), evaluated at ``now`` -> ``upstream_demand``
    (:func:`activation_value`).
 
-Per target (pods ``<deployment>-.*`` in the configured namespace, optionally one ``model_name``):
+Per target (the pods of its Deployment, :func:`~scaler.sources.promql.pod_pattern`, in the configured
+namespace, optionally one ``model_name``):
 
 ==========================  =====================================================================
 Signals field               how
@@ -57,11 +60,15 @@ Outcomes per target, all distinct:
   :class:`ScrapeFailingError` (a :class:`~scaler.errors.NoDataError`, ``.pods``);
 * ``up == 1`` series for the pods or stale vLLM samples (newest older than ``window``) but no fresh vLLM
   series -> :class:`~scaler.errors.NoDataError`;
+* no series while the target had demand within ``scaleToZeroAfter`` ->
+  :class:`~scaler.errors.SeriesVanishedError`; scrapes stopped, or the window after a failure ->
+  :class:`~scaler.errors.WindowGapError` (:meth:`PrometheusSource._screen`);
 * an ``activationQuery`` Prometheus rejects (HTTP 400 ``bad_data``, 422 ``execution``) or whose result
   is not one number -> :class:`ActivationQueryError` (``.signals`` keeps the vLLM snapshot);
 * timeout -> :class:`~scaler.errors.SourceTimeout`; refused/reset/closed connection ->
   :class:`~scaler.errors.SourceConnectionError`; non-200 -> :class:`~scaler.errors.SourceHTTPError`
-  (``status`` kept). These three are raised for the whole call (every target shares the queries).
+  (``status`` kept). These three are raised for the whole call (every target shares the queries), except
+  HTTP 400/422 for one chunk, which is split down to the target it fails for.
 """
 
 from __future__ import annotations
@@ -71,11 +78,11 @@ import json
 import logging
 import math
 import re
-from collections import defaultdict
+from collections import defaultdict, deque
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -83,8 +90,8 @@ from urllib3.util.retry import Retry
 
 from scaler import vllm_metrics as vm
 from scaler.config import PolicyConfig
-from scaler.errors import (NoDataError, SourceConnectionError, SourceError, SourceHTTPError, SourceTimeout,
-                           SourceUnavailable)
+from scaler.errors import (NoDataError, SeriesVanishedError, SourceConnectionError, SourceError, SourceHTTPError,
+                           SourceTimeout, SourceUnavailable, WindowGapError)
 from scaler.signals import Signals
 from scaler.sources import promql
 from scaler.sources.promql import TERM_LABEL, TargetSelector, histogram_quantile
@@ -93,6 +100,13 @@ log = logging.getLogger(__name__)
 
 SOURCE = "prometheus"
 P95 = 0.95
+#: A target's newest sample is stale when older than STALE_INTERVALS scrape intervals + STALE_SLACK seconds
+#: (see :meth:`PrometheusSource._screen`). Prometheus' ``rate`` extrapolates to the window's end only while
+#: the last sample is within 1.1 intervals of it; beyond, the rate under-reads: held soon after.
+STALE_INTERVALS = 1.5
+STALE_SLACK = 2.0
+#: How many newest-sample times per target are kept to learn its scrape interval.
+_TICKS = 4
 #: Pods failing their scrapes (``up == 0``) for longer than this (seconds) are no longer counted as loading.
 DEFAULT_MAX_LOADING = 900.0
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
@@ -104,54 +118,81 @@ def prometheus_client_for(url: str, timeout: float) -> PrometheusConnect:
     return PrometheusConnect(url=url, disable_ssl=False, retry=retry, timeout=timeout, method="POST")
 
 
+#: Longest PromQL sent in one request, in bytes as it travels (form-encoded). Shared queries over more
+#: targets are split (:meth:`PrometheusSource.fetch`; one target's own query is never split). The query travels in the POST body, form-encoded, never in the URL;
+#: 64 KiB is far below what the servers on the way accept for a body (Prometheus, a Go server: 10 MB of
+#: form; nginx's default ``client_max_body_size``: 1 MiB) and keeps one request's evaluation small.
+MAX_QUERY_BYTES = 64 * 1024
+
+
+def _shown(url: str) -> str:
+    """``url`` without user:password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 @contextmanager
 def typed_errors(client: PrometheusConnect, timeout: float):
     """Map what ``requests``/prometheus-api-client raise to the typed :class:`SourceError` family."""
+    url = _shown(client.url)
     try:
         yield
     except requests.exceptions.JSONDecodeError as exc:  # 200 with a body that is not Prometheus' JSON
-        raise SourceUnavailable(f"malformed answer from {client.url}: {exc}", source=SOURCE) from exc
+        raise SourceUnavailable(f"malformed answer from {url}: {exc}", source=SOURCE) from exc
     except requests.exceptions.Timeout as exc:
-        raise SourceTimeout(f"no answer within {timeout:g} s from {client.url}: {exc}", source=SOURCE) from exc
+        raise SourceTimeout(f"no answer within {timeout:g} s from {url}", source=SOURCE) from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-        raise SourceConnectionError(f"cannot reach {client.url}: {exc}", source=SOURCE) from exc
+        raise SourceConnectionError(f"cannot reach {url}: {type(exc).__name__}", source=SOURCE) from exc
     except PrometheusApiClientException as exc:
         m = _STATUS.search(str(exc))
         status = int(m.group(1)) if m else 0
-        raise SourceHTTPError(f"{client.url}: {str(exc)[:300]}", status=status, source=SOURCE) from exc
+        raise SourceHTTPError(f"{url}: {str(exc)[:300]}", status=status, source=SOURCE) from exc
     except requests.exceptions.RequestException as exc:
-        raise SourceConnectionError(f"request to {client.url} failed: {exc}", source=SOURCE) from exc
+        raise SourceConnectionError(f"request to {url} failed: {type(exc).__name__}", source=SOURCE) from exc
     except (ValueError, KeyError, TypeError) as exc:  # JSON, but not Prometheus' shape
-        raise SourceUnavailable(f"malformed answer from {client.url}: {exc!r}", source=SOURCE) from exc
+        raise SourceUnavailable(f"malformed answer from {url}: {str(exc)[:200]!r}", source=SOURCE) from exc
 
 
 def _timeout_param(timeout: float) -> str:
     return f"{max(int(timeout * 1000), 1)}ms"
 
 
-def query(client: PrometheusConnect, expr: str, *, at: float, timeout: float) -> list[dict[str, Any]]:
-    """One instant query at ``at`` (unix seconds), with request errors mapped to typed :class:`SourceError`\\ s."""
+def _post(client: PrometheusConnect, api: str, form: dict[str, str], timeout: float) -> list[dict[str, Any]]:
+    """POST ``form`` (form-encoded, in the body) to ``<url>/api/v1/<api>`` with the client's session, headers
+    and auth; Prometheus' ``data.result``. prometheus-api-client's ``custom_query`` puts the query in the URL
+    (``params``) even with ``method="POST"``, so the request is made here, on its session (the retry policy,
+    TLS settings and auth the client was built with)."""
     with typed_errors(client, timeout):
-        rows = client.custom_query(expr, params={"time": f"{at:.3f}", "timeout": _timeout_param(timeout)},
-                                   timeout=timeout)
+        session = client._session
+        response = session.post(f"{client.url.rstrip('/')}/api/v1/{api}", data=form, headers=client.headers,
+                                auth=client.auth, verify=session.verify, cert=session.cert, timeout=timeout)
+        if response.status_code != 200:
+            raise PrometheusApiClientException(
+                "HTTP Status Code {} ({!r})".format(response.status_code, response.content[:2000]))
+        rows = response.json()["data"]["result"]
     if not isinstance(rows, list):
-        raise SourceUnavailable(f"malformed answer from {client.url}: result is {type(rows).__name__}",
+        raise SourceUnavailable(f"malformed answer from {_shown(client.url)}: result is {type(rows).__name__}",
                                 source=SOURCE)
     return rows
+
+
+def query(client: PrometheusConnect, expr: str, *, at: float, timeout: float) -> list[dict[str, Any]]:
+    """One instant query at ``at`` (unix seconds), PromQL in the POST body, errors typed (:func:`typed_errors`)."""
+    return _post(client, "query", {"query": expr, "time": f"{at:.3f}", "timeout": _timeout_param(timeout)},
+                 timeout)
 
 
 def query_range(client: PrometheusConnect, expr: str, *, start: float, end: float, step: float,
                 timeout: float) -> list[dict[str, Any]]:
     """A range query (``values`` per series), errors mapped as :func:`query`. Times in whole unix seconds."""
-    with typed_errors(client, timeout):
-        rows = client.custom_query_range(
-            expr, start_time=datetime.fromtimestamp(start, tz=timezone.utc),
-            end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=promql.duration(step),
-            params={"timeout": _timeout_param(timeout)}, timeout=timeout)
-    if not isinstance(rows, list):
-        raise SourceUnavailable(f"malformed answer from {client.url}: result is {type(rows).__name__}",
-                                source=SOURCE)
-    return rows
+    return _post(client, "query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                         "step": promql.duration(step), "timeout": _timeout_param(timeout)},
+                 timeout)
 
 
 class ScrapeFailingError(NoDataError):
@@ -246,6 +287,14 @@ class PrometheusSource:
         self.probe_ttl = probe_ttl
         self._probes: dict[str, _Probe] = {}
         self.queries_sent = 0  # for tests and the server's own metrics
+        # Per target_key (see _screen): when demand was last reported, in Prometheus' history, failures.
+        self._seen: dict[tuple, float] = {}
+        self._history_demand: dict[tuple, bool] = {}   # this fetch: demand within scaleToZeroAfter in history
+        self._failed_at: dict[tuple, float] = {}
+        self._recovered_at: dict[tuple, float] = {}
+        self._ticks: dict[tuple, deque] = {}
+        self._newest: dict[tuple, float] = {}   # filled by _fetch_group for the current fetch
+        self._pruned_at = -math.inf
 
     # -- probing --------------------------------------------------------------------------------
     def due_probes(self, namespaces: Iterable[str], now: float) -> list[str]:
@@ -299,24 +348,126 @@ class PrometheusSource:
         """Signals (or the per-target :class:`SourceError`) for ``targets`` at ``now``.
 
         Raises :class:`SourceUnavailable` subclasses when Prometheus can not be asked.
-        Targets with different windows are fetched in separate query groups; the activation queries are
-        shared by every target with the same text, whatever its window. Every target is read from
-        this source's Prometheus (``PolicyConfig.prometheus_address`` is the caller's business: the server
-        keeps one source per address).
+        Targets with different windows are fetched in separate query groups, each split into chunks whose
+        queries stay within :data:`MAX_QUERY_BYTES`; a chunk Prometheus rejects (HTTP 400/422) is split
+        again down to the target it fails for, so one target's query never fails another's. The activation
+        queries are shared by every target with the same text, whatever its window. Every target is read
+        from this source's Prometheus (``PolicyConfig.prometheus_address`` is the caller's business: the
+        server keeps one source per address). Each result then passes :meth:`_screen` (missing data after
+        demand, and the window after a failure, are typed errors, never zeros).
         """
         out: dict[tuple, Signals | SourceError] = {}
         by_window: dict[float, list[PolicyConfig]] = defaultdict(list)
         for t in targets:
             by_window[t.window].append(t)
-        for window, group in sorted(by_window.items()):
-            out.update(self._fetch_group(group, window, now))
-        texts = sorted({t.activation_query for t in targets if t.activation_query is not None})
-        if texts:
-            values = {text: self.activation(text, now) for text in texts}
+        self._newest, self._history_demand = {}, {}   # this fetch's, filled by _fetch_group (one fetch at a time)
+        try:
+            for window, group in sorted(by_window.items()):
+                group = sorted(group, key=lambda c: (c.namespace, c.deployment, c.model_name or ""))
+                out.update(self._fetch_group(group, window, now))
+            texts = sorted({t.activation_query for t in targets if t.activation_query is not None})
+            if texts:
+                values = {text: self.activation(text, now) for text in texts}
+                for t in targets:
+                    if t.activation_query is not None:
+                        out[t.target_key] = with_upstream(out[t.target_key], values[t.activation_query])
+        except SourceError:
             for t in targets:
-                if t.activation_query is not None:
-                    out[t.target_key] = with_upstream(out[t.target_key], values[t.activation_query])
-        return out
+                self._failed_at[t.target_key] = now
+                self._recovered_at.pop(t.target_key, None)
+            raise
+        self._prune(now)
+        newest, self._newest = self._newest, {}
+        history, self._history_demand = self._history_demand, {}
+        return {t.target_key: self._screen(t, out[t.target_key], now, newest.get(t.target_key),
+                                           history.get(t.target_key, False))
+                for t in targets if t.target_key in out}
+
+    def _prune(self, now: float) -> None:
+        """Forget per-target memory not refreshed for a day (targets come and go; memory stays bounded)."""
+        if now - self._pruned_at < 3600:
+            return
+        self._pruned_at = now
+        for d in (self._seen, self._failed_at, self._recovered_at):
+            for k in [k for k, t in d.items() if now - t > 86400]:
+                del d[k]
+        for k in [k for k, q in self._ticks.items() if not q or now - q[-1] > 86400]:
+            del self._ticks[k]
+
+    def _screen(self, config: PolicyConfig, result: Signals | SourceError, now: float,
+                newest: float | None = None, history_demand: bool = False) -> Signals | SourceError:
+        """Missing data is never zero, and a window spanning a failure is never read as a surge.
+
+        * **Vanished series.** A "zero replicas" snapshot (no series, no pod loading) for a target whose
+          waiting + running was above ``activationThreshold`` within ``scaleToZeroAfter`` (at least
+          ``window``: :func:`_memory`; in Prometheus' history, ``Signals.last_demand_at``, or in this source's memory of its last reporting snapshot,
+          for a Prometheus restarted with empty storage) is :class:`SeriesVanishedError`: KEDA scales a
+          target to zero only after it was idle that long, so its pods exist and their data is missing.
+        * **Scrapes stopped.** ``newest`` is the time of the target's newest waiting sample. The scrape
+          interval ``i`` is the smallest step between the newest-sample times seen at earlier refreshes
+          (the last :data:`_TICKS`). When the newest sample is older than :data:`STALE_INTERVALS` ``* i +``
+          :data:`STALE_SLACK` (scrapes stopped: Prometheus was down, the pods unreachable), rates over the
+          window already under-read its end: :class:`WindowGapError`, a failure like the others below.
+          Before ``i`` is known, only the ``window`` freshness of :func:`build_signals` applies. Worked
+          example: samples every 15 s, the last at 1000; at 1025 it is 25 s old > 1.5 * 15 + 2 = 24.5 ->
+          held.
+        * **Window after a failure.** After any failed read of the target (Prometheus unreachable, an
+          error, no data, scrapes stopped), the first good read at ``r`` starts a hold: until
+          ``r + window`` the answer is :class:`WindowGapError` (the server keeps its last good decision,
+          then ``UNAVAILABLE``), so rates, quantiles and the arrival estimate are read only over a window
+          of data after the gap (a snapshot without reporting pods has no rates: not held, and it ends the
+          hold) (held rather than a shortened window: a window of a few scrapes gives a
+          noisy rate, which the forecaster would learn as a trend).
+
+        Both are :class:`NoDataError`\\ s: the server holds, then answers ``UNAVAILABLE``, for both
+        policies and for ``IsActive``. Pinned by ``tests/unit/test_prometheus_screen.py`` and the fault
+        matrix ``tests/integration/test_fault_matrix.py``.
+        """
+        key = config.target_key
+        if isinstance(result, SourceError):
+            if not isinstance(result, (ActivationQueryError, WindowGapError)):
+                self._failed_at[key] = now
+                self._recovered_at.pop(key, None)
+            return result
+        seen = self._seen.get(key)
+        if result.pods_reporting > 0:
+            if result.demand > config.activation_threshold:
+                self._seen[key] = now
+            ticks = self._ticks.setdefault(key, deque(maxlen=_TICKS))
+            if newest is not None and (not ticks or newest > ticks[-1]):
+                ticks.append(newest)
+            steps = [b - a for a, b in zip(ticks, list(ticks)[1:]) if b - a >= 1.0]
+            if steps and newest is not None and now - newest > STALE_INTERVALS * min(steps) + STALE_SLACK:
+                self._failed_at[key] = now
+                self._recovered_at.pop(key, None)
+                return WindowGapError(
+                    f"{config.namespace}/{config.deployment}: newest sample is {now - newest:.0f} s old, over "
+                    f"{STALE_INTERVALS:g} scrape intervals ({min(steps):g} s) + {STALE_SLACK:g} s: scrapes stopped, "
+                    f"rates over the window under-read its end", source=SOURCE)
+        elif result.starting_replicas is None:
+            remembered = seen is not None and now - seen < _memory(config)
+            if remembered or history_demand:
+                last = seen if remembered else result.last_demand_at
+                error = SeriesVanishedError(
+                    f"{config.namespace}/{config.deployment}: no series now, but waiting+running was above "
+                    f"{config.activation_threshold:g} {now - (last or now):.0f} s ago (within {_memory(config):g} s, "
+                    f"the longer of scaleToZeroAfter and window): pods exist, their data is missing", source=SOURCE)
+                self._failed_at[key] = now
+                self._recovered_at.pop(key, None)
+                return error
+        if result.pods_reporting == 0:   # zero replicas (or loading): no rates to hold; a failure is over
+            self._failed_at.pop(key, None)
+            self._recovered_at.pop(key, None)
+        elif key in self._failed_at:
+            since = self._recovered_at.setdefault(key, now)
+            if now - since < config.window:
+                return WindowGapError(
+                    f"{config.namespace}/{config.deployment}: data is back since {now - since:.0f} s after a "
+                    f"failed read; holding until the {config.window:g} s window holds no gap",
+                    source=SOURCE)
+            del self._failed_at[key]
+            del self._recovered_at[key]
+        return result
 
     def activation(self, expr: str, now: float) -> float | None | ActivationQueryError:
         """One activation query at ``now``: its value (:func:`activation_value`), or the error naming it.
@@ -337,6 +488,8 @@ class PrometheusSource:
             return ActivationQueryError(expr, str(exc))
 
     def _fetch_group(self, configs: Sequence[PolicyConfig], window: float, now: float) -> dict:
+        """One chunk's two queries, split in halves while a query is over :data:`MAX_QUERY_BYTES` or
+        Prometheus rejects it (400/422: the failing target ends up alone, answered with the error)."""
         sels = {c.target_key: TargetSelector(c.namespace, c.deployment, c.model_name) for c in configs}
         targets = list(dict.fromkeys(sels.values()))
         namespaces = {s.namespace for s in targets}
@@ -349,28 +502,84 @@ class PrometheusSource:
         gauges_expr = promql.gauges_query(
             targets, {"waiting": [vm.WAITING.new], "running": [vm.RUNNING.new], "kv": kv_names}, window,
             probe_namespaces=due, loading_bound=self.max_loading)
-        gauge_rows = self._query(gauges_expr, now)
-        if due:
-            found: dict[str, set[str]] = defaultdict(set)
-            for r in gauge_rows:
-                term, _, name = r["metric"].get(TERM_LABEL, "").partition("@")
-                if term == "probe" and float(r["value"][1]) > 0:
-                    found[r["metric"].get(vm.LABEL_NAMESPACE, "")].add(name)
-            self._record_probes(due, found, now)
-        names = {ns: self._probes[ns].names for ns in namespaces}
-        _, rates_expr = data_queries(targets, names.values(), window)
-        rate_rows = self._query(rates_expr, now)
+        # The idle clock (promql.last_demand_term): one per-pod term per scaleToZeroAfter for targets at the
+        # default threshold 0, a term of its own for a target with another threshold.
+        by_lookback: dict[float, list[TargetSelector]] = defaultdict(list)
+        for c in configs:
+            if c.activation_threshold == 0:
+                by_lookback[_memory(c)].append(sels[c.target_key])
+        seen_terms = [promql.last_demand_pods_term(list(dict.fromkeys(ts)), lb) for lb, ts in by_lookback.items()]
+        seen_terms += [promql.last_demand_term(i, sels[c.target_key], c.activation_threshold, _memory(c))
+                       for i, c in enumerate(configs) if c.activation_threshold != 0]
+        gauges_expr = " or ".join([gauges_expr, *seen_terms])
+        half = len(configs) // 2
+        if len(quote_plus(gauges_expr)) > MAX_QUERY_BYTES and half:   # the rates query is shorter
+            return {**self._fetch_group(configs[:half], window, now), **self._fetch_group(configs[half:], window, now)}
+        try:
+            gauge_rows = self._query(gauges_expr, now)
+            if due:
+                found: dict[str, set[str]] = defaultdict(set)
+                for r in gauge_rows:
+                    term, _, name = r["metric"].get(TERM_LABEL, "").partition("@")
+                    if term == "probe" and float(r["value"][1]) > 0:
+                        found[r["metric"].get(vm.LABEL_NAMESPACE, "")].add(name)
+                self._record_probes(due, found, now)
+            names = {ns: self._probes[ns].names for ns in namespaces}
+            _, rates_expr = data_queries(targets, names.values(), window)
+            rate_rows = self._query(rates_expr, now)
+        except SourceHTTPError as exc:
+            if exc.status not in (400, 422):
+                raise
+            if half:
+                return {**self._fetch_group(configs[:half], window, now),
+                        **self._fetch_group(configs[half:], window, now)}
+            return {configs[0].target_key: exc}
+        seen: dict[int, float] = {}
+        stamps: dict[str, dict[str, float]] = defaultdict(dict)   # namespace -> pod -> newest waiting sample
+        per_pod: dict[str, list[tuple[Mapping[str, str], float]]] = defaultdict(list)   # lookback -> (labels, v)
+        for r in gauge_rows:
+            labels = r["metric"]
+            term, _, rest = labels.get(TERM_LABEL, "").partition("@")
+            if term == "seen":
+                seen[int(rest)] = float(r["value"][1])
+            elif term == "seenpod":
+                per_pod[rest].append((labels, float(r["value"][1])))
+            elif term == "waiting_ts" and rest == vm.WAITING.new:
+                pods = stamps[labels.get(vm.LABEL_NAMESPACE, "")]
+                pod = labels.get(vm.LABEL_POD, "")
+                pods[pod] = max(float(r["value"][1]), pods.get(pod, -math.inf))
         out: dict[tuple, Signals | SourceError] = {}
         gauge_index, rate_index = index_rows(gauge_rows), index_rows(rate_rows)
-        for c in configs:
+        for i, c in enumerate(configs):
             sel = sels[c.target_key]
+            v = seen.get(i)
+            if c.activation_threshold == 0:
+                vs = [x for labels, x in per_pod.get(promql.duration(_memory(c)), ())
+                      if sel.matches(labels) and math.isfinite(x)]
+                v = max(vs) if vs else None
+            mine = [t for pod, t in stamps.get(sel.namespace, {}).items()
+                    if sel.matches({vm.LABEL_NAMESPACE: sel.namespace, vm.LABEL_POD: pod}, with_model=False)
+                    and now - t <= window]
+            if mine:
+                self._newest[c.target_key] = max(mine)
+            self._history_demand[c.target_key] = v is not None and v > 0 and now - v < _memory(c)
             try:
-                out[c.target_key] = build_signals(sel, names[sel.namespace], rows_for(sel, gauge_index),
-                                                  rows_for(sel, rate_index), window, now,
-                                                  loading_bound=self.max_loading)
+                sig = build_signals(sel, names[sel.namespace], rows_for(sel, gauge_index), rows_for(sel, rate_index),
+                                    window, now, loading_bound=self.max_loading)
+                out[c.target_key] = sig if v is None else replace(sig, last_demand_at=promql.decode_last_demand(v))
             except NoDataError as exc:
                 out[c.target_key] = exc
+            except (ValueError, KeyError, TypeError) as exc:  # NaN, negative or malformed values
+                out[c.target_key] = NoDataError(
+                    f"{sel.namespace}/{sel.deployment}: unusable values from Prometheus: {str(exc)[:200]}",
+                    source=SOURCE)
         return out
+
+
+def _memory(config: PolicyConfig) -> float:
+    """How far back demand makes missing series "missing data": ``scaleToZeroAfter`` (KEDA scales a target to
+    zero only after that long idle), at least ``window`` (so ``scaleToZeroAfter: 0`` still has one)."""
+    return max(config.scale_to_zero_after, config.window)
 
 
 class ActivationQueryError(SourceError):

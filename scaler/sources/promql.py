@@ -38,6 +38,7 @@ outside a refresh (``vllm-scaler record``).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -92,9 +93,76 @@ def _one_of(label: str, values: Iterable[str]) -> str:
     return matcher(label, "=~", "|".join(escape_regex(v) for v in vals))
 
 
+#: Kubernetes' longest generated pod name (``metadata.generateName`` is cut to 58 characters, then 5 random).
+POD_NAME_MAX = 63
+_GENERATE_BASE_MAX = POD_NAME_MAX - 5
+
+
+def pod_pattern(deployment: str) -> str:
+    """The RE2 pattern (before string escaping) matching exactly the pods of ``deployment``'s ReplicaSets.
+
+    A Deployment ``D`` owns ReplicaSets ``D-<h>`` (``h``: the pod-template-hash, 1-10 characters of
+    :data:`SAFE`) whose pods are ``D-<h>-<r>`` (``r``: 5 random characters of
+    :data:`SAFE`), or, when ``D-<h>-`` is longer than 58 characters, its first 58 characters then ``r``
+    (a 63-character name; for a name of 58 characters or more, its first 58 then ``r``). StatefulSet pods ``D-<ordinal>`` are matched too (a ScaledObject may target
+    one). With ``S`` = :data:`SAFE`::
+
+        m005      -> m005-(?:S{1,10}-S{5}|[0-9]+)
+        m005-big  -> m005-big-(?:S{1,10}-S{5}|[0-9]+)
+
+    and ``m005-big-7d9f8b6c5d-x2k4q`` is not a pod of ``m005`` (after ``m005-`` comes ``big-``: no
+    ``S{1,10}-S{5}`` spans two dashes). Pinned by
+    ``tests/unit/test_promql.py::test_pod_pattern_separates_prefixed_deployments`` and against a real
+    Prometheus by ``tests/integration/test_isolation.py``. Limit: for names longer than 46 characters the
+    cut form is ``D-`` then ``62 - len(D)`` characters of ``S``; a second Deployment named ``D-x`` (``x`` in
+    ``S``) whose own pod names get cut right after ``x`` can not be told apart (the cut loses it).
+    """
+    return pods_pattern([deployment])
+
+
+#: The characters of a pod-template-hash and of the 5 random characters of a generated name (Kubernetes uses
+#: a subset: ``k8s.io/apimachinery/pkg/util/rand``'s alphabet has no vowels, no 0, 1 or 3).
+SAFE = "[a-z0-9]"
+_POD_FORMS = (SAFE + "{1,10}-" + SAFE + "{5}", "[0-9]+")
+
+
+def _forms(deployment: str) -> tuple[str, ...]:
+    """What may follow ``D-`` in a pod name of ``deployment`` (see :func:`pod_pattern`)."""
+    keep = _GENERATE_BASE_MAX - len(deployment) - 1   # characters of "<h>-" kept after "D-" when cut
+    if len(deployment) + 1 + 10 + 1 <= _GENERATE_BASE_MAX or keep < 0:
+        return _POD_FORMS
+    return _POD_FORMS + (SAFE + "{" + str(keep + 5) + "}",)
+
+
+def _alt(values: Sequence[str]) -> str:
+    return values[0] if len(values) == 1 else "(?:" + "|".join(values) + ")"
+
+
+def pods_pattern(deployments: Iterable[str]) -> str:
+    """:func:`pod_pattern` for several Deployments in one regex, the names factored out
+    (``(?:a|b)-(?:S{1,10}-S{5}|[0-9]+)``; names of one length share their cut form too): about the length of
+    the names, so a shared query over many targets stays small."""
+    names = sorted(set(deployments))
+    if not names:
+        raise ValueError("no deployments")
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in names:
+        groups.setdefault(_forms(n), []).append(escape_regex(n))
+    parts = [_alt(group) + "-" + _alt(forms) for forms, group in groups.items()]
+    cut = sorted({escape_regex(n[:_GENERATE_BASE_MAX]) for n in names if len(n) >= _GENERATE_BASE_MAX})
+    if cut:   # even "D-" is cut: the first 58 characters of D, then 5
+        parts.append(_alt(cut) + SAFE + "{5}")
+    return "|".join(parts)
+
+
+@functools.lru_cache(maxsize=65536)
+def _pod_re(deployment: str) -> "re.Pattern[str]":
+    return re.compile(pod_pattern(deployment))
+
+
 @dataclass(frozen=True)
 class TargetSelector:
-    """Which series belong to one target: its namespace, pods ``<deployment>-.*``, optionally one model_name."""
+    """Which series belong to one target: its namespace, the pods of its Deployment, optionally one model_name."""
 
     namespace: str
     deployment: str
@@ -102,8 +170,8 @@ class TargetSelector:
 
     @property
     def pod_regex(self) -> str:
-        """The RE2 pod pattern (before string escaping): the deployment name, escaped, then ``-.*``."""
-        return escape_regex(self.deployment) + "-.*"
+        """The RE2 pod pattern (before string escaping): :func:`pod_pattern` of the deployment."""
+        return pod_pattern(self.deployment)
 
     def selector(self, *, with_model: bool = True) -> str:
         """``{namespace="…",pod=~"…"[,model_name="…"]}`` for this target alone."""
@@ -113,11 +181,10 @@ class TargetSelector:
         return "{" + ",".join(parts) + "}"
 
     def matches(self, labels: Mapping[str, str], *, with_model: bool = True) -> bool:
-        """Client-side check of one result series: exact namespace, pod ``<deployment>-…``, model if set."""
+        """Client-side check of one result series: exact namespace, a pod of the Deployment, model if set."""
         if labels.get(vm.LABEL_NAMESPACE) != self.namespace:
             return False
-        pod = labels.get(vm.LABEL_POD, "")
-        if not (pod.startswith(self.deployment + "-") and len(pod) > len(self.deployment) + 1):
+        if _pod_re(self.deployment).fullmatch(labels.get(vm.LABEL_POD, "")) is None:
             return False
         if with_model and self.model_name is not None and labels.get(vm.LABEL_MODEL_NAME) != self.model_name:
             return False
@@ -129,7 +196,7 @@ def union_matchers(targets: Sequence[TargetSelector], *, with_model: bool = True
     if not targets:
         raise ValueError("no targets")
     parts = [_one_of(vm.LABEL_NAMESPACE, (t.namespace for t in targets)),
-             matcher(vm.LABEL_POD, "=~", "|".join(sorted({t.pod_regex for t in targets})))]
+             matcher(vm.LABEL_POD, "=~", pods_pattern(t.deployment for t in targets))]
     models = {t.model_name for t in targets}
     if with_model and None not in models:
         parts.append(_one_of(vm.LABEL_MODEL_NAME, models))  # type: ignore[arg-type]
@@ -199,6 +266,59 @@ def gauges_query(targets: Sequence[TargetSelector], gauge_names: Mapping[str, It
         terms.append(_tag(f"max_over_time({vm.UP}{up_sel}[{b}])", f"up_max@{vm.UP}"))
         terms.append(_tag(f"{vm.UP}{up_sel} offset {b}", f"up_then@{vm.UP}"))
     return " or ".join(terms)
+
+
+def idle_step(lookback: float) -> float:
+    """The step (whole seconds) of the idle-clock subquery over ``lookback`` s: about 60 points, at least 5 s."""
+    return float(max(5, math.ceil(lookback / 60)))
+
+
+def last_demand_term(index: int, target: TargetSelector, threshold: float, lookback: float) -> str:
+    """The idle clock of one target from history, a term of the gauges query tagged ``seen@<index>``.
+
+    With ``S = sum(waiting{sel}) + sum(running{sel})`` over the target's pods, ``L`` = ``lookback``
+    (``scaleToZeroAfter``) and ``s`` = :func:`idle_step`::
+
+        max_over_time((timestamp(S > threshold) or -timestamp(S))[L+s:s])
+
+    ``timestamp`` of a computed value is the subquery step's time. Steps with demand above the threshold
+    give their time (> 0), steps with data but no demand minus their time, steps without data nothing. So
+    the value ``v`` is the last step with demand when there is one, else ``-c`` with ``c`` the first step
+    with data (no demand since ``c``; ``c <= now - L`` when the history covers the whole lookback, which the
+    extra step guarantees, subquery steps being multiples of ``s``); absent when the pods reported nothing
+    over the lookback. Worked example (L = 300 s, s = 5 s, now = 1000): W + R was 2 until step 880 and 0
+    since, threshold 0 -> v = 880 (idle for 120 s); always 0 -> v = -695 (the first step, 695 <= 700:
+    idle for at least 300 s). Pinned against a real Prometheus by
+    ``tests/integration/test_idle_clock.py``.
+    """
+    sel = target.selector()
+    sums = f"(sum({vm.WAITING.new}{sel}) + sum({vm.RUNNING.new}{sel}))"
+    step = idle_step(lookback)
+    body = (f"max_over_time((timestamp({sums} > {float(threshold)!r}) or -timestamp({sums}))"
+            f"[{duration(lookback + step)}:{duration(step)}])")
+    return _tag(body, f"seen@{index}")
+
+
+def last_demand_pods_term(targets: Sequence[TargetSelector], lookback: float) -> str:
+    """:func:`last_demand_term` at threshold 0 for many targets in one term, per pod (tagged
+    ``seenpod@<lookback in ms>``): ``P`` = ``sum by (namespace, pod, model_name)`` of waiting and running over the
+    union selector, then the same ``max_over_time((timestamp(P > 0) or -timestamp(P))[L+s:s])``. With threshold
+    0, ``W + R > 0`` for a target exactly when it is for one of its pods, and the first step with data of the
+    target is the earliest of its pods', so the target's value is the largest of its pods' values (both the
+    last demand, > 0, and minus the first step with data, < 0, combine by ``max``)."""
+    names = "|".join(escape_regex(n) for n in (vm.WAITING.new, vm.RUNNING.new))
+    p = f'sum by ({_BY_POD}) ({{__name__=~"{names}",{union_matchers(targets)}}})'
+    step = idle_step(lookback)
+    body = (f"max_over_time((timestamp({p} > 0) or -timestamp({p}))"
+            f"[{duration(lookback + step)}:{duration(step)}])")
+    return _tag(body, f"seenpod@{duration(lookback)}")
+
+
+def decode_last_demand(value: float) -> float | None:
+    """``Signals.last_demand_at`` from a :func:`last_demand_term` value (``v`` or ``-c``, see there)."""
+    if not math.isfinite(value) or value == 0:
+        return None
+    return abs(value)
 
 
 _BY_POD = f"{vm.LABEL_NAMESPACE}, {vm.LABEL_POD}, {vm.LABEL_MODEL_NAME}"

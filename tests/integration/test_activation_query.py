@@ -5,9 +5,9 @@ The data (600 s, a frame every 15 s, generated here):
 * ``gw_queue{namespace="team-a", deployment="llama"}``: a gateway's queue for the Deployment ``llama``,
   which has no pods at all (at zero replicas): 0, then ``QUEUE`` requests for frames 20-29, then 0 again;
 * ``gw_queue_split{gateway="a"|"b"}``: the same queue split over two gateways (two series);
-* Deployment ``qwen``: ``qwen-a`` reports vLLM series throughout; ``qwen-b`` is created at frame 30 and its
+* Deployment ``qwen``: ``qwen-5d8f-x2k4q`` reports vLLM series throughout; ``qwen-5d8f-x7m9p`` is created at frame 30 and its
   scrapes fail (``up == 0``: loading the model) until the end;
-* Deployment ``mistral``: only ``mistral-a``, scrapes failing from frame 36 (woken, loading).
+* Deployment ``mistral``: only ``mistral-6c4d-x2k4q``, scrapes failing from frame 36 (woken, loading).
 
 Expected values come from these rules, not from the code under test.
 """
@@ -48,10 +48,10 @@ def queue_at(k: int) -> int:
 
 
 def _frames():
-    qa = PodMetrics.new("qwen-a", NS, "qwen")
-    qb = PodMetrics.new("qwen-b", NS, "qwen")
+    qa = PodMetrics.new("qwen-5d8f-x2k4q", NS, "qwen")
+    qb = PodMetrics.new("qwen-5d8f-x7m9p", NS, "qwen")
     qb.scraped = False
-    ma = PodMetrics.new("mistral-a", NS, "mistral")
+    ma = PodMetrics.new("mistral-6c4d-x2k4q", NS, "mistral")
     ma.scraped = False
     for k in range(FRAMES):
         qa.waiting, qa.running, qa.kv_cache_usage = 2, 6, 0.4

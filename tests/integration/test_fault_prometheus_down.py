@@ -28,9 +28,9 @@ MAX_STALENESS = 3.0
 
 
 def test_prometheus_stopped_mid_run(prometheus_required) -> None:
-    with LivePods([("llama-7f9c-a", NS, "llama"), ("llama-7f9c-b", NS, "llama")]) as pods:
-        pods.set("llama-7f9c-a", waiting=6, running=5, kv_cache_usage=0.5)
-        pods.set("llama-7f9c-b", waiting=8, running=5, kv_cache_usage=0.5)
+    with LivePods([("llama-7f9c-xbbbb", NS, "llama"), ("llama-7f9c-xcccc", NS, "llama")]) as pods:
+        pods.set("llama-7f9c-xbbbb", waiting=6, running=5, kv_cache_usage=0.5)
+        pods.set("llama-7f9c-xcccc", waiting=8, running=5, kv_cache_usage=0.5)
         server = start_server(pods.prometheus.url, cold_wait=2.5)
         try:
             _run(server, pods)

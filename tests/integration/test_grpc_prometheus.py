@@ -49,7 +49,7 @@ FLEETS = {
 
 
 def frames():
-    pods = {d: [PodMetrics.new(f"{d}-5d8f-{i}", NS, d) for i in range(len(f["pods"]))] for d, f in FLEETS.items()}
+    pods = {d: [PodMetrics.new(f"{d}-5d8f-x2k4{i}", NS, d) for i in range(len(f["pods"]))] for d, f in FLEETS.items()}
     for k in range(FRAMES):
         live = []
         for d, f in FLEETS.items():
@@ -226,7 +226,7 @@ class StreamReader:
 
 def test_stream_is_active_sees_a_wake_up_from_live_series(prometheus_required) -> None:
     """Live: Prometheus scrapes a loopback /metrics; demand appears; the open stream gets `true`."""
-    with LivePods([("qwen-6c4d-0", NS, "qwen")]) as pods:
+    with LivePods([("qwen-6c4d-x2k4q", NS, "qwen")]) as pods:
         server = start_server(pods.prometheus.url, cold_wait=2.5)
         try:
             with grpc.insecure_channel(server.address) as channel:
@@ -235,7 +235,7 @@ def test_stream_is_active_sees_a_wake_up_from_live_series(prometheus_required) -
                 reader = StreamReader(stub.StreamIsActive(ref("qwen", **md)))
                 first = reader.next(15)
                 assert first is not None and first.result is False  # idle pod, scale-to-zero at once
-                pods.set("qwen-6c4d-0", waiting=3, running=1)
+                pods.set("qwen-6c4d-x2k4q", waiting=3, running=1)
                 woke = reader.next(15)
                 assert woke is not None and woke.result is True
                 # The stream stays open after the wake-up.

@@ -81,14 +81,15 @@ def frames_gen(pods, names):
         yield T0 + STEP * k, live
 
 
-LLAMA = [Pod(f"llama-7f9c-{c}", i=i, done=20 * (i + 1), prompt=500 + 100 * i, output=100 + 50 * i)
-         for i, c in enumerate("abc")]
-OTHER_MODEL = Pod("llama-7f9c-m", model="other-model", i=5, done=40, prompt=2000, output=10)
+# Pod names as Kubernetes makes them for Deployment "llama-7f9c": <deployment>-<pod-template-hash>-<5 random>.
+LLAMA = [Pod(f"llama-7f9c-6d5f8-x{c * 4}", i=i, done=20 * (i + 1), prompt=500 + 100 * i, output=100 + 50 * i)
+         for i, c in enumerate("bcd")]
+OTHER_MODEL = Pod("llama-7f9c-6d5f8-xmmmm", model="other-model", i=5, done=40, prompt=2000, output=10)
 DECOYS = [
-    Pod("llama-7f9c-zz", ns="team-b", i=9, done=400),          # same deployment name, other namespace
+    Pod("llama-7f9c-6d5f8-xzzzz", ns="team-b", i=9, done=400),          # same deployment name, other namespace
     Pod("llamas-0", i=9, done=400),                             # other deployment, similar prefix
 ]
-IDLE = [Pod(f"idle-{c}", i=i, idle_after=FRAMES - 1 - 6) for i, c in enumerate("xy")]   # no requests in last 90 s
+IDLE = [Pod(f"idle-{i}", i=i, idle_after=FRAMES - 1 - 6) for i in range(2)]   # no requests in last 90 s
 BROKEN = [Pod("broken-0", scraped=False)]
 ALL = LLAMA + [OTHER_MODEL] + DECOYS + IDLE + BROKEN
 
@@ -219,7 +220,7 @@ def test_scraped_simulated_pods_are_read_live(prometheus_required):
     from scaler.testing.promserver import PrometheusServer
     from simulations.exposition import render_text
 
-    pods = [PodMetrics.new(f"llama-7f9c-{c}", NS, "meta/llama") for c in "ab"]
+    pods = [PodMetrics.new(f"llama-7f9c-6d5f8-x{c * 4}", NS, "meta/llama") for c in "bc"]
     for i, p in enumerate(pods):
         p.waiting, p.running, p.kv_cache_usage = 2 + i, 5, 0.5
 

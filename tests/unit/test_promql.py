@@ -34,14 +34,44 @@ def test_escape_regex_matches_exactly_itself(value):
     assert not _go_regex_full(pat, "x" + value)
 
 
-def test_selector_pins_namespace_and_pod_prefix():
+def test_selector_pins_namespace_and_the_deployments_pods():
     sel = TargetSelector("team-a", "llama.v2", "meta/llama")
-    assert sel.selector() == '{namespace="team-a",pod=~"llama\\\\.v2-.*",model_name="meta/llama"}'
-    assert sel.matches({"namespace": "team-a", "pod": "llama.v2-7f-x", "model_name": "meta/llama"})
-    assert not sel.matches({"namespace": "team-a", "pod": "llamaXv2-7f-x", "model_name": "meta/llama"})
-    assert not sel.matches({"namespace": "team-b", "pod": "llama.v2-7f-x", "model_name": "meta/llama"})
-    assert not sel.matches({"namespace": "team-a", "pod": "llama.v2-7f-x", "model_name": "other"})
+    assert sel.selector() == ('{namespace="team-a",pod=~"llama\\\\.v2-(?:[a-z0-9]{1,10}-[a-z0-9]{5}|[0-9]+)",'
+                              'model_name="meta/llama"}')
+    pod = "llama.v2-7f9c8d6b5-x2k4q"
+    assert sel.matches({"namespace": "team-a", "pod": pod, "model_name": "meta/llama"})
+    assert sel.matches({"namespace": "team-a", "pod": "llama.v2-0", "model_name": "meta/llama"})  # StatefulSet
+    assert not sel.matches({"namespace": "team-a", "pod": "llamaXv2-7f9c8d6b5-x2k4q", "model_name": "meta/llama"})
+    assert not sel.matches({"namespace": "team-b", "pod": pod, "model_name": "meta/llama"})
+    assert not sel.matches({"namespace": "team-a", "pod": pod, "model_name": "other"})
     assert not sel.matches({"namespace": "team-a", "pod": "llama.v2-", "model_name": "meta/llama"})
+    assert not sel.matches({"namespace": "team-a", "pod": "llama.v2-7f-x", "model_name": "meta/llama"})
+
+
+@pytest.mark.parametrize("pod,owner", [
+    ("m005-7d9f8b6c5d-x2k4q", "m005"), ("m005-big-7d9f8b6c5d-x2k4q", "m005-big"), ("m005-3", "m005"),
+    ("m005-big-12", "m005-big"),
+    ("m005-big-7d9f8b6c5d", None), ("m005-7d9f8b6c5d-x2k4", None), ("m005-7d9f8b6c5dab-x2k4q", None),
+])
+def test_pod_pattern_separates_prefixed_deployments(pod, owner):
+    """Deployment ``m005``'s pattern never takes the pods of ``m005-big`` (the name prefixes the other)."""
+    for dep in ("m005", "m005-big"):
+        assert _go_regex_full(promql.pod_pattern(dep), pod) == (dep == owner), (dep, pod)
+    union = promql.pods_pattern(["m005", "m005-big"])
+    assert _go_regex_full(union, pod) == (owner is not None)
+
+
+def test_pod_pattern_of_a_long_name_matches_kubernetes_cut_names():
+    """``D-<hash>-`` longer than 58 characters is cut to 58, then 5 random characters (63 in all)."""
+    dep = "d" * 52
+    full = f"{dep}-7d9f8b6c5d-"
+    pod = full[:58] + "x2k4q"
+    assert len(pod) == 63 and _go_regex_full(promql.pod_pattern(dep), pod)
+    assert _go_regex_full(promql.pod_pattern(dep), f"{dep}-7d9f-x2k4q")          # short hash: not cut
+    assert not _go_regex_full(promql.pod_pattern(dep), pod[:-1])
+    assert not _go_regex_full(promql.pod_pattern("d" * 40), f"{'d' * 40}-{'b' * 22}")  # short names never cut
+    very_long = "e" * 70                                                   # even "D-" is cut: D[:58] + 5
+    assert _go_regex_full(promql.pod_pattern(very_long), "e" * 58 + "x2k4q")
 
 
 @pytest.mark.parametrize("model", ['m",namespace=~".*', 'm"} or up{namespace=~".+', "m\\", 'x\n"'])
@@ -59,15 +89,15 @@ def test_crafted_model_name_cannot_widen_namespace(model):
 def test_crafted_deployment_regex_is_escaped_and_anchored():
     # deploymentName is RFC 1123 (config rejects more), but even a dotted name stays literal.
     sel = TargetSelector("team-a", "a.b")
-    assert _go_regex_full(sel.pod_regex, "a.b-1")
-    assert not _go_regex_full(sel.pod_regex, "axb-1")
+    assert _go_regex_full(sel.pod_regex, "a.b-1") and _go_regex_full(sel.pod_regex, "a.b-7f9c-x2k4q")
+    assert not _go_regex_full(sel.pod_regex, "axb-1") and not _go_regex_full(sel.pod_regex, "axb-7f9c-x2k4q")
 
 
 def test_union_matchers_for_several_targets_list_only_their_namespaces():
     t = [TargetSelector("ns-1", "a"), TargetSelector("ns.2", "b", "m1")]
     m = promql.union_matchers(t)
     assert 'namespace=~"ns-1|ns\\\\.2"' in m
-    assert 'pod=~"a-.*|b-.*"' in m
+    assert 'pod=~"(?:a|b)-(?:[a-z0-9]{1,10}-[a-z0-9]{5}|[0-9]+)"' in m
     assert "model_name" not in m  # one target reads every model: filter client-side
     m2 = promql.union_matchers([TargetSelector("ns-1", "a", "m1"), TargetSelector("ns-1", "b", "m.2")])
     assert 'namespace="ns-1"' in m2 and 'model_name=~"m\\\\.2|m1"' in m2
@@ -79,7 +109,7 @@ def test_query_shapes_tag_every_term_and_use_window():
                                 "kv": [vm.KV_CACHE.new, vm.KV_CACHE.old]}, 90)
     assert g.count("label_replace(") == 2 * 4 + 2 + 2  # value+ts per gauge name, prev for 2, up + up ts
     assert "offset 90000ms" in g and f'timestamp({vm.KV_CACHE.old}{{' in g
-    assert 'up{namespace="ns",pod=~"dep-.*"}' in g
+    assert 'up{namespace="ns",pod=~"dep-(?:[a-z0-9]{1,10}-[a-z0-9]{5}|[0-9]+)"}' in g
     r = promql.rates_query(t, {"ttft": [vm.TTFT.new], "itl": [vm.ITL.old]}, 90)
     assert f"rate({vm.TTFT.new}_bucket{{" in r and f"rate({vm.ITL.old}_bucket{{" in r and "[90000ms]" in r
     assert "finished_reason" in r and "vllm:request_prompt_tokens_count" in r
@@ -144,7 +174,7 @@ SEL = TargetSelector("team-a", "llama")
 
 
 def test_kv_usage_is_a_mean_over_engines_not_a_sum_per_pod():
-    rows = _gauges("llama-a", kv=(0.9, 0.7)) + _gauges("llama-b", kv=(0.2,))
+    rows = _gauges("llama-7f9c-xbbbb", kv=(0.9, 0.7)) + _gauges("llama-7f9c-xcccc", kv=(0.2,))
     sig = build_signals(SEL, MetricNames(), rows, [], 60, NOW)
     assert sig.pods_reporting == 2
     assert sig.waiting == 3 and sig.running == 6            # queues of every engine add up
@@ -152,10 +182,10 @@ def test_kv_usage_is_a_mean_over_engines_not_a_sum_per_pod():
 
 
 def test_up_without_vllm_series_is_no_data():
-    up1 = [_row("up", "up", 1, "llama-a"), _row("up_ts", "up", NOW, "llama-a")]
+    up1 = [_row("up", "up", 1, "llama-7f9c-xbbbb"), _row("up_ts", "up", NOW, "llama-7f9c-xbbbb")]
     with pytest.raises(NoDataError) as e:
         build_signals(SEL, MetricNames(), up1, [], 60, NOW)
-    assert not isinstance(e.value, ScrapeFailingError) and "llama-a" in str(e.value)
+    assert not isinstance(e.value, ScrapeFailingError) and "llama-7f9c-xbbbb" in str(e.value)
 
 
 def _up(pod, value, *, then=None, up_max=None, instance=None):
@@ -171,17 +201,17 @@ def _up(pod, value, *, then=None, up_max=None, instance=None):
 def test_pods_loading_alongside_reporting_pods_are_starting_replicas():
     """up == 0 pods ("scraped but not serving metrics: loading, or broken") are on the way; the signals come
     from the pods that report."""
-    rows = _gauges("llama-a", waiting=3, running=4) + _up("llama-a", 1) + _up("llama-b", 0) + _up("llama-c", 0)
+    rows = _gauges("llama-7f9c-xbbbb", waiting=3, running=4) + _up("llama-7f9c-xbbbb", 1) + _up("llama-7f9c-xcccc", 0) + _up("llama-7f9c-xdddd", 0)
     sig = build_signals(SEL, MetricNames(), rows, [], 60, NOW, loading_bound=900)
     assert sig.pods_reporting == 1 and sig.starting_replicas == 2
     assert sig.waiting == 3 and sig.running == 4 and sig.kv_cache_usage == pytest.approx(0.5)
     # none loading: unknown to Prometheus (None), not 0, so a Kubernetes count or the policy's estimate applies
-    assert build_signals(SEL, MetricNames(), _gauges("llama-a") + _up("llama-a", 1), [], 60, NOW
+    assert build_signals(SEL, MetricNames(), _gauges("llama-7f9c-xbbbb") + _up("llama-7f9c-xbbbb", 1), [], 60, NOW
                          ).starting_replicas is None
 
 
 def test_only_loading_pods_is_unknown_demand_not_idle_and_not_an_error():
-    sig = build_signals(SEL, MetricNames(), _up("llama-a", 0, then=0, up_max=0) + _up("llama-b", 0), [], 60, NOW,
+    sig = build_signals(SEL, MetricNames(), _up("llama-7f9c-xbbbb", 0, then=0, up_max=0) + _up("llama-7f9c-xcccc", 0), [], 60, NOW,
                         loading_bound=900)
     # llama-a: up == 0 now and 900 s ago, never 1 between: broken, not counted; llama-b: loading
     assert sig.pods_reporting == 0 and sig.starting_replicas == 1
@@ -191,19 +221,19 @@ def test_only_loading_pods_is_unknown_demand_not_idle_and_not_an_error():
 
 
 def test_pods_failing_scrapes_longer_than_the_bound_are_scrape_failing():
-    rows = _up("llama-a", 0, then=0, up_max=0)
+    rows = _up("llama-7f9c-xbbbb", 0, then=0, up_max=0)
     with pytest.raises(ScrapeFailingError, match="more than 900 s") as e:
         build_signals(SEL, MetricNames(), rows, [], 60, NOW, loading_bound=900)
-    assert e.value.pods == ("llama-a",) and e.value.kind == "no_data"
+    assert e.value.pods == ("llama-7f9c-xbbbb",) and e.value.kind == "no_data"
     # up == 1 at some point in the bound (max 1), or not yet a target B ago (no up_then): still loading
     for extra in (dict(then=0, up_max=1), dict(then=1, up_max=1), dict(up_max=0)):
-        sig = build_signals(SEL, MetricNames(), _up("llama-a", 0, **extra), [], 60, NOW, loading_bound=900)
+        sig = build_signals(SEL, MetricNames(), _up("llama-7f9c-xbbbb", 0, **extra), [], 60, NOW, loading_bound=900)
         assert sig.starting_replicas == 1, extra
 
 
 def test_a_pod_with_one_failing_scrape_target_among_several_counts_as_loading():
     """up is per scrape target: a sidecar's target answering (up 1) does not hide vLLM's failing one."""
-    rows = _up("llama-a", 1, instance="llama-a:15020") + _up("llama-a", 0, instance="llama-a:8000")
+    rows = _up("llama-7f9c-xbbbb", 1, instance="llama-7f9c-xbbbb:15020") + _up("llama-7f9c-xbbbb", 0, instance="llama-7f9c-xbbbb:8000")
     assert build_signals(SEL, MetricNames(), rows, [], 60, NOW).starting_replicas == 1
 
 
@@ -214,26 +244,26 @@ def test_no_series_at_all_is_zero_pods_not_an_error():
 
 def test_stale_gauges_are_no_data():
     with pytest.raises(NoDataError, match="older than the window"):
-        build_signals(SEL, MetricNames(), _gauges("llama-a", age=61), [], 60, NOW)
-    assert build_signals(SEL, MetricNames(), _gauges("llama-a", age=60), [], 60, NOW).pods_reporting == 1
+        build_signals(SEL, MetricNames(), _gauges("llama-7f9c-xbbbb", age=61), [], 60, NOW)
+    assert build_signals(SEL, MetricNames(), _gauges("llama-7f9c-xbbbb", age=60), [], 60, NOW).pods_reporting == 1
 
 
 def test_series_of_other_namespaces_and_old_names_are_ignored():
-    rows = _gauges("llama-a") + [_row("waiting", vm.WAITING.new, 50, "llama-x", ns="team-b"),
-                                 _row("waiting_ts", vm.WAITING.new, NOW, "llama-x", ns="team-b"),
-                                 _row("kv", vm.KV_CACHE.old, 0.99, "llama-a", engine="0"),
-                                 _row("kv_ts", vm.KV_CACHE.old, NOW, "llama-a", engine="0")]
+    rows = _gauges("llama-7f9c-xbbbb") + [_row("waiting", vm.WAITING.new, 50, "llama-7f9c-xffff", ns="team-b"),
+                                 _row("waiting_ts", vm.WAITING.new, NOW, "llama-7f9c-xffff", ns="team-b"),
+                                 _row("kv", vm.KV_CACHE.old, 0.99, "llama-7f9c-xbbbb", engine="0"),
+                                 _row("kv_ts", vm.KV_CACHE.old, NOW, "llama-7f9c-xbbbb", engine="0")]
     sig = build_signals(SEL, MetricNames(), rows, [], 60, NOW)   # probe chose the new KV name
     assert sig.waiting == 1 and sig.kv_cache_usage == pytest.approx(0.5)
 
 
 def test_arrival_worked_example():
     """w = 60 s, 1.5 req/s finished (1.2 stop + 0.3 abort: aborts arrived too), D from 10 to 40 -> 2.0 req/s."""
-    rows = _gauges("llama-a", waiting=15, running=25) + [
-        _row("waiting_prev", vm.WAITING.new, 4, "llama-a", engine="0"),
-        _row("running_prev", vm.RUNNING.new, 6, "llama-a", engine="0")]
-    rates = [_row("success", vm.REQUEST_SUCCESS.new, 1.2, "llama-a", finished_reason="stop"),
-             _row("success", vm.REQUEST_SUCCESS.new, 0.3, "llama-a", finished_reason="abort")]
+    rows = _gauges("llama-7f9c-xbbbb", waiting=15, running=25) + [
+        _row("waiting_prev", vm.WAITING.new, 4, "llama-7f9c-xbbbb", engine="0"),
+        _row("running_prev", vm.RUNNING.new, 6, "llama-7f9c-xbbbb", engine="0")]
+    rates = [_row("success", vm.REQUEST_SUCCESS.new, 1.2, "llama-7f9c-xbbbb", finished_reason="stop"),
+             _row("success", vm.REQUEST_SUCCESS.new, 0.3, "llama-7f9c-xbbbb", finished_reason="abort")]
     sig = build_signals(SEL, MetricNames(), rows, rates, 60, NOW)
     assert sig.completion_rate == pytest.approx(1.2)          # aborts are not completions
     assert sig.arrival_rate == pytest.approx(1.5 + 30 / 60)   # but they did arrive
