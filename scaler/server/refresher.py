@@ -127,7 +127,7 @@ MAX_BACKOFF = 64
 
 @dataclass(frozen=True)
 class RefreshObserver:
-    """Hooks the metrics module attaches to (fetch durations)."""
+    """Hooks the metrics module attaches to (fetch durations, budget cut-offs)."""
 
     fetch_seconds: Callable[[str, float], None] = lambda address, seconds: None
     cutoff: Callable[[], None] = lambda: None
