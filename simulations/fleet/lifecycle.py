@@ -37,6 +37,14 @@ _MAX_SIGMA = 3.0
 _MAX_GB = 10_000.0
 
 
+class ColdStartError(ValueError):
+    """A bad :class:`ColdStartModel` value; ``field`` names the parameter (the CLI maps it to its flag)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class ColdStartModel:
     """A pod's cold start (created -> Ready), in phases, with downloads that share one link.
@@ -94,7 +102,7 @@ class ColdStartModel:
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, what: str) -> None:
             if not ok:
-                raise ValueError(f"cold start {name} must be {what}, got {getattr(self, name)!r}")
+                raise ColdStartError(name, f"cold start {name} must be {what}, got {getattr(self, name)!r}")
 
         check("median", math.isfinite(self.median) and 0 <= self.median <= _MAX_SECONDS,
               f"a number of seconds within 0-{_MAX_SECONDS:g}")
@@ -108,8 +116,8 @@ class ColdStartModel:
             v = getattr(self, name)
             check(name, not math.isnan(v) and v > 0, "a rate in GB/s > 0 (inf: unlimited)")
         if self.engine_median < 0:
-            raise ValueError(
-                f"cold start median {self.median:g} s is shorter than the phases before the engine starts: "
+            raise ColdStartError(
+                "median", f"cold start median {self.median:g} s is shorter than the phases before the engine starts: "
                 f"scheduling {self.scheduling:g} s + (image_gb {self.image_gb:g} + weights_gb {self.weights_gb:g}) GB"
                 f" / {min(self.pod_bandwidth, self.bandwidth):g} GB/s (min of pod_bandwidth, bandwidth) = "
                 f"{self.scheduling + self.download_alone:.1f} s; raise the median or the bandwidth, or lower a size")
