@@ -33,9 +33,17 @@ from .traces import BUNDLED, BUNDLED_DOC, TraceError, load
 DEFAULT_TRACE = "azure-2023-conv"
 REQUEST_MODE_LIMIT = 2_000_000
 _CS = ColdStartModel()
-_CS_FLAGS = {"median": "--cold-start", "sigma": "--cold-start-sigma", "scheduling": "--cold-start-scheduling",
-             "image_gb": "--cold-start-image-gb", "weights_gb": "--cold-start-weights-gb",
-             "bandwidth": "--cold-start-bandwidth", "pod_bandwidth": "--cold-start-pod-bandwidth"}
+# Cold start in phases (simulations/fleet/lifecycle.py, ColdStartModel; defaults: the H100 testbed):
+# field -> (flag, metavar, help).
+_CS_FLAGS = {
+    "median": ("--cold-start", "S", "median cold start of one pod alone (created -> Ready), seconds"),
+    "sigma": ("--cold-start-sigma", "X", "log-normal spread of the engine-start phase (0 = fixed)"),
+    "scheduling": ("--cold-start-scheduling", "S", "cold start phase 1: scheduling, container creation, seconds"),
+    "image_gb": ("--cold-start-image-gb", "GB", "cold start phase 2: image to pull, GB (0: cached on the node)"),
+    "weights_gb": ("--cold-start-weights-gb", "GB", "cold start phase 2: weights to download, GB"),
+    "bandwidth": ("--cold-start-bandwidth", "GB/S", "the download link the loading pods share, GB/s (inf: none)"),
+    "pod_bandwidth": ("--cold-start-pod-bandwidth", "GB/S", "the most one pod downloads at, GB/s"),
+}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -43,21 +51,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"a trace file or a bundled name ({', '.join(BUNDLED)}); default {DEFAULT_TRACE}")
     p.add_argument("--slo-ttft", type=float, default=2.5, metavar="S", help="P95 TTFT SLO, seconds (default 2.5)")
     p.add_argument("--slo-tpot", type=float, default=0.1, metavar="S", help="P95 TPOT SLO, seconds (default 0.1)")
-    # Cold start in phases (simulations/fleet/lifecycle.py, ColdStartModel; defaults: the H100 testbed).
-    p.add_argument("--cold-start", type=float, default=_CS.median, metavar="S",
-                   help=f"median cold start of one pod alone (created -> Ready), seconds (default {_CS.median:g})")
-    p.add_argument("--cold-start-sigma", type=float, default=_CS.sigma, metavar="X",
-                   help=f"log-normal spread of the engine-start phase (0 = fixed; default {_CS.sigma:g})")
-    p.add_argument("--cold-start-scheduling", type=float, default=_CS.scheduling, metavar="S",
-                   help=f"cold start phase 1: scheduling and container creation, seconds (default {_CS.scheduling:g})")
-    p.add_argument("--cold-start-image-gb", type=float, default=_CS.image_gb, metavar="GB",
-                   help=f"cold start phase 2: image to pull, GB (default {_CS.image_gb:g}: cached on the node)")
-    p.add_argument("--cold-start-weights-gb", type=float, default=_CS.weights_gb, metavar="GB",
-                   help=f"cold start phase 2: weights to download, GB (default {_CS.weights_gb:g})")
-    p.add_argument("--cold-start-bandwidth", type=float, default=_CS.bandwidth, metavar="GB/S",
-                   help=f"the download link the loading pods share, GB/s (inf: no sharing; default {_CS.bandwidth:g})")
-    p.add_argument("--cold-start-pod-bandwidth", type=float, default=_CS.pod_bandwidth, metavar="GB/S",
-                   help=f"the most one pod downloads at, GB/s (default {_CS.pod_bandwidth:g})")
+    for field, (flag, metavar, text) in _CS_FLAGS.items():
+        default = getattr(_CS, field)
+        p.add_argument(flag, type=float, default=default, metavar=metavar, help=f"{text} (default {default:g})")
     p.add_argument("--rate-scale", type=float, default=1.0, metavar="X", help="multiply the demand (default 1)")
     p.add_argument("--fidelity", choices=("request", "aggregate"), default=None,
                    help="per-request events or the aggregate fluid model (default: request for request traces "
@@ -150,9 +146,9 @@ def _initial_replicas(text: str) -> int | str:
 
 def _cold_start(args) -> ColdStartModel:
     try:
-        return ColdStartModel(**{f: getattr(args, flag[2:].replace("-", "_")) for f, flag in _CS_FLAGS.items()})
+        return ColdStartModel(**{f: getattr(args, v[0][2:].replace("-", "_")) for f, v in _CS_FLAGS.items()})
     except ColdStartError as exc:
-        raise ValueError(f"{_CS_FLAGS[exc.field]}: {exc}") from None
+        raise ValueError(f"{_CS_FLAGS[exc.field][0]}: {exc}") from None
 
 
 def _settings(args, fidelity: str, trace) -> Settings:
