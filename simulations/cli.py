@@ -72,9 +72,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "fleet sized for it)")
     p.add_argument("--request-timeout", type=float, default=60.0, metavar="S",
                    help="a request held with no ready replica this long is unserved (default 60)")
-    p.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="override the fleet model: alpha, beta, gamma (s), max_num_seqs, kv_tokens, "
-                        "max_batched_tokens, name; repeatable")
+    add_model_flags(p)
     p.add_argument("--kpa-target", type=float, default=32.0, help="kpa: target concurrency per pod (default 32)")
     p.add_argument("--kpa-scale-down-delay", type=float, default=0.0, metavar="S",
                    help="kpa: Knative's scale-down-delay, 0-3600 s (default 0, Knative's default)")
@@ -90,6 +88,38 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "default scaleToZeroAfter 300 s / 5)")
     p.add_argument("--idle-first-n", type=int, default=10, metavar="N",
                    help="first-after-idle outcome: the first N requests after each gap (default 10)")
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """``--model-profile NAME`` and ``--model-param NAME=VALUE`` (simulate, sweep, calibrate, profile)."""
+    from .fleet import profiles
+
+    p.add_argument("--model-profile", default=profiles.DEFAULT, metavar="NAME",
+                   help=f"the replica's model x GPU profile ({', '.join(profiles.names())}; default "
+                        f"{profiles.DEFAULT}; sources: `vllm-scaler profile --list`)")
+    p.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a number of the profile: alpha, beta, gamma (s), max_num_seqs, kv_tokens, "
+                        "max_batched_tokens, name; repeatable")
+
+
+def model_params(args) -> ModelParams:
+    """The :class:`ModelParams` the flags of :func:`add_model_flags` ask for; ValueError names the bad flag."""
+    from .fleet import profiles
+
+    overrides = {}
+    for item in args.model_param:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"--model-param {item!r}: expected NAME=VALUE")
+        overrides[k.strip()] = v
+    try:
+        profiles.get(args.model_profile)
+    except ValueError as exc:
+        raise ValueError(f"--model-profile: {exc}") from None
+    try:
+        return profiles.resolve(args.model_profile, overrides)
+    except ValueError as exc:
+        raise ValueError(f"--model-param: {exc}") from None
 
 
 def register(subparsers) -> None:
@@ -152,9 +182,7 @@ def _cold_start(args) -> ColdStartModel:
 
 
 def _settings(args, fidelity: str, trace) -> Settings:
-    params = ModelParams()
-    if args.model_param:
-        params = params.with_overrides(dict(parse_metadata_pairs(args.model_param)))
+    params = model_params(args)
     metadata = parse_metadata_pairs(args.metadata)
     if not args.uncalibrated and not {k for k, _ in metadata} & {"fleetModel", "capacityPerReplica"}:
         # What a calibrated deployment passes (docs/predictive.md): the fleet model of the fleet being simulated.

@@ -130,7 +130,7 @@ OUTAGE = (17.0, 22.0)   # Prometheus unreachable from the scaler (seconds from t
 def demo_model():
     """A small replica so that a few req/s need several: saturates near 5 req/s (see the module docstring).
 
-    Same iteration-time model as :data:`simulations.fleet.LLAMA_3_1_8B_A100`, with ``max_num_seqs = 16``
+    Same iteration-time model as :class:`simulations.fleet.ModelParams`, with ``max_num_seqs = 16``
     and a slower decode, i.e. a smaller GPU; prompts of ~200 and outputs of ~48 tokens (:func:`arrivals`).
     """
     from simulations.fleet import ModelParams

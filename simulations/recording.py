@@ -43,18 +43,48 @@ over a 2.5 s SLO -> short -> needed 3; a policy answering 2 is under, 3 is not.
 
 Calibration (:func:`calibrate`)
 -------------------------------
-Per tick with ``N > 0`` replicas: ``n = running / N`` (running sequences per replica), ``t = tpot_mean``
-(mean inter-token latency = iteration time), ``P = prompt_tokens_mean``.
+Fits the simulator's own step model (:mod:`simulations.fleet.model`): one step of a replica takes
+``t = alpha + beta * n + gamma * prefill_tokens_in_step`` seconds. Only ticks whose whole window saw no queue
+are used (``waiting == 0`` at every recorded tick in ``(t - window, t]``: below saturation, where the step
+model's steady state holds). Per tick, per replica (``N`` replicas): ``lam = completion_rate / N`` (req/s; the
+arrival rate when completions are unknown), ``P = prompt_tokens_mean``, ``L = output_tokens_mean``,
+``t = tpot_mean`` (the mean inter-token latency is the step time).
 
-* ``alpha, beta``: least squares of ``t = alpha + beta * n`` (the decode part of the fleet model's
-  ``t = alpha + beta*running + gamma*prefill_tokens_in_step``);
-* ``gamma``: least squares through the origin of ``ttft_mean - 1.5 * t = gamma * P`` over ticks whose
-  whole window saw no queue (``waiting == 0`` at every recorded tick in ``(t - window, t]``), from the fleet model's below-saturation TTFT ``1.5 t + gamma * p``
-  (:mod:`simulations.fleet.model`).
+1. ``gamma``: least squares through the origin of ``ttft_mean - 1.5 * t = gamma * P``, the step model's
+   below-saturation TTFT ``1.5 t + gamma * p`` (half a step waiting for the next one, then the step that also
+   prefills the request).
+2. ``alpha, beta``: a replica receiving ``lam`` req/s prefills ``lam * t * P`` prompt tokens per step and runs
+   ``n = lam * L * t`` sequences (Little's law), so ``t = alpha + beta * lam * L * t + gamma * lam * P * t``.
+   The prefill share ``gamma * lam * P`` (from step 1, the window's rate and mean prompt) is subtracted,
+   not counted twice::
 
-Quality: R^2 and RMSE of each fit and the number of ticks used. Worked example
-(``tests/unit/test_recording.py::test_calibrate_recovers_known_parameters``): ticks generated with
-``alpha = 0.02, beta = 0.0005, gamma = 0.0001`` are fitted back to 1e-9.
+       1 / t = (1 - gamma * lam * P) / alpha - (beta / alpha) * lam * L
+
+   is fitted by least squares (no intercept) on the two columns ``1 - gamma*lam*P`` and ``lam*L``. Both are
+   built from rates and sizes only; the ITL noise stays on one side (fitting ``t`` on ``n = lam*L*t``, which
+   contains ``t`` itself, biases ``beta`` upwards).
+3. ``kv_tokens`` (when ``kv_cache_usage`` is recorded): least squares through the origin of
+   ``kv_cache_usage = n * (P + L/2) / kv_tokens`` over ticks with usage in (0.02, 0.9): a running request
+   holds its prompt and, on average, half its output. Recorded usage is a peak or a mean depending on the
+   source, so this is a lower bound of the true capacity to check against vLLM's start-up log.
+
+Each fit reports its R^2 (``alpha, beta``: of ``t`` predicted against ``t`` observed), RMSE and the ticks used.
+Worked example (``tests/unit/test_recording.py::test_calibrate_recovers_known_parameters``): ticks
+generated from the steady state of ``alpha = 0.02, beta = 0.0005, gamma = 0.0001`` are fitted back to 1e-9.
+Round trip and real data: ``tests/unit/test_calibrate_fleet.py`` (a simulated fleet at known parameters) and
+``tests/unit/test_calibrate_testbed.py`` (the bundled H100 testbed, via :func:`testbed_recording`).
+
+Testbed measurements (:func:`testbed_recording`)
+------------------------------------------------
+``simulations/data/vllm-testbed-h100/reconciles.csv`` (one row per autoscaler reconcile, see its README)
+becomes a recording: ``t``; ``replicas`` and ``pods_reporting`` = ``pods``; ``arrival_rate`` and
+``completion_rate`` = ``arrival_rpm / 60`` (the CSV counts completions); ``ttft_mean``, ``tpot_mean`` =
+``ttft_ms``, ``itl_ms`` / 1000 (null when 0: no traffic); ``prompt_tokens_mean``, ``output_tokens_mean`` =
+``in_tok``, ``out_tok``; ``waiting`` = ``waiting_sum`` (the per-pod 1-minute maxima summed, so a zero means no
+queue all minute); ``kv_cache_usage`` = ``kv_mean``; ``running`` (not logged) by Little's law
+``rate * out_tok * itl``, null when a factor is unknown. Rows repeated at the boundary of two runs (same ``t``)
+are kept once. The header's window is 60 s (the controller's queries), its step 30 s.
+``vllm-scaler calibrate reconciles.csv`` reads such a file directly (recognised by its header line).
 """
 
 from __future__ import annotations
@@ -471,41 +501,154 @@ def _queue_free(recording: Recording) -> list[Tick]:
     return out
 
 
+def _per_replica(tick: Tick) -> tuple[float, float, float, float] | None:
+    """``(lam, P, L, t)`` per replica of a tick (see the module docstring), or None when one is unknown."""
+    rate = tick.completion_rate if tick.completion_rate is not None else tick.arrival_rate
+    if (not tick.replicas or rate is None or rate <= 0 or tick.tpot_mean is None or tick.tpot_mean <= 0
+            or not tick.prompt_tokens_mean or not tick.output_tokens_mean):
+        return None
+    return rate / tick.replicas, tick.prompt_tokens_mean, tick.output_tokens_mean, tick.tpot_mean
+
+
 def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
-    """Fit ``alpha, beta`` (TPOT on running per replica) and ``gamma`` (TTFT on prompt tokens); see module doc.
+    """Fit ``gamma``, then ``alpha, beta`` with the prefill share removed, then ``kv_tokens`` (module docstring).
 
-    Raises ``ValueError`` naming the missing fields when fewer than ``min_ticks`` ticks are usable.
+    Returns ``{"ttft": gamma, "tpot": alpha and beta, "kv": kv_tokens}`` (``"kv"`` only when at least
+    ``min_ticks`` ticks have a usable KV usage). Raises ``ValueError`` naming the missing fields when fewer than
+    ``min_ticks`` ticks are usable.
     """
-    decode = [(t.running / t.replicas, t.tpot_mean) for t in recording.ticks
-              if t.error is None and t.replicas and t.running is not None and t.tpot_mean is not None]
-    if len(decode) < min_ticks:
-        raise ValueError(f"calibrate: only {len(decode)} ticks have replicas > 0, running and tpot_mean "
-                         f"(need --min-ticks {min_ticks})")
-    fit_tpot = _lstsq([[1.0] * len(decode), [n for n, _ in decode]], [t for _, t in decode], ("alpha", "beta"),
-                      intercept=True)
-    prefill = [(t.prompt_tokens_mean, t.ttft_mean - 1.5 * t.tpot_mean) for t in _queue_free(recording)
-               if t.replicas and t.prompt_tokens_mean and t.ttft_mean is not None and t.tpot_mean is not None]
+    import numpy as np
+
+    quiet = [(tick, row) for tick in _queue_free(recording) if (row := _per_replica(tick)) is not None]
+    need = ("replicas > 0, completion_rate (or arrival_rate) > 0, tpot_mean, prompt_tokens_mean and "
+            "output_tokens_mean")
+    prefill = [(row[1], tick.ttft_mean - 1.5 * row[3]) for tick, row in quiet if tick.ttft_mean is not None]
     if len(prefill) < min_ticks:
-        raise ValueError(f"calibrate: only {len(prefill)} ticks with no queue over their window have "
-                         "prompt_tokens_mean, "
-                         f"ttft_mean and tpot_mean (need --min-ticks {min_ticks})")
+        raise ValueError(f"calibrate: only {len(prefill)} ticks with no queue over their window have {need} "
+                         f"and ttft_mean (need --min-ticks {min_ticks})")
     fit_ttft = _lstsq([[p for p, _ in prefill]], [y for _, y in prefill], ("gamma",), intercept=False)
-    return {"tpot": fit_tpot, "ttft": fit_ttft}
+    gamma = fit_ttft.coefficients["gamma"]
+
+    lam, P, L, t = (np.array(col, dtype=float) for col in zip(*(row for _, row in quiet)))
+    inv = _lstsq([1.0 - gamma * lam * P, lam * L], 1.0 / t, ("inv_alpha", "minus_beta_over_alpha"),
+                 intercept=False)
+    c0, c1 = inv.coefficients["inv_alpha"], inv.coefficients["minus_beta_over_alpha"]
+    alpha = 1.0 / c0 if c0 > 0 else math.nan
+    beta = -c1 * alpha
+    pred = 1.0 / (c0 * (1.0 - gamma * lam * P) + c1 * lam * L)
+    ss_res = float(((t - pred) ** 2).sum())
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    fit_tpot = Fit({"alpha": alpha, "beta": beta}, None if ss_tot <= 0 else 1.0 - ss_res / ss_tot,
+                   math.sqrt(ss_res / len(t)), len(t))
+    fits = {"tpot": fit_tpot, "ttft": fit_ttft}
+
+    kv = [(tick.kv_cache_usage, r[0] * r[2] * r[3] * (r[1] + r[2] / 2)) for tick, r in quiet
+          if tick.kv_cache_usage is not None and 0.02 < tick.kv_cache_usage < 0.9]
+    if len(kv) >= min_ticks:
+        # usage = tokens / K: least squares of usage on tokens through the origin gives 1/K
+        f = _lstsq([[u for _, u in kv]], [k for k, _ in kv], ("inv_kv",), intercept=False)
+        inv_kv = f.coefficients["inv_kv"]
+        if inv_kv > 0:
+            fits["kv"] = Fit({"kv_tokens": 1.0 / inv_kv}, f.r2, f.rmse, f.ticks)
+    return fits
 
 
-def fitted_params(fits: Mapping[str, Fit], name: str):
-    """The fitted numbers as :class:`simulations.fleet.ModelParams` (other fields at their defaults), or a
-    plain dict when the fleet model is not importable or rejects the numbers (e.g. alpha <= 0)."""
-    values = {"alpha": fits["tpot"].coefficients["alpha"], "beta": fits["tpot"].coefficients["beta"],
-              "gamma": fits["ttft"].coefficients["gamma"]}
+def fitted_params(fits: Mapping[str, Fit], name: str, base=None):
+    """The fitted numbers as :class:`simulations.fleet.ModelParams` (other fields from ``base``, default
+    ``ModelParams()``), or a plain dict when the fleet model is not importable or rejects the numbers."""
+    values: dict[str, Any] = {"alpha": fits["tpot"].coefficients["alpha"], "beta": fits["tpot"].coefficients["beta"],
+                              "gamma": fits["ttft"].coefficients["gamma"]}
+    if "kv" in fits:
+        values["kv_tokens"] = int(round(fits["kv"].coefficients["kv_tokens"]))
     try:
         from simulations.fleet import ModelParams
     except ImportError as exc:
         return values, f"simulations.fleet.ModelParams not importable ({exc}); numbers shown as a dict"
     try:
-        return replace(ModelParams(), name=name, **values), None
+        return replace(base if base is not None else ModelParams(), name=name, **values), None
     except ValueError as exc:
         return values, f"not a valid ModelParams: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the bundled testbed measurements as a recording
+# ---------------------------------------------------------------------------------------------------
+TESTBED_COLUMNS = ("run", "ts", "t", "variant", "replicas", "pods", "ttft_ms", "itl_ms", "arrival_rpm", "in_tok",
+                   "out_tok", "waiting_sum", "waiting_max", "kv_mean", "kv_max", "kv_pods", "q_pods")
+
+
+def is_testbed_csv(path: str | os.PathLike) -> bool:
+    """True when the file's first line is the header of the testbed's ``reconciles.csv``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip().split(",") == list(TESTBED_COLUMNS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def testbed_recording(path: str | os.PathLike) -> Recording:
+    """The testbed's ``reconciles.csv`` as a :class:`Recording` (mapping: module docstring). Bad cells raise
+    :class:`RecordingError` naming the file, the line and the column."""
+    import csv
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecordingError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or rows[0] != list(TESTBED_COLUMNS):
+        raise RecordingError(f"{p}:1: not a testbed reconciles.csv (expected the header {','.join(TESTBED_COLUMNS)})")
+
+    def num(i: int, row: dict, col: str, *, zero_is_none: bool = False) -> float | None:
+        raw = row[col].strip()
+        if raw == "":
+            return None
+        try:
+            v = float(raw)
+        except ValueError:
+            raise RecordingError(f"{p}:{i}: column {col}: not a number: {raw!r}") from None
+        if not math.isfinite(v) or v < 0:
+            raise RecordingError(f"{p}:{i}: column {col}: must be a finite number >= 0, got {raw!r}")
+        return None if zero_is_none and v == 0 else v
+
+    by_t: dict[float, Tick] = {}
+    variants = set()
+    for i, cells in enumerate(rows[1:], start=2):
+        if len(cells) != len(TESTBED_COLUMNS):
+            raise RecordingError(f"{p}:{i}: expected {len(TESTBED_COLUMNS)} columns, got {len(cells)}")
+        row = dict(zip(TESTBED_COLUMNS, cells))
+        t = num(i, row, "t")
+        if t is None:
+            raise RecordingError(f"{p}:{i}: column t is empty")
+        if t in by_t:            # the same reconcile logged by two consecutive runs
+            continue
+        variants.add(row["variant"])
+        pods = int(num(i, row, "pods") or 0)
+        rpm = num(i, row, "arrival_rpm")
+        rate = None if rpm is None else rpm / 60.0
+        ttft, itl = num(i, row, "ttft_ms", zero_is_none=True), num(i, row, "itl_ms", zero_is_none=True)
+        out_tok = num(i, row, "out_tok")
+        itl_s = None if itl is None else itl / 1000.0
+        running = None if None in (rate, out_tok, itl_s) else rate * out_tok * itl_s
+        if rate == 0:
+            running = 0.0
+        by_t[t] = Tick(t=t, pods_reporting=pods, replicas=pods, waiting=num(i, row, "waiting_sum"), running=running,
+                       kv_cache_usage=num(i, row, "kv_mean"), completion_rate=rate, arrival_rate=rate,
+                       prompt_tokens_mean=num(i, row, "in_tok"), output_tokens_mean=out_tok,
+                       ttft_mean=None if ttft is None else ttft / 1000.0, tpot_mean=itl_s)
+    ticks = tuple(by_t[t] for t in sorted(by_t))
+    if not ticks:
+        raise RecordingError(f"{p}: no rows")
+    header = RecordingHeader(prometheus="", namespace="testbed", deployment=",".join(sorted(variants)),
+                             model_name=None, start=ticks[0].t, end=ticks[-1].t, step=30.0, window=60.0,
+                             metric_names={})
+    return Recording(header, ticks)
+
+
+def load_for_calibration(path: str | os.PathLike) -> Recording:
+    """A recording file, or a testbed ``reconciles.csv`` (recognised by its header) converted on the fly."""
+    return testbed_recording(path) if is_testbed_csv(path) else Recording.load(path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -639,36 +782,54 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
+    from simulations.cli import model_params
+
     try:
-        rec = Recording.load(args.recording)
+        base = model_params(args)
+        if args.max_num_seqs is not None and args.max_num_seqs < 1:
+            raise ValueError(f"--max-num-seqs must be >= 1, got {args.max_num_seqs}")
+        if args.kv_tokens is not None and not (math.isfinite(args.kv_tokens) and args.kv_tokens >= 1):
+            raise ValueError(f"--kv-tokens must be a number >= 1, got {args.kv_tokens}")
+        rec = load_for_calibration(args.recording)
         fits = calibrate(rec, min_ticks=args.min_ticks)
     except ValueError as exc:
         print(f"vllm-scaler calibrate: {exc}", file=sys.stderr)
         return 2
-    params, note = fitted_params(fits, f"calibrated from {Path(args.recording).name}")
-    for label, fit in (("TPOT = alpha + beta * running_per_replica", fits["tpot"]),
-                       ("TTFT - 1.5 * TPOT = gamma * prompt_tokens", fits["ttft"])):
+    params, note = fitted_params(fits, f"calibrated from {Path(args.recording).name} on {base.name}", base)
+    labels = {"ttft": "TTFT - 1.5 * TPOT = gamma * prompt_tokens",
+              "tpot": "TPOT = alpha + beta * running + gamma * prefill tokens per step (prefill share removed)",
+              "kv": "KV usage = running * (prompt + output/2) / kv_tokens"}
+    for key in ("ttft", "tpot", "kv"):
+        if key not in fits:
+            continue
+        fit = fits[key]
         coefs = ", ".join(f"{k} = {v:.6g}" for k, v in fit.coefficients.items())
-        print(f"{label}: {coefs}; R^2 = {_fmt(fit.r2, 4)}, RMSE = {fit.rmse:.4g} s over {fit.ticks} ticks")
+        print(f"{labels[key]}: {coefs}; R^2 = {_fmt(fit.r2, 4)}, RMSE = {fit.rmse:.4g} over {fit.ticks} ticks")
+    if "kv" not in fits:
+        print("kv_tokens not fitted (too few ticks with kv_cache_usage below 0.9 and no queue)")
     print(f"fitted: {params!r}")
     if note:
         print(f"note: {note}")
-    values = params if isinstance(params, dict) else {k: getattr(params, k) for k in ("alpha", "beta", "gamma")}
-    print("simulate with: " + " ".join(f"--model-param {k}={v:.6g}" for k, v in values.items()))
+    keys = ("alpha", "beta", "gamma") + (("kv_tokens",) if "kv" in fits else ())
+    values = params if isinstance(params, dict) else {k: getattr(params, k) for k in keys}
+    print(f"simulate with: --model-profile {args.model_profile} "
+          + " ".join(f"--model-param {k}={v:.6g}" for k, v in values.items()))
     from scaler.capacity import FleetModel
 
+    max_num_seqs = args.max_num_seqs if args.max_num_seqs is not None else base.max_num_seqs
+    kv_tokens = args.kv_tokens if args.kv_tokens is not None else values.get("kv_tokens")
     try:
         model = FleetModel(alpha=values["alpha"], beta=values["beta"], gamma=values["gamma"],
-                           max_num_seqs=args.max_num_seqs, kv_tokens=args.kv_tokens)
+                           max_num_seqs=max_num_seqs, kv_tokens=kv_tokens)
     except ValueError as exc:
         print(f"no fleetModel metadata: {exc}")
     else:
+        src = ("--max-num-seqs" if args.max_num_seqs is not None else f"profile {args.model_profile}")
         print(f'trigger metadata for the predictive policy: fleetModel: "{model.metadata()}"'
-              f" (maxNumSeqs{' and kvTokens' if args.kv_tokens else ''} from the command line: vLLM's "
-              "--max-num-seqs and its KV-cache tokens are not in the recording)")
+              f" (maxNumSeqs from {src}: vLLM's --max-num-seqs is not in the recording)")
         values = {**values, "fleetModel": model.metadata()}
     if args.json:
-        doc = {"recording": str(args.recording), "params": values,
+        doc = {"recording": str(args.recording), "profile": args.model_profile, "params": values,
                "fits": {k: asdict(f) for k, f in fits.items()}, "note": note}
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     return 0
@@ -711,15 +872,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run_replay)
 
     p = subparsers.add_parser(
-        "calibrate", help="fit the fleet model's alpha, beta, gamma to a recording",
-        description="Least squares of mean TPOT on running sequences per replica (alpha, beta) and of "
-                    "TTFT - 1.5 TPOT on mean prompt tokens over ticks with no queue in their window (gamma).")
-    p.add_argument("recording", help="a file written by `vllm-scaler record`")
+        "calibrate", help="fit the fleet model's alpha, beta, gamma (and kv_tokens) to a recording",
+        description="Over ticks with no queue in their window: gamma from TTFT - 1.5 TPOT on mean prompt tokens; "
+                    "alpha, beta from the step model's steady state with the prefill share of each step removed; "
+                    "kv_tokens from KV usage against the tokens the running requests hold (docs/recording.md).")
+    p.add_argument("recording", help="a file written by `vllm-scaler record`, or the testbed's reconciles.csv")
     p.add_argument("--min-ticks", type=int, default=10, help="fewest usable ticks per fit (default: %(default)s)")
-    p.add_argument("--max-num-seqs", type=int, default=256,
-                   help="the Deployment's vLLM --max-num-seqs, for the fleetModel metadata (default %(default)s)")
+    from simulations.cli import add_model_flags
+
+    add_model_flags(p)
+    p.add_argument("--max-num-seqs", type=int, default=None,
+                   help="the Deployment's vLLM --max-num-seqs, for the fleetModel metadata (default: the profile's)")
     p.add_argument("--kv-tokens", type=float, default=None,
-                   help="KV-cache capacity in tokens per replica (vLLM logs it at start-up), for fleetModel; "
-                        "optional")
+                   help="KV-cache capacity in tokens per replica (vLLM logs it at start-up), for fleetModel "
+                        "(default: the fitted one, when the recording has KV usage)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the fitted numbers and fit quality as JSON")
     p.set_defaults(func=_run_calibrate)

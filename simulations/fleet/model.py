@@ -9,18 +9,13 @@ running sequence (decode), ``gamma`` the cost per prompt token prefilled in the
 step. It is the shape llm-d's Workload Variant Autoscaler fits per model and
 GPU (decode ``itl = alpha + beta * batch``; prefill ``delta`` per token).
 
-Default parameters (:data:`LLAMA_3_1_8B_A100`) -- Llama-3.1-8B on one A100:
-the worked example of llm-d's Workload Variant Autoscaler configuration guide
-(``llm-d-incubation/workload-variant-autoscaler``, ``docs/user-guide/configuration.md``,
-``variantID: meta/llama-3.1-8b-A100-1``): decode ``alpha = 20.58 ms``,
-``beta = 0.41 ms`` per sequence; prefill ``delta = 0.1 ms`` per prompt token
-(its ``gamma = 5.2 ms`` prefill constant is folded into our ``alpha``);
-``maxBatchSize: 256`` (vLLM ``--max-num-seqs``). The KV-token capacity is not
-in that source; it is derived: Llama-3.1-8B keeps 2 (K, V) x 32 layers x 8 KV
-heads x 128 dims x 2 bytes = 128 KiB per token; an 80 GB A100 at vLLM's
-``gpu_memory_utilization=0.9`` leaves about 72 GB, minus 16 GB of bf16 weights
-and a few GB of activations, about 52 GB of KV: ~400,000 tokens. Every number is
-configurable (``--model-param`` in the CLI).
+Default parameters: the ``llama-3.1-8b-h100`` profile -- Llama-3.1-8B (bf16) on one
+H100-80GB under vLLM 0.11 with its default flags (``max_num_seqs`` 1024,
+``max_num_batched_tokens`` 8192), fitted with ``vllm-scaler calibrate`` on the
+bundled measurements of a real llm-d testbed (``simulations/data/vllm-testbed-h100/``).
+Its source, method and what it was checked against are documented with every
+other profile in :mod:`simulations.fleet.profiles`; ``--model-profile NAME``
+picks another one, ``--model-param NAME=VALUE`` changes any number.
 
 Steady state of one replica (the fluid model the aggregate fidelity and the
 oracle use). A replica receiving ``lam`` requests/s with mean prompt ``P`` and
@@ -37,7 +32,8 @@ replica saturates: ``t_sat = alpha + beta*n_max + gamma*P*n_max/L`` and the
 throughput is ``lam_sat = n_max / (L * t_sat)``.
 
 Worked example (pinned by ``tests/unit/test_fleet.py::test_steady_state_worked_example``):
-defaults, ``P = 1000``, ``L = 200``, ``lam = 2 req/s``: ``rho = 2 * (0.00041*200 +
+``alpha = 0.02058, beta = 0.00041, gamma = 0.0001, max_num_seqs = 256, kv_tokens = 400000``
+(round numbers of an older example, not a profile), ``P = 1000``, ``L = 200``, ``lam = 2 req/s``: ``rho = 2 * (0.00041*200 +
 0.0001*1000) = 0.364``, ``t = 0.02058 / 0.636 = 0.03236 s``, ``n = 2*200*0.03236 =
 12.94``. Saturation: ``n_max = min(256, 400000 // 1200 = 333) = 256``, ``t_sat =
 0.02058 + 0.10496 + 0.0001*1000*256/200 = 0.25354 s``, ``lam_sat = 256 / (200 *
@@ -61,16 +57,23 @@ from scaler.capacity import FleetModel
 class ModelParams:
     """Per-iteration time ``t = alpha + beta*running + gamma*prefill_tokens_in_step`` (seconds) and limits.
 
-    ``max_batched_tokens`` caps the prompt tokens prefilled in one step (vLLM's
-    ``--max-num-batched-tokens``; a single longer prompt still goes alone).
+    * ``alpha`` (s): fixed cost of one step; ``beta`` (s per running sequence): decode cost per sequence;
+      ``gamma`` (s per prompt token): prefill cost per prompt token computed in the step;
+    * ``max_num_seqs``: vLLM's ``--max-num-seqs``; ``kv_tokens``: the KV cache of one replica in tokens (vLLM
+      logs it at start-up as "GPU KV cache size"); ``max_batched_tokens``: vLLM's ``--max-num-batched-tokens``,
+      the prompt tokens prefilled in one step (a single longer prompt still goes alone);
+    * ``name``: which profile (:mod:`simulations.fleet.profiles`) the numbers come from, with any overrides.
+
+    The defaults are the ``llama-3.1-8b-h100`` profile (its source and fit: :mod:`simulations.fleet.profiles`;
+    ``tests/unit/test_profiles.py`` pins that ``ModelParams()`` is that profile).
     """
 
-    alpha: float = 0.02058
-    beta: float = 0.00041
-    gamma: float = 0.0001
-    max_num_seqs: int = 256
-    kv_tokens: int = 400_000
-    name: str = "Llama-3.1-8B on 1x A100-80GB (llm-d WVA configuration guide)"
+    alpha: float = 0.00755
+    beta: float = 0.0000511
+    gamma: float = 0.0000214
+    max_num_seqs: int = 1024
+    kv_tokens: int = 273_000
+    name: str = "llama-3.1-8b-h100"
     max_batched_tokens: int = 8192
 
     def __post_init__(self) -> None:
@@ -108,9 +111,6 @@ class ModelParams:
             except ValueError:
                 raise ValueError(f"model parameter {key}={raw!r}: not a number") from None
         return replace(self, **values)
-
-
-LLAMA_3_1_8B_A100 = ModelParams()
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,13 @@ def fleet(arr, p, o, *, params=None, replicas=1, timeout=60.0, cold=FIXED):
                         start=T0, initial_replicas=replicas, request_timeout=timeout)
 
 
+# The worked example's round numbers (the old WVA configuration-guide example; a fixture, not a profile).
+WORKED = ModelParams(alpha=0.02058, beta=0.00041, gamma=0.0001, max_num_seqs=256, kv_tokens=400_000,
+                     name="worked-example fixture")
+
+
 def test_steady_state_worked_example():
-    m = ModelParams()
+    m = WORKED
     ss = steady_state(m, 2.0, 1000, 200)
     assert ss.utilization == pytest.approx(0.364)
     assert ss.iteration == pytest.approx(0.02058 / 0.636)
