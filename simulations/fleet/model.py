@@ -61,7 +61,8 @@ class ModelParams:
       ``gamma`` (s per prompt token): prefill cost per prompt token computed in the step;
     * ``max_num_seqs``: vLLM's ``--max-num-seqs``; ``kv_tokens``: the KV cache of one replica in tokens (vLLM
       logs it at start-up as "GPU KV cache size"); ``max_batched_tokens``: vLLM's ``--max-num-batched-tokens``,
-      the prompt tokens prefilled in one step (a single longer prompt still goes alone);
+      the tokens of one step: one per decoding sequence plus the prefill chunks (chunked prefill; at least
+      ``max_num_seqs``, as vLLM requires); ``block_size``: tokens per KV block (vLLM's ``--block-size``);
     * ``name``: which profile (:mod:`simulations.fleet.profiles`) the numbers come from, with any overrides.
 
     The defaults are the ``llama-3.1-8b-h100`` profile (its source and fit: :mod:`simulations.fleet.profiles`;
@@ -75,6 +76,7 @@ class ModelParams:
     kv_tokens: int = 273_000
     name: str = "llama-3.1-8b-h100"
     max_batched_tokens: int = 8192
+    block_size: int = 16
 
     def __post_init__(self) -> None:
         for f in ("alpha", "beta", "gamma"):
@@ -83,10 +85,16 @@ class ModelParams:
                 raise ValueError(f"ModelParams.{f} must be a finite number >= 0, got {v!r}")
         if self.alpha <= 0:
             raise ValueError(f"ModelParams.alpha must be > 0 (a step takes time), got {self.alpha!r}")
-        for f in ("max_num_seqs", "kv_tokens", "max_batched_tokens"):
+        for f in ("max_num_seqs", "kv_tokens", "max_batched_tokens", "block_size"):
             v = getattr(self, f)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"ModelParams.{f} must be an integer >= 1, got {v!r}")
+        if self.max_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"ModelParams.max_batched_tokens ({self.max_batched_tokens}) must be >= max_num_seqs "
+                             f"({self.max_num_seqs}): every running sequence takes one token of a step (vLLM's rule)")
+        if self.kv_tokens < self.block_size:
+            raise ValueError(f"ModelParams.kv_tokens ({self.kv_tokens}) must hold at least one block of "
+                             f"block_size ({self.block_size}) tokens")
 
     def fleet_model(self) -> FleetModel:
         """These parameters as the scaler's ``fleetModel`` (what ``vllm-scaler calibrate`` would fit from this
@@ -104,7 +112,7 @@ class ModelParams:
             try:
                 if key == "name":
                     values[key] = raw
-                elif key in ("max_num_seqs", "kv_tokens", "max_batched_tokens"):
+                elif key in ("max_num_seqs", "kv_tokens", "max_batched_tokens", "block_size"):
                     values[key] = int(raw)
                 else:
                     values[key] = float(raw)
