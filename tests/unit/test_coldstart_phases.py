@@ -24,7 +24,7 @@ def cold_starts(rs):
 def test_one_pod_alone_is_its_phases_and_the_log_normal_engine_start():
     m = ColdStartModel()
     assert m.download_alone == pytest.approx(16.06 / 0.5)
-    assert m.engine_median == pytest.approx(100 - 5 - 32.12)
+    assert m.engine_median == pytest.approx(90 - 5 - 32.12)
     # one pod at a time, 1,000 s apart: never two on the link
     rs = replica_set(m, seed=3)
     for k in range(2000):
@@ -47,8 +47,8 @@ def test_a_burst_finishes_later_than_one_pod():
         rs = replica_set(m)
         rs.scale_to(n, T0)
         last[n] = max(cold_starts(rs))
-    assert last[1] == pytest.approx(100.0)
-    assert last[2] == pytest.approx(100.0)        # two pods at 0.5 GB/s each fill the 1 GB/s link: no slower
+    assert last[1] == pytest.approx(90.0)
+    assert last[2] == pytest.approx(90.0)        # two pods at 0.5 GB/s each fill the 1 GB/s link: no slower
     # three or more share 1 GB/s: all finish the download at n x 16.06 GB / 1 GB/s after scheduling
     assert last[3] == pytest.approx(5 + 3 * 16.06 + m.engine_median)
     assert last[6] == pytest.approx(5 + 6 * 16.06 + m.engine_median)
@@ -56,7 +56,7 @@ def test_a_burst_finishes_later_than_one_pod():
     # with no shared limit every pod is the pod alone
     rs = replica_set(ColdStartModel(sigma=0.0, bandwidth=math.inf))
     rs.scale_to(6, T0)
-    assert cold_starts(rs) == pytest.approx([100.0] * 6)
+    assert cold_starts(rs) == pytest.approx([90.0] * 6)
 
 
 def test_bandwidth_sharing_worked_example():
