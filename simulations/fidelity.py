@@ -13,17 +13,21 @@ from the CSV, next to the model's, computed by running the simulator's per-reque
 model is cut into the same snapshots: every 60 s of simulated time gives completions per second over the
 minute, mean TTFT of the first tokens in the minute, mean ITL (token-weighted: the decode time of the requests
 that finished in the minute over their output tokens after the first), and the 1-minute max of KV usage and of
-waiting requests (sampled every second). The same functions then read both sides:
+waiting requests, sampled every ``SAMPLE`` = 15 s as Prometheus scrapes a pod. A model request counts as waiting
+once it has waited ``QUEUE_AGE`` = 1 s: in the model a request that has just arrived sits in the queue until the
+next step (10-40 ms), where vLLM's gauge is read after its scheduler has taken the step's arrivals, so an
+instantaneous count would see a queue at every load. The same functions then read both sides:
 
 * **load bands** (the testbed README's table): single-pod snapshots (``pods == 1``) with traffic and no queue
   (``waiting_max == 0``), by completions per second: below 8, 12-16, 16-20, 20-24, 24-28; and the snapshots
   with a queue. Per band: snapshots, mean TTFT, mean ITL, KV = the median of the per-pod 1-minute max. The
-  model runs each band at the band's mean rate and mean prompt/output tokens (Poisson arrivals, exponential
-  sizes), 12 minutes from an empty replica, the first 2 dropped; its queue row is the queued minutes of the
-  overload run below;
+  model runs each band at the band's mean rate, 12 minutes from an empty replica, the first 2 dropped; its
+  queue row is the queued minutes of the overload run below. Every model run offers the testbed's one
+  workload: Poisson arrivals, exponential prompt and output sizes with the means over every snapshot that
+  logged them (a band's own means are biased: in a minute of rising load the short requests finish first);
 * **knee**: the median completions/s of the snapshots with no queue and KV at 0.5 or more (a replica near its
   capacity, KV creeping up, no queue yet). The model's is the highest offered rate (to 0.25 req/s) that a
-  replica sustains for 15 minutes without a queue, at the knee snapshots' mean sizes;
+  replica sustains for 15 minutes without a queue;
 * **overload onset**: KV growth per minute (the median rise of the 1-minute KV max between consecutive
   single-pod snapshots with no queue, at 25 req/s or more) and, for the model, when the queue forms at
   ``OVERLOAD_RATE`` req/s offered to an empty replica (the testbed README: 3-4 minutes; the CSV alone cannot
@@ -68,7 +72,8 @@ GROWTH_RATE = 25.0         # KV growth is read between consecutive no-queue snap
 OVERLOAD_RATE = 27.5       # offered to an empty model replica for the queue onset (the README's 27-28 req/s)
 SATURATED_RATE = 30.0      # offered for the model's saturated throughput
 BAND_MINUTES, WARMUP_MINUTES, LONG_MINUTES = 12, 2, 15
-SAMPLE = 1.0               # seconds between KV / waiting samples of the model
+SAMPLE = 15.0              # seconds between the model's KV / waiting samples (a Prometheus scrape interval)
+QUEUE_AGE = 1.0            # a model request counts as waiting once it has waited this long (module docstring)
 
 
 # -- the real side -------------------------------------------------------------------------------------------
@@ -247,12 +252,13 @@ def model_snapshots(params: ModelParams, rate: float, prompt: float, output: flo
     o = np.maximum(1, np.ceil(rng.exponential(output, n))).astype(int)
     f = RequestFleet(arr, p, o, params=params, cold_start=ColdStartModel.single(0.0), start=0.0,
                      initial_replicas=1)
+    engine = f.engines[0]
     kv, wait = [], []
     for k in range(1, int(span / SAMPLE) + 1):
-        f.advance_to(k * SAMPLE)
-        st = f.pod_states()
-        kv.append(st[0][3])
-        wait.append(st[0][1])
+        t = k * SAMPLE
+        f.advance_to(t)
+        kv.append(engine.kv_usage())
+        wait.append(sum(1 for rid in engine.waiting if f.req.A[rid] <= t - QUEUE_AGE))
     req = f.req
     first, finish, arrival, out_tok = req.first, req.finish, req.arrival, req.output
     per = int(60 / SAMPLE)
@@ -317,6 +323,11 @@ def pct(model: float, real: float) -> str:
     return f"{100.0 * (model - real) / real:+.0f} %"
 
 
+def fmt(v: float | None, spec: str) -> str:
+    """A figure, or ``-`` when there is none (no such snapshot)."""
+    return "-" if v is None or not math.isfinite(v) else f"{v:{spec}}"
+
+
 def cell(real: float, model: float | None, fmt: str) -> str:
     """``real / model (error)``; the model ``-`` when it has no such snapshot."""
     if model is None:
@@ -357,8 +368,8 @@ def real_fragments(snaps: list[Snapshot]) -> list[tuple[str, str]]:
                 (start, f"| {b.kv:.2f} / ")]
     for label, (value, n) in (("| knee", knee(snaps)), ("| KV growth", kv_growth(snaps)),
                               ("| saturated", saturated(snaps))):
-        out.append((label, f"| {value:+.3f} | " if label == "| KV growth" else f"| {value:.1f} | "))
-        out.append((label, f"({n} "))
+        out.append((label, f"| {fmt(value, '+.3f' if label == '| KV growth' else '.1f')} | "))
+        out.append((label, f"(real: {n} "))
     for label, _, delays in cold_groups(scale_ups(snaps)):
         out.append((f"| {label} |", cold_row_start(label, delays)))
     return out
@@ -372,19 +383,21 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
              f"max_num_seqs {params.max_num_seqs}, max_batched_tokens {params.max_batched_tokens}. Real: "
              f"`simulations/data/vllm-testbed-h100/reconciles.csv`, {len(snaps):,} snapshots.", ""]
     one = single_pod(snaps)
-    ksizes = sizes(near_knee(snaps))
+    ksizes = sizes(snaps)
     over = model_snapshots(params, OVERLOAD_RATE, *ksizes, LONG_MINUTES, seed)
     onset = queue_onset(over)
 
     lines += ["### Load bands (single-pod snapshots)", "",
-              "Each cell: real / model (error).", "",
-              "| band | snapshots | req/s | prompt / output tokens | TTFT ms | ITL ms | KV (1-min max, median) |",
+              "Each cell: real / model (error). The model's band: the minutes with no queue of a run at the band's "
+              f"real rate ({ksizes[0]:.0f} / {ksizes[1]:.0f} tokens: module docstring); `-`: it had none.", "",
+              "| band | snapshots | req/s | real prompt / output tokens | TTFT ms | ITL ms | KV (1-min max, median) |",
               "|---|---|---|---|---|---|---|"]
     for b in bands(snaps).values():
         if b.name == "queue > 0":
             msnap = [s for s in over if s.waiting_max > 0 and s.rate > 0]
         else:
-            msnap = model_snapshots(params, b.rate, b.prompt, b.output, BAND_MINUTES, seed)[WARMUP_MINUTES:]
+            msnap = [s for s in model_snapshots(params, b.rate, *ksizes, BAND_MINUTES, seed)[WARMUP_MINUTES:]
+                     if s.waiting_max == 0]      # as the real band: minutes with no queue
         mb = _band(b.name, msnap, (b.prompt, b.output))
         lines.append(f"{band_row_start(b)} {cell(b.ttft_ms, mb and mb.ttft_ms, ',.1f')} | "
                      f"{cell(b.itl_ms, mb and mb.itl_ms, '.1f')} | {cell(b.kv, mb and mb.kv, '.2f')} |")
@@ -400,18 +413,18 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
     ms, msn = saturated(model_snapshots(params, SATURATED_RATE, *ksizes, LONG_MINUTES, seed))
     lines += ["### Knee, overload onset, saturated throughput", "",
               "| figure | real | model | error | how |", "|---|---|---|---|---|",
-              f"| knee (req/s per replica) | {k:.1f} | {mk:.2f} | {pct(mk, k)} | real: median completions/s of the "
-              f"({kn} single-pod snapshots with no queue and KV >= {KNEE_KV:g}); model: the highest rate a replica "
+              f"| knee (req/s per replica) | {fmt(k, '.1f')} | {mk:.2f} | {pct(mk, k)} | median completions/s (real: {kn} "
+              f"single-pod snapshots with no queue and KV >= {KNEE_KV:g}); model: the highest rate a replica "
               f"sustains {LONG_MINUTES} min without a queue ({ksizes[0]:.0f} / {ksizes[1]:.0f} tokens) |",
-              f"| KV growth near the knee (per minute) | {g:+.3f} | {mg:+.3f} | {pct(mg, g)} | median rise of the "
-              f"1-minute KV max between consecutive minutes with no queue at >= {GROWTH_RATE:g} req/s (real: ({gn} "
+              f"| KV growth near the knee (per minute) | {fmt(g, '+.3f')} | {fmt(mg, '+.3f')} | {pct(mg, g)} | median rise of the "
+              f"1-minute KV max between consecutive minutes with no queue at >= {GROWTH_RATE:g} req/s (real: {gn} "
               f"pairs; model: {mgn} pairs of the {OVERLOAD_RATE:g} req/s run before its queue) |",
               f"| queue onset at {OVERLOAD_RATE:g} req/s offered (s) | 180-240 | "
               f"{'never' if onset is None else f'{onset:.0f}'} | - | model: start of the minute from which every "
               "minute has a queue; real: the testbed README's 3-4 minutes (not in the CSV: it does not log the "
               "offered load) |",
-              f"| saturated throughput (req/s) | {sat:.1f} | {ms:.1f} | {pct(ms, sat)} | median completions/s of "
-              f"snapshots with a queue (real: ({sn} single-pod snapshots; model: {msn} minutes at "
+              f"| saturated throughput (req/s) | {fmt(sat, '.1f')} | {fmt(ms, '.1f')} | {pct(ms, sat)} | median completions/s of "
+              f"snapshots with a queue (real: {sn} single-pod snapshots; model: {msn} minutes at "
               f"{SATURATED_RATE:g} req/s offered) |", ""]
 
     ups = scale_ups(snaps)
