@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "record": "simulations.recording",
     "replay": "simulations.recording",
     "calibrate": "simulations.recording",
+    "profile": "simulations.profile",
     "demo": "simulations.demo",
 }
 

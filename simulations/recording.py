@@ -56,25 +56,30 @@ arrival rate when completions are unknown), ``P = prompt_tokens_mean``, ``L = ou
 2. ``alpha, beta``: a replica receiving ``lam`` req/s prefills ``lam * t * P`` prompt tokens per step and runs
    ``n = lam * L * t`` sequences (Little's law), so ``t = alpha + beta * lam * L * t + gamma * lam * P * t``.
    The prefill share ``gamma * lam * P`` (from step 1, the window's rate and mean prompt) is subtracted,
-   not counted twice::
+   not counted twice: ``t = alpha / (1 - gamma * lam * P - beta * lam * L)``, fitted by least squares of the
+   observed ``t`` (damped Gauss-Newton), started from the linear least squares (no intercept) of::
 
        1 / t = (1 - gamma * lam * P) / alpha - (beta / alpha) * lam * L
 
-   is fitted by least squares (no intercept) on the two columns ``1 - gamma*lam*P`` and ``lam*L``. Both are
-   built from rates and sizes only; the ITL noise stays on one side (fitting ``t`` on ``n = lam*L*t``, which
-   contains ``t`` itself, biases ``beta`` upwards).
+   on the columns ``1 - gamma*lam*P`` and ``lam*L`` (built from rates and sizes only; fitting ``t`` on
+   ``n = lam*L*t``, which contains ``t`` itself, would bias ``beta`` upwards). The last step weighs the loaded
+   ticks as their ITL does (``1/t`` gives the light ones the most weight) and so sets the knee where the data
+   have it.
 3. ``kv_tokens`` (when ``kv_cache_usage`` is recorded): least squares through the origin of
-   ``kv_cache_usage = n * (P + L/2) / kv_tokens`` over ticks with usage in (0.02, 0.9): a running request
-   holds its prompt and, on average, half its output. Recorded usage is a peak or a mean depending on the
-   source, so this is a lower bound of the true capacity to check against vLLM's start-up log.
+   ``kv_cache_usage = n * kappa / kv_tokens`` over ticks with usage in (0.02, 0.9), where ``kappa`` is the KV a
+   running sequence holds on average, the fleet model's :func:`~simulations.fleet.model.kv_per_sequence`
+   ``P + spread * L / 2 + block_size / 2``; ``spread = E[O^2] / E[O]^2`` of the output sizes is not in a
+   recording (``--output-spread``, default 1: fixed sizes; about 2 for chat traffic with outputs as varied as
+   ShareGPT's). Recorded usage is a peak or a mean depending on the source: check the result against vLLM's
+   start-up log ("GPU KV cache size").
 
 Each fit reports its R^2 (``alpha, beta``: of ``t`` predicted against ``t`` observed), RMSE and the ticks used.
 Worked example (``tests/unit/test_recording.py::test_calibrate_recovers_known_parameters``): ticks
 generated from the steady state of ``alpha = 0.02, beta = 0.0005, gamma = 0.0001`` are fitted back to 1e-9.
 Round trip and real data: ``tests/unit/test_calibrate_fleet.py`` (a simulated fleet at known parameters) and
-``tests/unit/test_calibrate_testbed.py`` (the bundled H100 testbed, via :func:`testbed_recording`).
+``tests/unit/test_calibrate_testbed.py`` (the bundled H100 testbed, via :func:`from_testbed_csv`).
 
-Testbed measurements (:func:`testbed_recording`)
+Testbed measurements (:func:`from_testbed_csv`)
 ------------------------------------------------
 ``simulations/data/vllm-testbed-h100/reconciles.csv`` (one row per autoscaler reconcile, see its README)
 becomes a recording: ``t``; ``replicas`` and ``pods_reporting`` = ``pods``; ``arrival_rate`` and
@@ -510,7 +515,38 @@ def _per_replica(tick: Tick) -> tuple[float, float, float, float] | None:
     return rate / tick.replicas, tick.prompt_tokens_mean, tick.output_tokens_mean, tick.tpot_mean
 
 
-def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
+def _refine_in_t(alpha: float, beta: float, gamma: float, lam, P, L, t) -> tuple[float, float]:
+    """Least squares of ``t`` itself against ``alpha / (1 - gamma lam P - beta lam L)``, by damped Gauss-Newton
+    from the linear fit of ``1/t`` (module docstring). A step that would make a tick's denominator <= 0 or raise
+    the squared error is halved; the start is kept when nothing improves it."""
+    import numpy as np
+
+    def sse(a: float, b: float) -> float:
+        d = 1.0 - gamma * lam * P - b * lam * L
+        return math.inf if (d <= 0).any() else float(((t - a / d) ** 2).sum())
+
+    best = sse(alpha, beta)
+    for _ in range(100):
+        d = 1.0 - gamma * lam * P - beta * lam * L
+        jac = np.column_stack([1.0 / d, alpha * lam * L / d ** 2])
+        step, *_ = np.linalg.lstsq(jac, t - alpha / d, rcond=None)
+        for _ in range(30):
+            a, b = alpha + step[0], beta + step[1]
+            e = sse(a, b)
+            if e <= best:
+                break
+            step = step / 2
+        else:
+            break
+        done = abs(step[0]) <= 1e-12 * abs(alpha) + 1e-15 and abs(step[1]) <= 1e-12 * abs(beta) + 1e-15
+        alpha, beta, best = a, b, e
+        if done or e == 0:
+            break
+    return alpha, beta
+
+
+def calibrate(recording: Recording, *, min_ticks: int = 10, output_spread: float = 1.0, block_size: int = 16
+              ) -> dict[str, Fit]:
     """Fit ``gamma``, then ``alpha, beta`` with the prefill share removed, then ``kv_tokens`` (module docstring).
 
     Returns ``{"ttft": gamma, "tpot": alpha and beta, "kv": kv_tokens}`` (``"kv"`` only when at least
@@ -535,14 +571,20 @@ def calibrate(recording: Recording, *, min_ticks: int = 10) -> dict[str, Fit]:
     c0, c1 = inv.coefficients["inv_alpha"], inv.coefficients["minus_beta_over_alpha"]
     alpha = 1.0 / c0 if c0 > 0 else math.nan
     beta = -c1 * alpha
-    pred = 1.0 / (c0 * (1.0 - gamma * lam * P) + c1 * lam * L)
+    if math.isfinite(alpha):
+        alpha, beta = _refine_in_t(alpha, beta, gamma, lam, P, L, t)
+    pred = alpha / (1.0 - gamma * lam * P - beta * lam * L)
     ss_res = float(((t - pred) ** 2).sum())
     ss_tot = float(((t - t.mean()) ** 2).sum())
     fit_tpot = Fit({"alpha": alpha, "beta": beta}, None if ss_tot <= 0 else 1.0 - ss_res / ss_tot,
                    math.sqrt(ss_res / len(t)), len(t))
     fits = {"tpot": fit_tpot, "ttft": fit_ttft}
 
-    kv = [(tick.kv_cache_usage, r[0] * r[2] * r[3] * (r[1] + r[2] / 2)) for tick, r in quiet
+    from simulations.fleet.model import ModelParams, kv_per_sequence
+
+    shape = ModelParams(block_size=block_size)
+    kv = [(tick.kv_cache_usage, r[0] * r[2] * r[3] * kv_per_sequence(shape, r[1], r[2], output_spread))
+          for tick, r in quiet
           if tick.kv_cache_usage is not None and 0.02 < tick.kv_cache_usage < 0.9]
     if len(kv) >= min_ticks:
         # usage = tokens / K: least squares of usage on tokens through the origin gives 1/K
@@ -586,7 +628,7 @@ def is_testbed_csv(path: str | os.PathLike) -> bool:
         return False
 
 
-def testbed_recording(path: str | os.PathLike) -> Recording:
+def from_testbed_csv(path: str | os.PathLike) -> Recording:
     """The testbed's ``reconciles.csv`` as a :class:`Recording` (mapping: module docstring). Bad cells raise
     :class:`RecordingError` naming the file, the line and the column."""
     import csv
@@ -648,7 +690,7 @@ def testbed_recording(path: str | os.PathLike) -> Recording:
 
 def load_for_calibration(path: str | os.PathLike) -> Recording:
     """A recording file, or a testbed ``reconciles.csv`` (recognised by its header) converted on the fly."""
-    return testbed_recording(path) if is_testbed_csv(path) else Recording.load(path)
+    return from_testbed_csv(path) if is_testbed_csv(path) else Recording.load(path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -791,14 +833,17 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         if args.kv_tokens is not None and not (math.isfinite(args.kv_tokens) and args.kv_tokens >= 1):
             raise ValueError(f"--kv-tokens must be a number >= 1, got {args.kv_tokens}")
         rec = load_for_calibration(args.recording)
-        fits = calibrate(rec, min_ticks=args.min_ticks)
+        if not (math.isfinite(args.output_spread) and 1.0 <= args.output_spread <= 100.0):
+            raise ValueError(f"--output-spread must be from 1 to 100 (E[O^2]/E[O]^2), got {args.output_spread}")
+        fits = calibrate(rec, min_ticks=args.min_ticks, output_spread=args.output_spread,
+                         block_size=base.block_size)
     except ValueError as exc:
         print(f"vllm-scaler calibrate: {exc}", file=sys.stderr)
         return 2
     params, note = fitted_params(fits, f"calibrated from {Path(args.recording).name} on {base.name}", base)
     labels = {"ttft": "TTFT - 1.5 * TPOT = gamma * prompt_tokens",
               "tpot": "TPOT = alpha + beta * running + gamma * prefill tokens per step (prefill share removed)",
-              "kv": "KV usage = running * (prompt + output/2) / kv_tokens"}
+              "kv": f"KV usage = running * (prompt + {args.output_spread:g} * output/2 + block/2) / kv_tokens"}
     for key in ("ttft", "tpot", "kv"):
         if key not in fits:
             continue
@@ -883,6 +928,9 @@ def register(subparsers) -> None:
     add_model_flags(p)
     p.add_argument("--max-num-seqs", type=int, default=None,
                    help="the Deployment's vLLM --max-num-seqs, for the fleetModel metadata (default: the profile's)")
+    p.add_argument("--output-spread", type=float, default=1.0, metavar="X",
+                   help="E[O^2]/E[O]^2 of the output sizes, for the kv_tokens fit (default 1: fixed sizes; about 2 "
+                        "for chat traffic like ShareGPT)")
     p.add_argument("--kv-tokens", type=float, default=None,
                    help="KV-cache capacity in tokens per replica (vLLM logs it at start-up), for fleetModel "
                         "(default: the fitted one, when the recording has KV usage)")

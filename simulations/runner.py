@@ -141,7 +141,7 @@ def build_fleet(trace: Trace, s: Settings, initial: int) -> FleetBase:
                             initial_replicas=initial, seed=s.seed, request_timeout=s.request_timeout)
     counts, pm, om = trace.counts_view(s.bin_seconds)
     return AggregateFleet(counts, bin_seconds=s.bin_seconds, prompt_mean=pm, output_mean=om,
-                          prompt_pool=trace.tokens.prompt, params=s.params, cold_start=s.cold_start,
+                          prompt_pool=trace.tokens.prompt, output_pool=trace.tokens.output, params=s.params, cold_start=s.cold_start,
                           start=trace.start, initial_replicas=initial, slo_ttft=s.slo_ttft, slo_tpot=s.slo_tpot,
                           seed=s.seed, request_timeout=s.request_timeout)
 

@@ -3,28 +3,65 @@
 Time is cut into slices at bin edges, replica changes and the runner's ticks.
 In a slice of ``dt`` seconds with arrival rate ``a`` (req/s, the bin's count /
 bin length), ``R`` ready replicas and mean token sizes ``P`` (prompt), ``L``
-(output) -- symbols of :mod:`simulations.fleet.model`:
+(output) -- symbols of :mod:`simulations.fleet.model`, where ``kappa`` (KV
+tokens per running sequence), ``lam_knee`` and ``lam_sat`` are defined -- a
+ready replica is in one of three states:
 
-* **below saturation** (no backlog, ``a < R * lam_sat``): each replica is in its
-  steady state at ``a / R``: TPOT ``t = alpha / (1 - rho)``, running ``n``; a
+* **steady** (no backlog, ``a / R < lam_knee`` and the steady cache
+  ``n kappa / kv_tokens <= STEADY_KV``): the steady state at ``a / R``: TPOT
+  ``t = alpha / (1 - rho)``, running ``n``, KV usage ``n kappa / kv_tokens``; a
   request with prompt ``p`` has ``TTFT = 1.5 t + gamma p``. The share within the
   TTFT SLO is the share of prompts with ``p <= (SLO - 1.5 t) / gamma``, read from
   the trace's prompt-size distribution;
-* **saturated or draining a backlog**: replicas run ``n_max`` sequences at
-  ``t_sat`` and serve ``C = R * lam_sat`` req/s first-come first-served; arrivals
-  join a FIFO backlog of chunks, and a chunk served at time ``s`` waited
-  ``w = s - arrival``: ``TTFT = w + 1.5 t_sat + gamma p``;
+* **dynamic** (near or past the knee): the replica's requests are cohorts, one
+  per sub-step of at most ``SUBSTEP`` seconds: ``x`` requests admitted at step
+  ``s0`` (the replica's step count), of which the share ``S(s - s0)`` still runs
+  at step ``s``, ``S(g) = P(O > g + 1)`` from the trace's output sizes (rescaled
+  to the bin's ``L``), each holding ``P + (s - s0) + b/2`` KV tokens. Per
+  sub-step of ``h`` seconds: step time ``t = (alpha + beta n) / (1 - gamma Pi)``
+  (``n`` at the sub-step's middle, ``Pi`` the prefill tokens/s of the last
+  sub-step: admissions x ``P`` plus recomputes), ``h / t`` steps; arrivals (and
+  the backlog) are admitted while the cache holds them: the admitted ``x`` keeps
+  ``K + FLUCT_Z sd(K) <= kv_tokens`` at the sub-step's end (``K`` the KV tokens
+  of the cohorts, ``sd(K)^2 = sum of x S (footprint^2 + var P)``, the Poisson
+  spread of a population of requests: the engine's cache is full when its
+  fluctuations reach capacity, before its mean does) and ``n <= max_num_seqs``;
+  the rest wait. While the cache bounds admission, ``eps`` x completions are
+  preempted and recomputed (``gamma`` x ``P + b`` each, in ``Pi``). The cache
+  therefore creeps up as fast as the admitted load outgrows the completions
+  (slowly just past the knee, where ``t`` grows with ``n``), and the queue forms
+  when it is full: the onset comes out of these dynamics;
+* **saturated** (a sub-step-long bound and a backlog for a whole slice):
+  replicas run ``n_max`` sequences at ``t_sat`` and serve ``C = R * lam_sat``
+  req/s first-come first-served (preemptions recomputed); arrivals join a FIFO
+  backlog of chunks, and a chunk served at time ``s`` waited ``w = s -
+  arrival``: ``TTFT = w + 1.5 t_sat + gamma p``. When the backlog is gone and
+  ``a < C`` the state turns dynamic, from the saturated population;
 * **no ready replica**: arrivals are held at the gateway; held work older than
   ``request_timeout`` is unserved (the per-request rule, applied to chunks).
+
+Steady -> dynamic builds the steady population as cohorts (admitted at ``a/R``
+every ``SUBSTEP`` seconds, back to the longest output); dynamic -> steady when the
+steady state is allowed again and the cache is at most ``STEADY_KV``.
 
 Every request of a slice gets the slice's TPOT, so the TPOT share is 0 or 1 per
 slice. Draining replicas take no new work and are gone ``L * t`` seconds later
 (the time their in-flight requests need). Signals: waiting = backlog, running
-= ``R n``, KV usage = ``n (P + L/2) / kv_tokens``, P95 TTFT = the arrival-weighted
+= ``R n``, KV usage as above, P95 TTFT = the arrival-weighted
 95th percentile over the window's slices of ``w + 1.5 t`` plus ``gamma`` times
 the 95th-percentile prompt (an upper bound on the true quantile of the sum;
 exact when the window's slices agree), P95 TPOT = the weighted 95th percentile
 of ``t``.
+
+Worked example of the dynamic state (``tests/unit/test_fleet.py::test_aggregate_dynamic_worked_example``):
+``alpha = 0.01``, ``beta = 0.0001``, ``gamma = 0``, ``kv_tokens = 100000``, fixed sizes ``P = 100``, ``L =
+1000``, 10 req/s into one empty replica (``rho = 10 * 0.1 = 1``: no steady state). The 10-s bin is two
+sub-steps of 5 s. First: ``n = 0``, ``t = 0.01 s``, 500 steps; 50 requests admitted at step 250 (all still
+running: ``250 + 1 < 1000``), each holding ``100 + 250 + 8 = 358`` tokens: ``n = 50``, ``K = 17,900``.
+Second: ``n`` at its middle ``50 + 25 = 75``, ``t = 0.0175 s``, 285.7 steps; the first cohort is 535.7 steps
+old (``100 + 535.7 + 8 = 643.7`` tokens each), the new one 142.9 (250.9 tokens): ``n = 100``, ``K = 50 *
+643.7 + 50 * 250.9 = 44,728``, KV usage 0.447. The onset of overload on the testbed's workload, against
+the engine: ``tests/unit/test_fleet_fidelity.py::test_overload_onset_agrees``.
 
 Cross-checked against :class:`~simulations.fleet.request_fleet.RequestFleet` on
 the same input by ``tests/unit/test_fleet_fidelity.py``.
@@ -42,7 +79,13 @@ from scaler.signals import Signals
 
 from .base import AfterIdle, FleetBase, FleetOutcome, first_after_idle, window_attainment
 from .lifecycle import ColdStartModel, Replica, ReplicaSet
-from .model import ModelParams, saturation
+from .model import ModelParams, kv_per_sequence, knee, preemption_ratio, saturation
+
+
+STEADY_KV = 0.9     # a steady state holding more of the KV cache than this is followed in the dynamic state
+SUBSTEP = 5.0       # seconds: the dynamic state's sub-step and cohort spacing
+SURV_TAIL = 1e-3    # the dynamic state follows a cohort until this share of it is left (the longest 0.1 %)
+FLUCT_Z = 1.0       # the cache counts as full when its mean is within FLUCT_Z standard deviations of capacity
 
 
 def _weighted_quantile(pairs: list[tuple[float, float]], q: float, tot: float | None = None) -> float | None:
@@ -81,7 +124,7 @@ class AggregateFleet(FleetBase):
 
     def __init__(self, counts, *, bin_seconds: float, prompt_mean, output_mean, prompt_pool, params: ModelParams,
                  cold_start: ColdStartModel, start: float, initial_replicas: int, slo_ttft: float, slo_tpot: float,
-                 seed: int = 0, request_timeout: float = 60.0, deployment: str = "vllm"):
+                 seed: int = 0, request_timeout: float = 60.0, deployment: str = "vllm", output_pool=None):
         self.counts = np.asarray(counts, dtype=float)
         nb = len(self.counts)
         self.P = np.broadcast_to(np.asarray(prompt_mean, dtype=float), (nb,)).tolist()
@@ -95,20 +138,41 @@ class AggregateFleet(FleetBase):
             raise ValueError("prompt_pool must hold at least one prompt size")
         self.pool = pool.tolist()
         self.prompt_p95 = float(np.percentile(pool, 95))
+        self._prompt_cv2 = float(np.var(pool) / max(1e-12, float(np.mean(pool)) ** 2))
+        # output sizes: their spread E[O^2] / E[O]^2 (kv_per_sequence) and survival (the dynamic state)
+        opool = np.sort(np.asarray(output_pool if output_pool is not None else [1.0], dtype=float))
+        if output_pool is not None and opool.size == 0:
+            raise ValueError("output_pool must hold at least one output size (or be None: fixed sizes)")
+        opool = np.maximum(opool, 1.0)
+        self.spread = float(np.mean(opool ** 2) / np.mean(opool) ** 2)
+        self._opool = opool.tolist()
+        self._opool_mean = float(opool.mean())
+        # survival table: _surv[k] = share of outputs O > k tokens, k = 0 .. max O (0 past the end)
+        # (cut where under SURV_TAIL of them are left: the dynamic state's cohorts end there)
+        ks = np.arange(int(opool[-1]) + 2)
+        surv = 1.0 - np.searchsorted(opool, ks, side="right") / opool.size
+        self._surv = surv[:max(1, int(np.argmax(surv < SURV_TAIL)))].tolist()
         self.params = params
         # per-bin constants of the steady state (simulations.fleet.model), precomputed for speed: computed once
         # per distinct (P, L) pair (a count trace has one pair for every bin; a request trace one per bin)
-        consts: dict[tuple[float, float], tuple[float, float, float, float]] = {}
+        consts: dict[tuple[float, float], tuple[float, ...]] = {}
         for pl in zip(self.P, self.L):
             if pl not in consts:
                 p_, l_ = pl
-                lam_sat, t_sat, nmax = saturation(params, p_, l_)
-                consts[pl] = (lam_sat, t_sat, float(nmax), params.beta * max(1.0, l_) + params.gamma * p_)
+                lam_sat, t_sat, nmax = saturation(params, p_, l_, self.spread)
+                kappa = kv_per_sequence(params, p_, l_, self.spread)
+                eps = preemption_ratio(params, p_, l_, nmax) if params.kv_tokens // kappa <= params.max_num_seqs \
+                    else 0.0
+                consts[pl] = (lam_sat, t_sat, float(nmax), params.beta * max(1.0, l_) + params.gamma * p_,
+                              knee(params, p_, l_, self.spread), kappa, eps)
         per_bin = [consts[pl] for pl in zip(self.P, self.L)]
         self._lam_sat = [x[0] for x in per_bin]
         self._t_sat = [x[1] for x in per_bin]
         self._nmax = [x[2] for x in per_bin]
         self._cost = [x[3] for x in per_bin]
+        self._knee = [x[4] for x in per_bin]
+        self._kappa = [x[5] for x in per_bin]
+        self._eps = [x[6] for x in per_bin]
         self.slo_ttft, self.slo_tpot = slo_ttft, slo_tpot
         self.start = start
         self.now = start
@@ -135,6 +199,15 @@ class AggregateFleet(FleetBase):
         self.s_rec_served: list[float] = []  # of the slice's arrivals, served so far (first token)
         self.s_rec_base: list[float] = []    # sum over those of (wait + 1.5 t)
         self._state = (0.0, 0.0, 0.0)    # running per replica, iteration time, P (last slice)
+        self._kv = 0.0                   # KV usage of a ready replica (fraction)
+        self._mode = "steady"            # steady | dynamic | saturated (module docstring)
+        self._cohorts: list[list[float]] = []   # dynamic: [admission step, requests per replica, prompt]
+        self._steps = 0.0                # dynamic: steps run so far by a replica (the cohorts' clock)
+        self._pi = 0.0                   # dynamic: prefill tokens/s of a replica in the last sub-step
+        self._R_dyn = 0                  # dynamic: ready replicas the cohorts are per
+        self._nK = (0.0, 0.0)            # dynamic: running and KV tokens of a replica now
+        self._dn = 0.0                   # dynamic: change of running over the last sub-step
+        self.preemptions = 0.0           # preemptions so far (fleet, fluid)
         self._merge_key: tuple | None = None   # (bin, R, rate) of the last slice when it can be extended
         self._merge_share = (0.0, 0.0, 0.0)
         self._cum: np.ndarray | None = None      # cumulative counts at bin edges (built on first _history)
@@ -264,13 +337,38 @@ class AggregateFleet(FleetBase):
             self.s_base.append(0.0)
             self.s_t_iter.append(0.0)
             self._state = (0.0, 0.0, P)
+            self._kv = 0.0
+            self._mode = "steady"
+            self._cohorts = []
             return
         lam_sat, t_sat, nmax = self._lam_sat[b], self._t_sat[b], self._nmax[b]
         cap = R * lam_sat
-        if self.backlog_total <= 1e-9 and a < cap:
-            per = a / R
-            t = self.params.alpha / (1.0 - per * self._cost[b])
-            running = per * max(1.0, L) * t
+        mode = self._mode
+        if mode == "saturated" and self.backlog_total <= 1e-9 and a < cap:
+            # the queue is gone: leave saturation through the dynamic state, from the saturated population
+            self._synthesize(lam_sat, t_sat, R)
+            mode = self._mode = "dynamic"
+        per = a / R
+        if mode != "saturated":
+            kv_tokens = self.params.kv_tokens
+            steady = self.backlog_total <= 1e-9 and per < self._knee[b]
+            if steady:
+                t = self.params.alpha / (1.0 - per * self._cost[b])
+                running = per * max(1.0, L) * t
+                kv = running * self._kappa[b] / kv_tokens
+                steady = kv <= STEADY_KV and (mode == "steady" or self._kv <= STEADY_KV)
+            if not steady:
+                if mode == "steady":
+                    n_prev, t_prev, _ = self._state
+                    self._synthesize(n_prev / (max(1.0, L) * t_prev) if t_prev > 0 else 0.0, t_prev, R)
+                    self._mode = "dynamic"
+                for log in (self.s_ttft_ok, self.s_tpot_ok, self.s_rec_served, self.s_rec_base, self.s_served,
+                            self.s_base, self.s_t_iter):
+                    log.append(0.0)
+                self._dynamic(t0, dt, b, R, a, rec)
+                return
+            self._mode = "steady"
+            self._kv = kv
             base = 1.5 * t
             share = self._share_ttft_ok(base)
             tpot_share = 1.0 if t <= self.slo_tpot else 0.0
@@ -346,6 +444,178 @@ class AggregateFleet(FleetBase):
         self.s_base.append(wsum / done if done > 0 else busy)
         self.s_t_iter.append(t_sat)
         self._state = (float(nmax) if done >= cap * dt * 0.999 else done / dt * L * t_sat / R, t_sat, P)
+        self._kv = min(1.0, self._state[0] * self._kappa[b] / self.params.kv_tokens)
+        self.preemptions += self._eps[b] * done
+
+    # -- the dynamic state: cohorts of admitted requests ---------------------------------------
+    def _survival(self, age: float, L: float) -> float:
+        """Share of requests still running ``age`` steps after their prefill: output ``O > age + 1`` (the
+        output pool rescaled to the bin's mean ``L``; integer sizes, so ``O > x`` is ``O > floor(x)``)."""
+        k = int((age + 1.0) * self._opool_mean / L)
+        tab = self._surv
+        return tab[k] if k < len(tab) else 0.0
+
+    def _synthesize(self, rate: float, t: float, R: int) -> None:
+        """Cohorts of the steady state of a replica admitting ``rate`` req/s at step time ``t``: one every
+        ``SUBSTEP`` seconds back to the longest output."""
+        self._cohorts = []
+        self._R_dyn = R
+        self._nK = (0.0, 0.0)
+        self._dn = 0.0
+        if rate <= 0 or t <= 0:
+            self._pi = 0.0
+            return
+        b = self._bin_index(self.now - 1e-9)
+        b = b if b is not None else (len(self.rate) - 1 if self.now >= self.start else 0)
+        P, L = self.P[b], max(1.0, self.L[b])
+        ds = SUBSTEP / t
+        k = 0
+        n = K = 0.0
+        while True:
+            age = (k + 0.5) * ds
+            sv = self._survival(age, L)
+            if sv <= 0:
+                break
+            self._cohorts.append([self._steps - age, rate * SUBSTEP, P])
+            n += rate * SUBSTEP * sv
+            K += rate * SUBSTEP * sv * (P + age + self.params.block_size / 2)
+            k += 1
+        self._cohorts.reverse()
+        self._nK = (n, K)
+        self._pi = rate * P
+
+    def _dynamic(self, t0: float, dt: float, b: int, R: int, a: float, rec: int) -> None:
+        """One slice in the dynamic state (module docstring), in sub-steps of at most ``SUBSTEP`` seconds."""
+        p = self.params
+        alpha, beta, gamma, kv_tokens, bs = p.alpha, p.beta, p.gamma, p.kv_tokens, p.block_size
+        P, L = self.P[b], max(1.0, self.L[b])
+        cohorts = self._cohorts
+        if self._R_dyn != R:                       # replicas came or went: the same requests, spread anew
+            if self._R_dyn > 0:
+                f = self._R_dyn / R
+                for c in cohorts:
+                    c[1] *= f
+                self._nK = (self._nK[0] * f, self._nK[1] * f)
+            self._R_dyn = R
+        surv = self._survival
+        tab = self._surv
+        ntab = len(tab)
+        scale = self._opool_mean / L
+        cv2 = self._prompt_cv2
+        steps = self._steps
+        n, K = self._nK
+        backlog = self.backlog
+        total = self.backlog_total
+        k_sub = max(1, math.ceil(dt / SUBSTEP - 1e-9))
+        h = dt / k_sub
+        served = wsum = tsum = 0.0
+        t = self._state[1] or alpha
+        all_bound = True
+        for j in range(k_sub):
+            ts = t0 + j * h
+            arr = a * h
+            if arr > 0:
+                backlog.append([ts + h / 2, arr, rec])
+                total += arr
+            # the step time at the sub-step's middle: n extrapolated from the last sub-step's change
+            n_mid = n + 0.5 * self._dn
+            if n_mid < 0:
+                n_mid = 0.0
+            t = (alpha + beta * n_mid) / max(0.05, 1.0 - gamma * self._pi)
+            ds = h / t
+            s1 = steps + ds
+            n_old = K_old = K2 = 0.0
+            dead = 0                              # cohorts are oldest first: the finished ones are a prefix
+            for c in cohorts:
+                age = s1 - c[0]
+                k = int((age + 1.0) * scale)      # _survival(age, L), inlined
+                if k >= ntab:
+                    dead += 1
+                    continue
+                sv = c[1] * tab[k]
+                n_old += sv
+                fp = c[2] + age + bs / 2
+                K_old += sv * fp
+                K2 += sv * (fp * fp + cv2 * c[2] * c[2])
+            if dead:
+                del cohorts[:dead]
+            s_new = surv(ds / 2, L)
+            f_new = P + ds / 2 + bs / 2
+            cand = total / R
+            if s_new > 0:
+                room_kv = (kv_tokens - FLUCT_Z * math.sqrt(K2) - K_old) / (s_new * f_new)
+                room_seq = (p.max_num_seqs - n_old) / s_new
+            else:                                 # they all finish within the sub-step
+                room_kv = room_seq = math.inf
+            x = min(cand, room_kv, room_seq)
+            if x < 0:
+                x = 0.0
+            bound = x < cand - 1e-9
+            if x > 0:
+                s0 = steps + ds / 2
+                last = cohorts[-1] if cohorts else None
+                if last is not None and s0 - last[0] < SUBSTEP / t and last[2] == P:
+                    # admitted within one sub-step of the newest cohort (short slices): one cohort, at the
+                    # admission-weighted mean step
+                    w = last[1] + x
+                    last[0] = (last[0] * last[1] + s0 * x) / w
+                    last[1] = w
+                else:
+                    cohorts.append([s0, x, P])
+            n_end = n_old + x * s_new
+            K_end = K_old + x * s_new * f_new
+            eps = 0.0
+            if bound and room_kv <= room_seq:
+                eps = preemption_ratio(p, P, L, n_end)
+                self.preemptions += eps * max(0.0, n + x - n_end) * R
+            self._pi = (x * P + eps * max(0.0, n + x - n_end) * (P + bs)) / h
+            all_bound = all_bound and bound
+            # serve x * R requests first come first served
+            budget = x * R
+            rate_s = budget / h if h > 0 else 0.0
+            done = 0.0
+            busy = 1.5 * t
+            while backlog and budget > 1e-12:
+                chunk = backlog[0]
+                left = chunk[1]
+                take = left if left <= budget else budget
+                if not bound and chunk[0] >= ts:
+                    wait = 0.0           # arrived in this sub-step and served in it: no queue
+                else:
+                    wait = ts + (done + take / 2) / rate_s - chunk[0]
+                    if not wait > 0.0:
+                        wait = 0.0
+                base = wait + busy
+                jrec = chunk[2]
+                self.s_ttft_ok[jrec] += take * self._share_ttft_ok(base)
+                if t <= self.slo_tpot:
+                    self.s_tpot_ok[jrec] += take
+                self.s_rec_served[jrec] += take
+                self.s_rec_base[jrec] += take * base
+                wsum += take * base
+                tsum += take * t
+                done += take
+                budget -= take
+                chunk[1] = left - take
+                total -= take
+                if chunk[1] <= 1e-12:
+                    backlog.popleft()
+            served += done
+            steps = s1
+            self._dn = n_end - n
+            n, K = n_end, K_end
+        if total < 1e-9:
+            total = 0.0
+        self.backlog_total = total
+        self._steps = steps
+        self.s_served[-1] += served
+        self.s_base[-1] = wsum / served if served > 0 else 1.5 * t
+        self.s_t_iter[-1] = tsum / served if served > 0 else t
+        self._state = (n, t, P)
+        self._nK = (n, K)
+        self._kv = min(1.0, K / kv_tokens)
+        if all_bound and total > 0:
+            self._mode = "saturated"
 
     def scale_to(self, n: int, now: float) -> None:
         self.advance_to(now)
@@ -428,7 +698,7 @@ class AggregateFleet(FleetBase):
             pods_reporting=pods,
             waiting=self.backlog_total if pods else None,
             running=n * n_ready if pods else None,
-            kv_cache_usage=min(1.0, n * (P + L / 2) / self.params.kv_tokens) * n_ready / pods if pods else None,
+            kv_cache_usage=self._kv * n_ready / pods if pods else None,
             ttft_p95=ttft95,
             tpot_p95=_weighted_quantile(tpot_pairs, 0.95, served),
             completion_rate=served / span if span > 0 else None,
@@ -487,7 +757,7 @@ class AggregateFleet(FleetBase):
         if not ready:
             return []
         per_wait = self.backlog_total / len(ready)
-        kv = min(1.0, n * (P + 0.5) / self.params.kv_tokens)
+        kv = self._kv
         return [(r, int(round(per_wait)), int(round(n)), kv) for r in ready]
 
     # -- outcomes ------------------------------------------------------------------------------

@@ -27,17 +27,37 @@ stays ``L`` iterations) and the step prefills ``lam * t * P`` tokens, so::
     t   = alpha / (1 - rho)                     (iteration time = TPOT)
     n   = lam * L * t                           (running sequences)
 
-while ``n <= n_max = min(max_num_seqs, kv_tokens // (P + L))``. At ``n_max`` the
-replica saturates: ``t_sat = alpha + beta*n_max + gamma*P*n_max/L`` and the
-throughput is ``lam_sat = n_max / (L * t_sat)``.
+vLLM admits a request while its prompt's KV blocks are free, so nothing stops
+``n`` but the cache (and ``max_num_seqs``): a running sequence holds on average
+``kappa = P + spread * L / 2 + block_size / 2`` tokens (:func:`kv_per_sequence`;
+``spread = E[O^2] / E[O]^2`` of the output sizes, 1 when fixed), so
+``n_max = min(max_num_seqs, kv_tokens // kappa)``. The **knee**
+``lam_knee = n_max / (L alpha + n_max (beta L + gamma P))`` is the highest rate
+with a steady state (:func:`knee`); past it the cache fills, vLLM preempts
+(``eps`` preemptions per completion, :func:`preemption_ratio`) and a queue
+forms; a saturated replica serves ``lam_sat = n_max / (L (alpha + beta n_max) +
+n_max gamma (P + eps (P + b)))`` req/s at ``t_sat = n_max / (L lam_sat)``
+(:func:`saturation`): below the knee, since every preemption is recomputed.
+How fast the cache fills past the knee is the aggregate fidelity's dynamic
+state (:mod:`simulations.fleet.aggregate_fleet`).
 
-Worked example (pinned by ``tests/unit/test_fleet.py::test_steady_state_worked_example``):
+Worked example 1 (pinned by ``tests/unit/test_fleet.py::test_steady_state_worked_example``):
 ``alpha = 0.02058, beta = 0.00041, gamma = 0.0001, max_num_seqs = 256, kv_tokens = 400000``
-(round numbers of an older example, not a profile), ``P = 1000``, ``L = 200``, ``lam = 2 req/s``: ``rho = 2 * (0.00041*200 +
-0.0001*1000) = 0.364``, ``t = 0.02058 / 0.636 = 0.03236 s``, ``n = 2*200*0.03236 =
-12.94``. Saturation: ``n_max = min(256, 400000 // 1200 = 333) = 256``, ``t_sat =
-0.02058 + 0.10496 + 0.0001*1000*256/200 = 0.25354 s``, ``lam_sat = 256 / (200 *
-0.25354) = 5.048 req/s``.
+(round numbers of an older example, not a profile), ``P = 1000``, ``L = 200``, ``lam = 2 req/s``, fixed
+sizes: ``rho = 2 * (0.00041*200 + 0.0001*1000) = 0.364``, ``t = 0.02058 / 0.636 = 0.03236 s``, ``n =
+2*200*0.03236 = 12.94``. Saturation: ``kappa = 1000 + 100 + 8 = 1108``, ``n_max = min(256, 400000 // 1108 =
+361) = 256`` (``max_num_seqs`` binds: no preemption, ``eps = 0``), ``t_sat = 0.02058 + 0.10496 +
+0.0001*1000*256/200 = 0.25354 s``, ``lam_sat = 256 / (200 * 0.25354) = 5.048 req/s``.
+
+Worked example 2, the cache binds (pinned by ``tests/unit/test_fleet.py::test_saturation_worked_example``):
+``alpha = 0.0072, beta = 0.000047, gamma = 0.00004, kv_tokens = 300000, max_num_seqs = 1024, block_size =
+16``, ``P = 235``, ``L = 460``, ``spread = 1.6``: ``kappa = 235 + 368 + 8 = 611`` tokens, ``n_max = 300000
+// 611 = 490``; ``lam_knee = 490 / (460*0.0072 + 490*(0.02162 + 0.0094)) = 490 / 18.512 = 26.47 req/s``; at
+20 req/s ``rho = 0.6204``, ``t = 0.018967 s``, ``n = 174.5``, KV ``174.5 * 611 / 300000 = 0.355``.
+Preemption: ``m = 490 / 460 = 1.065`` finishes a step, ``D = 490 / 16 = 30.63`` blocks a step, ``B_f =
+694 / 16 + 0.5 = 43.88`` (one finish covers a step: only ``K = 0`` leaves a deficit), ``B_v = 251 / 16 +
+0.5 = 16.19``: ``eps = e^-1.065 * 30.63 / (1.065 * 16.19) = 0.612``; ``lam_sat = 490 / (460 * (0.0072 +
+0.02303) + 490 * 0.00004 * (235 + 0.612 * 251)) = 22.77 req/s``, ``t_sat = 0.04679 s``.
 
 TTFT of a request with prompt ``p`` at a replica below saturation: it waits on
 average half an iteration for the next step to begin, then one step that also
@@ -69,11 +89,11 @@ class ModelParams:
     ``tests/unit/test_profiles.py`` pins that ``ModelParams()`` is that profile).
     """
 
-    alpha: float = 0.00755
-    beta: float = 0.0000511
+    alpha: float = 0.00769
+    beta: float = 0.0000572
     gamma: float = 0.0000214
     max_num_seqs: int = 1024
-    kv_tokens: int = 273_000
+    kv_tokens: int = 413_000
     name: str = "llama-3.1-8b-h100"
     max_batched_tokens: int = 8192
     block_size: int = 16
@@ -132,38 +152,99 @@ class SteadyState:
     saturated: bool      # the offered rate is at or above lam_sat
 
 
-def n_max(params: ModelParams, prompt_mean: float, output_mean: float) -> int:
-    """Most sequences one replica runs at once: ``min(max_num_seqs, kv_tokens // (P + L))`` (at least 1)."""
-    per = max(1.0, prompt_mean + output_mean)
+def kv_per_sequence(params: ModelParams, prompt_mean: float, output_mean: float, spread: float = 1.0) -> float:
+    """KV tokens one running sequence holds on average in steady state: ``kappa = P + spread * L / 2 + b / 2``.
+
+    A request admitted at rate ``lam`` holds ``P + g`` tokens when it has produced ``g`` of its ``O``: summed
+    over its life, ``O P + O^2 / 2``; per running sequence (``n = lam E[O] t``, Little) that is ``P + E[O^2] /
+    (2 E[O])`` = ``P + spread L / 2`` with ``spread = E[O^2] / E[O]^2`` (1 for fixed sizes; long answers stay
+    longer, so a spread of sizes raises it), plus half a block of rounding (``ceil(c / b)`` blocks of ``b``).
+    """
+    return max(1.0, prompt_mean) + spread * max(1.0, output_mean) / 2 + params.block_size / 2
+
+
+def n_max(params: ModelParams, prompt_mean: float, output_mean: float, spread: float = 1.0) -> int:
+    """Most sequences one replica runs at once: ``min(max_num_seqs, kv_tokens // kappa)`` (at least 1)."""
+    per = kv_per_sequence(params, prompt_mean, output_mean, spread)
     return max(1, min(params.max_num_seqs, int(params.kv_tokens // per)))
 
 
-def saturation(params: ModelParams, prompt_mean: float, output_mean: float) -> tuple[float, float, int]:
-    """(lam_sat req/s, t_sat s, n_max) of one replica."""
+def knee(params: ModelParams, prompt_mean: float, output_mean: float, spread: float = 1.0) -> float:
+    """Highest rate (req/s) with a steady state within ``n_max``: ``lam_knee = n_max / (L alpha + n_max (beta L
+    + gamma P))`` (``n = lam L t`` with ``t = alpha / (1 - rho)`` solved for ``n = n_max``)."""
     L = max(1.0, output_mean)
-    n = n_max(params, prompt_mean, output_mean)
-    t_sat = params.alpha + params.beta * n + params.gamma * prompt_mean * n / L
-    return n / (L * t_sat), t_sat, n
+    n = n_max(params, prompt_mean, output_mean, spread)
+    return n / (L * params.alpha + n * (params.beta * L + params.gamma * prompt_mean))
 
 
-def steady_state(params: ModelParams, rate: float, prompt_mean: float, output_mean: float) -> SteadyState:
-    """The steady state of one replica offered ``rate`` req/s; saturated states report the ceiling."""
+def preemption_ratio(params: ModelParams, prompt_mean: float, output_mean: float, running: float) -> float:
+    """Preemptions per completion of a replica whose KV cache is full (``eps``), with ``n = running``.
+
+    With the cache full, every step the decoding sequences take ``D = n / b`` new blocks (one each every ``b``
+    steps); the requests that finish in the step free ``B_f = (P + L - 1) / b + 1/2`` blocks each, and finish
+    ``m = n / L`` at a time on average (Little: ``lam t = n / L``), as a Poisson count. Admission takes every
+    block a finish frees, so a step with fewer freed blocks than ``D`` preempts the newest requests, each
+    freeing ``B_v = (P + b) / b + 1/2`` blocks (a victim is young: its prompt and about a block of output)::
+
+        eps = E[(D - B_f K)^+] / (m B_v),   K ~ Poisson(m)
+
+    """
+    b = params.block_size
     L = max(1.0, output_mean)
-    lam_sat, t_sat, n = saturation(params, prompt_mean, output_mean)
-    if rate >= lam_sat:
-        return SteadyState(rate, rate * (params.beta * L + params.gamma * prompt_mean), t_sat, float(n), True)
+    n = max(0.0, running)
+    m = n / L
+    if m <= 0:
+        return 0.0
+    D = n / b
+    bf = (prompt_mean + L - 1) / b + 0.5
+    bv = (prompt_mean + b) / b + 0.5
+    deficit, k, pk = 0.0, 0, math.exp(-m)
+    while k * bf < D and k < 10_000:
+        deficit += pk * (D - k * bf)
+        k += 1
+        pk *= m / k
+    return deficit / (m * bv)
+
+
+def saturation(params: ModelParams, prompt_mean: float, output_mean: float,
+               spread: float = 1.0) -> tuple[float, float, int]:
+    """(lam_sat req/s, t_sat s, n_max): what a replica serves with a queue, running ``n_max`` sequences.
+
+    ``lam_sat = n_max / (L (alpha + beta n_max) + n_max gamma (P + eps (P + b)))``: the step-time model at
+    ``n_max`` with the prompts prefilled (``lam P`` tokens/s) plus the recomputes of preempted requests
+    (``eps lam (P + b)``, :func:`preemption_ratio`; 0 when ``max_num_seqs`` binds before the cache);
+    ``t_sat = n_max / (L lam_sat)``. Below the :func:`knee` a replica holds a steady state without preempting;
+    past it the cache fills and throughput falls to ``lam_sat``.
+    """
+    L = max(1.0, output_mean)
+    n = n_max(params, prompt_mean, output_mean, spread)
+    kv_bound = params.kv_tokens // kv_per_sequence(params, prompt_mean, output_mean, spread) <= params.max_num_seqs
+    eps = preemption_ratio(params, prompt_mean, L, n) if kv_bound else 0.0
+    lam = n / (L * (params.alpha + params.beta * n)
+               + n * params.gamma * (prompt_mean + eps * (prompt_mean + params.block_size)))
+    return lam, n / (L * lam), n
+
+
+def steady_state(params: ModelParams, rate: float, prompt_mean: float, output_mean: float,
+                 spread: float = 1.0) -> SteadyState:
+    """The steady state of one replica offered ``rate`` req/s; at or past the :func:`knee` it reports the
+    saturated state (``t_sat``, ``n_max``)."""
+    L = max(1.0, output_mean)
     rho = rate * (params.beta * L + params.gamma * prompt_mean)
+    if rate >= knee(params, prompt_mean, output_mean, spread):
+        _, t_sat, n = saturation(params, prompt_mean, output_mean, spread)
+        return SteadyState(rate, rho, t_sat, float(n), True)
     t = params.alpha / (1.0 - rho)
     return SteadyState(rate, rho, t, rate * L * t, False)
 
 
 def max_rate_within_slo(params: ModelParams, prompt_mean: float, output_mean: float, prompt_p95: float,
-                        slo_ttft: float, slo_tpot: float) -> float:
+                        slo_ttft: float, slo_tpot: float, spread: float = 1.0) -> float:
     """Largest rate (req/s) one replica takes with ``t <= slo_tpot`` and ``1.5 t + gamma*P95 <= slo_ttft``.
 
     Both bounds are monotone in the rate, so the answer is closed-form:
-    ``t <= T  <=>  rho <= 1 - alpha/T``. Capped at 99 % of ``lam_sat``. Returns 0.0
-    when even an idle replica misses the SLO (then no replica count meets it).
+    ``t <= T  <=>  rho <= 1 - alpha/T``. Capped at 99 % of ``lam_sat`` (what a replica sustains once its
+    cache is full). Returns 0.0 when even an idle replica misses the SLO (then no replica count meets it).
     """
     L = max(1.0, output_mean)
     per_req = params.beta * L + params.gamma * prompt_mean
@@ -172,5 +253,5 @@ def max_rate_within_slo(params: ModelParams, prompt_mean: float, output_mean: fl
         return 0.0
     rho_cap = 1.0 - params.alpha / t_cap
     lam = rho_cap / per_req if per_req > 0 else math.inf
-    lam_sat, _, _ = saturation(params, prompt_mean, output_mean)
+    lam_sat, _, _ = saturation(params, prompt_mean, output_mean, spread)
     return min(lam, 0.99 * lam_sat)

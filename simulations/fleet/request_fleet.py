@@ -11,8 +11,10 @@ they accepted and then are gone.
 
 ``signals(now, window)`` returns what the scaler would read from Prometheus
 (see :class:`~simulations.fleet.base.FleetBase`).
-Tests: ``tests/unit/test_fleet.py`` (routing, lifecycle, batching) and
-``tests/unit/test_fleet_erlang.py`` (M/M/c against Erlang C).
+Each replica is an :class:`~simulations.fleet.engine.Engine` (vLLM's V1 scheduler: KV blocks, preemption by
+recompute, chunked prefill); a request the engine rejects (it could never fit in the cache) is unserved.
+Tests: ``tests/unit/test_fleet.py`` (routing, lifecycle, batching), ``tests/unit/test_scheduler.py`` (the
+scheduler) and ``tests/unit/test_fleet_erlang.py`` (M/M/c against Erlang C).
 """
 
 from __future__ import annotations

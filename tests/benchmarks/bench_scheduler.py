@@ -1,6 +1,6 @@
 """One replica under vLLM's V1 scheduler on the testbed's workload (prints figures; no assertions).
 
-    python3 tests/benchmarks/bench_scheduler.py [--rate 27.5] [--duration 600] [--seed 1] [--saturated 40]
+    python3 tests/benchmarks/bench_scheduler.py [--rate 27.5] [--duration 600] [--seeds 6] [--saturated 40]
                                                  [--model-param NAME=VALUE ...]
 
 Workload: the H100 testbed's (``vllm bench serve`` with ShareGPT: Poisson arrivals, about 235 prompt and 460
@@ -9,8 +9,9 @@ resampled and rescaled to those means (prompt x 235 / 1155, output x 460 / 211),
 trace's (coefficient of variation 0.96 prompt, 0.77 output), not a fixed size.
 
 Prints, for ``--rate`` offered to one empty replica (per-request engine and aggregate fluid): KV usage,
-running, waiting, completions and preemptions minute by minute, and the queue's onset (the first time from
-which a queue never empties again; real testbed at 27-28 req/s: 3-4 minutes); then a replica offered
+running, waiting, completions and preemptions minute by minute, and the queue's onset (:func:`onset`; real
+testbed at 27-28 req/s: 3-4 minutes), over ``--seeds`` workloads (the onset is near-critical: it varies from
+one sample of the workload to the next); then a replica offered
 ``--saturated`` req/s (far past its knee): throughput under preemption (real: 19-30 req/s, median ~23).
 Also the engine's speed (simulated requests per CPU second).
 """
@@ -46,12 +47,16 @@ def testbed_workload(rate: float, duration: float, seed: int):
     return arr, prompt, output
 
 
+QUEUE = 10   # requests: more than the arrivals that wait for the next step (1-3 at these rates)
+
+
 def onset(times, waiting) -> float | None:
-    """First time from which the queue never empties again (None if it is empty at the end)."""
-    if not len(waiting) or waiting[-1] <= 0:
+    """First sample time from which more than ``QUEUE`` requests wait at every later sample (None if fewer wait
+    at the end): the queue has formed and does not drain."""
+    if not len(waiting) or waiting[-1] <= QUEUE:
         return None
     k = len(waiting) - 1
-    while k > 0 and waiting[k - 1] > 0:
+    while k > 0 and waiting[k - 1] > QUEUE:
         k -= 1
     return float(times[k])
 
@@ -88,7 +93,7 @@ def per_minute(rows, duration):
     out = []
     for m in range(1, int(duration // 60) + 1):
         k = np.searchsorted(rows[:, 0], 60.0 * m - 1e-9)
-        k0 = np.searchsorted(rows[:, 0], 60.0 * (m - 1) - 1e-9) - 1
+        k0 = np.searchsorted(rows[:, 0], 60.0 * (m - 1) - 1e-9) if m > 1 else -1
         done = rows[k, 4] - (rows[k0, 4] if k0 >= 0 else 0.0)
         pre = rows[k, 5] - (rows[k0, 5] if k0 >= 0 else 0.0)
         out.append((m, rows[k, 1], rows[k, 2], rows[k, 3], done / 60.0, pre / 60.0))
@@ -99,19 +104,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=float, default=27.5)
     ap.add_argument("--duration", type=float, default=600.0)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=6, help="workloads (seeds 1..N); the first is shown in full")
     ap.add_argument("--saturated", type=float, default=40.0)
     ap.add_argument("--model-param", action="append", default=[], metavar="NAME=VALUE")
     args = ap.parse_args()
     params = ModelParams().with_overrides(dict(kv.split("=", 1) for kv in args.model_param))
     print(f"model: {params}")
     for rate in (args.rate, args.saturated):
-        rows, cpu, n, prompt, output = run_engine(params, rate, args.duration, args.seed)
+        rows, cpu, n, prompt, output = run_engine(params, rate, args.duration, 1)
         print(f"\n{rate:g} req/s offered to one empty replica for {args.duration:g} s: {n:,} requests "
               f"(prompt mean {prompt.mean():.0f}, output mean {output.mean():.0f}); engine "
               f"{cpu:.2f} s CPU ({n / max(cpu, 1e-9):,.0f} requests per CPU second)")
         agg = run_aggregate(params, rate, args.duration, prompt, output)
-        print("minute | engine: KV  running waiting done/s preempt/s | aggregate: KV  running waiting done/s")
+        print("minute | engine: KV  running waiting done/s preempt/s | aggregate: KV  running waiting admitted/s")
         ag_done = {}
         for m in range(1, int(args.duration // 60) + 1):
             sl = (agg[:, 0] > 60 * (m - 1)) & (agg[:, 0] <= 60 * m)
@@ -120,16 +125,25 @@ def main() -> None:
             a = ag_done[m][1]
             print(f"{m:6d} | {kv:11.3f} {run:7.0f} {wait:7.0f} {done:6.1f} {pre:9.2f} | {a[1]:13.3f} {a[2]:7.0f} "
                   f"{a[3]:7.0f} {ag_done[m][0]:6.1f}")
-        on_e = onset(rows[:, 0], rows[:, 3])
+        ons = [onset(rows[:, 0], rows[:, 3])]
+        for seed in range(2, args.seeds + 1):
+            r2 = run_engine(params, rate, args.duration, seed)[0]
+            ons.append(onset(r2[:, 0], r2[:, 3]))
         on_a = onset(agg[:, 0], agg[:, 3])
-        print(f"queue onset: engine {on_e if on_e is None else f'{on_e:.0f} s'}, aggregate "
-              f"{on_a if on_a is None else f'{on_a:.0f} s'}; KV growth per minute (engine, first 4 minutes): "
-              + ", ".join(f"{b - a:+.3f}" for a, b in zip([0.0] + list(rows[5::6, 1][:3]), rows[5::6, 1][:4])))
+        fmt = lambda x: "never" if x is None else f"{x:.0f} s"   # noqa: E731
+        print(f"queue onset (more than {QUEUE} waiting from then on): engine, seeds 1-{args.seeds}: "
+              + ", ".join(fmt(x) for x in ons) + f"; aggregate {fmt(on_a)}")
+        kv_e = rows[5::6, 1][:4]
+        kv_a = agg[5::6, 1][:4]
+        print("KV growth per minute, minutes 1-4: engine (seed 1) "
+              + ", ".join(f"{b - a:+.3f}" for a, b in zip([0.0] + list(kv_e[:3]), kv_e))
+              + "; aggregate " + ", ".join(f"{b - a:+.3f}" for a, b in zip([0.0] + list(kv_a[:3]), kv_a)))
         last = rows[:, 0] > args.duration / 2
         done_rate = (rows[last][-1, 4] - rows[last][0, 4]) / (rows[last][-1, 0] - rows[last][0, 0])
         pre_rate = (rows[last][-1, 5] - rows[last][0, 5]) / (rows[last][-1, 0] - rows[last][0, 0])
         print(f"second half: engine {done_rate:.2f} completions/s, {pre_rate:.2f} preemptions/s; aggregate "
-              f"{np.nanmean(agg[last, 4]):.2f} completions/s")
+              f"{np.nanmean(agg[last, 4]):.2f} admitted/s, {(agg[-1, 5] - agg[last][0, 5]) / (agg[-1, 0] - agg[last][0, 0]):.2f} "
+              f"preemptions/s")
 
 
 if __name__ == "__main__":

@@ -28,20 +28,23 @@ def test_simulate_json_schema(tmp_path, capsys):
 
 
 def test_initial_replicas_default_is_the_oracles_count_at_the_start(tmp_path, capsys):
-    # Every policy starts on what the oracle's plan holds at the trace's start (2 on the conversation trace:
-    # oracle.replicas_at_start), not on one replica that the oracle never has to wait for.
+    # Every policy starts on what the oracle's plan holds at the trace's start (2 on the conversation trace at
+    # 4x its rate: oracle.replicas_at_start), not on one replica that the oracle never has to wait for.
+    import numpy as np
+
     from simulations.fleet import ModelParams
     from simulations.oracle import replicas_at_start
     from simulations.traces import load
 
-    want = replicas_at_start(load("azure-2023-conv").sliced(300), params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1,
-                             cold_start=180.0, max_replicas=50)
+    trace = load("azure-2023-conv", seed=0).sliced(300).scaled(4, np.random.default_rng(0))   # as cli._trace
+    want = replicas_at_start(trace, params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1, cold_start=180.0,
+                             max_replicas=50)
     assert want == 2
     out = tmp_path / "s.json"
-    assert main(["simulate", "--duration", "300", "--policy", "oracle", "--json", str(out)]) == 0
+    base = ["simulate", "--duration", "300", "--rate-scale", "4", "--policy", "oracle"]
+    assert main(base + ["--json", str(out)]) == 0
     assert json.loads(out.read_text())["settings"]["initial_replicas"] == want
-    assert main(["simulate", "--duration", "300", "--policy", "oracle", "--initial-replicas", "3",
-                 "--json", str(out)]) == 0
+    assert main(base + ["--initial-replicas", "3", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["settings"]["initial_replicas"] == 3
     for bad, needle in (("some", "expected a replica count or `auto`, got 'some'"), ("-1", "must be >= 0, got -1")):
         with pytest.raises(SystemExit) as exc:
@@ -54,6 +57,8 @@ def test_initial_replicas_default_is_the_oracles_count_at_the_start(tmp_path, ca
     (["--trace", "nope.csv"], "nope.csv"),
     (["--rate-scale", "0"], "--rate-scale"),
     (["--model-param", "alpha=-1"], "alpha"),
+    (["--model-profile", "llama-9b"], "--model-profile"),
+    (["--model-param", "alpha"], "--model-param"),
 ])
 def test_simulate_bad_input_exit_2(argv, needle, capsys):
     assert main(["simulate", "--duration", "60"] + argv) == 2
@@ -159,3 +164,21 @@ def test_predictive_gets_the_simulated_fleet_model_unless_told_otherwise(tmp_pat
     assert json.loads(out.read_text())["settings"]["metadata"] == {"capacityPerReplica": "3"}
     assert main(base + ["--model-param", "alpha=0.03"]) == 0     # the model simulated is the model given
     assert json.loads(out.read_text())["settings"]["metadata"]["fleetModel"].startswith("alpha=0.03,")
+
+
+def test_model_profile_picks_the_replica_and_overrides_go_on_top(tmp_path):
+    from simulations.fleet import profiles
+
+    out = tmp_path / "s.json"
+    base = ["simulate", "--duration", "120", "--policy", "predictive", "--json", str(out)]
+    assert main(base + ["--model-profile", "llama-3.1-8b-a100-80gb"]) == 0
+    s = json.loads(out.read_text())["settings"]
+    a100 = profiles.get("llama-3.1-8b-a100-80gb")
+    fm = s["metadata"]["fleetModel"]
+    assert fm.startswith(f"alpha={a100.alpha:g},") and "maxNumSeqs=256" in fm
+    assert main(base + ["--model-profile", "llama-3.1-8b-a100-80gb", "--model-param", "alpha=0.02"]) == 0
+    assert json.loads(out.read_text())["settings"]["metadata"]["fleetModel"].startswith(f"alpha=0.02,beta={a100.beta:g},")
+    pts = tmp_path / "w.json"
+    assert main(["sweep", "--duration", "60", "--policy", "keda-threshold", "--grid", "threshold=5", "--jobs", "1",
+                 "--model-profile", "llama-3-70b-h100-tp4", "--json", str(pts)]) == 0
+    assert json.loads(pts.read_text())["settings"]["model"]["name"] == "llama-3-70b-h100-tp4"

@@ -35,6 +35,28 @@ def test_steady_state_worked_example():
     assert steady_state(m, cap, 1000, 200).iteration == pytest.approx(0.1, rel=1e-6)
 
 
+def test_saturation_worked_example():
+    """simulations/fleet/model.py, worked example 2: the cache binds before max_num_seqs."""
+    from simulations.fleet.model import knee, kv_per_sequence, n_max, preemption_ratio
+
+    m = ModelParams(alpha=0.0072, beta=0.000047, gamma=0.00004, kv_tokens=300_000, max_num_seqs=1024)
+    assert kv_per_sequence(m, 235, 460, 1.6) == pytest.approx(611.0)
+    assert n_max(m, 235, 460, 1.6) == 490
+    assert knee(m, 235, 460, 1.6) == pytest.approx(490 / 18.512, rel=1e-4)
+    ss = steady_state(m, 20.0, 235, 460, 1.6)
+    assert (ss.utilization, ss.iteration, ss.running) == pytest.approx((0.6204, 0.018967, 174.5), rel=1e-3)
+    eps = preemption_ratio(m, 235, 460, 490)
+    m_fin, deficit = 490 / 460, 490 / 16
+    assert eps == pytest.approx(math.exp(-m_fin) * deficit / (m_fin * (251 / 16 + 0.5)))
+    assert eps == pytest.approx(0.612, abs=1e-3)
+    lam, t_sat, n = saturation(m, 235, 460, 1.6)
+    assert n == 490 and lam == pytest.approx(22.77, abs=0.01) and t_sat == pytest.approx(0.04679, abs=1e-5)
+    # the saturated replica serves less than the knee: preemptions are recomputed
+    assert lam < knee(m, 235, 460, 1.6)
+    assert steady_state(m, 26.0, 235, 460, 1.6).saturated is False
+    assert steady_state(m, 26.5, 235, 460, 1.6).saturated is True
+
+
 def test_model_params_reject_bad_values():
     with pytest.raises(ValueError, match="alpha"):
         ModelParams(alpha=0)
@@ -42,6 +64,10 @@ def test_model_params_reject_bad_values():
         ModelParams().with_overrides({"alpah": "1"})
     with pytest.raises(ValueError, match="kv_tokens='x'"):
         ModelParams().with_overrides({"kv_tokens": "x"})
+    with pytest.raises(ValueError, match="max_batched_tokens .* must be >= max_num_seqs"):
+        ModelParams(max_num_seqs=512, max_batched_tokens=256)
+    with pytest.raises(ValueError, match="block_size"):
+        ModelParams(block_size=0)
 
 
 def test_engine_single_request_ttft_and_tpot():
@@ -153,14 +179,31 @@ def test_window_attainment():
 
 
 def test_aggregate_signals_and_saturation():
-    m = ModelParams()
+    m = WORKED
     lam_sat, _, _ = saturation(m, 1000, 200)
     counts = np.full(60, 3 * lam_sat * 10)        # three times what one replica serves
     g = AggregateFleet(counts, bin_seconds=10, prompt_mean=1000, output_mean=200, prompt_pool=[1000],
                        params=m, cold_start=FIXED, start=T0, initial_replicas=1, slo_ttft=2.5, slo_tpot=0.1)
+    s1 = g.signals(T0 + 60, 60)
     s = g.signals(T0 + 120, 60)
-    assert s.waiting == pytest.approx(2 * lam_sat * 120, rel=0.01)
+    # the empty replica fills within the first minute; then it serves lam_sat and the queue grows by the rest
+    assert g._mode == "saturated" and 0 < s1.waiting < 2 * lam_sat * 60
+    assert s.waiting - s1.waiting == pytest.approx(2 * lam_sat * 60, rel=0.01)
     assert s.ttft_p95 > 10 and s.tpot_p95 == pytest.approx(saturation(m, 1000, 200)[1])
+
+
+def test_aggregate_dynamic_worked_example():
+    """simulations/fleet/aggregate_fleet.py, worked example of the dynamic state: two 5-s sub-steps."""
+    m = ModelParams(alpha=0.01, beta=0.0001, gamma=0.0, kv_tokens=100_000)
+    g = AggregateFleet(np.full(6, 100.0), bin_seconds=10, prompt_mean=100, output_mean=1000, prompt_pool=[100],
+                       params=m, cold_start=FIXED, start=T0, initial_replicas=1, slo_ttft=2.5, slo_tpot=0.1)
+    s = g.signals(T0 + 10, 10)
+    assert g._mode == "dynamic" and s.waiting == 0
+    assert s.running == pytest.approx(100.0)
+    t2 = 0.01 + 0.0001 * 75
+    k = 50 * (100 + 500 - 250 + 5 / t2 + 8) + 50 * (100 + 5 / t2 / 2 + 8)
+    assert k == pytest.approx(44_728, abs=1)
+    assert s.kv_cache_usage == pytest.approx(k / 100_000)
 
 
 def test_first_after_idle_worked_example():

@@ -7,6 +7,11 @@ from simulations.fleet import ModelParams
 from simulations.oracle import layered_bound, plan, replicas_at_start
 from simulations.traces import load
 
+# A replica small enough that the conversation trace needs several (the round numbers of the steady-state worked
+# example, simulations/fleet/model.py); the oracle's logic, not a profile's capacity, is under test here.
+SMALL = ModelParams(alpha=0.02058, beta=0.00041, gamma=0.0001, max_num_seqs=256, kv_tokens=400_000,
+                    name="small test replica")
+
 
 def test_layered_bound_worked_example():
     total, hold = layered_bound(np.array([1, 1, 0, 0, 0, 2]), 60.0, 120.0)
@@ -23,7 +28,7 @@ def test_short_gaps_keep_the_replica_and_warm_start_is_free():
 
 def test_plan_is_below_any_fixed_fleet_meeting_the_slo():
     tr = load("azure-2023-conv").sliced(1800)
-    p = plan(tr, params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1, cold_start=180.0, initial=1)
+    p = plan(tr, params=SMALL, slo_ttft=2.5, slo_tpot=0.1, cold_start=180.0, initial=1)
     assert p.replicas.max() >= 2
     # holding the peak count all along costs more
     assert p.gpu_seconds <= p.replicas.max() * tr.duration + 180 * p.replicas.max()
@@ -48,8 +53,8 @@ def test_minute_is_sized_on_its_peak_10s_rate():
 
     tr = _requests_trace(np.concatenate([np.linspace(0, 9.99, 600), np.linspace(60, 119.9, 600)]))
     np.testing.assert_allclose(peak_rates(tr), [60.0, 10.0])
-    cap = max_rate_within_slo(ModelParams(), 200, 100, 200, 2.5, 0.1)
-    p = plan(tr, params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1, cold_start=180.0)
+    cap = max_rate_within_slo(SMALL, 200, 100, 200, 2.5, 0.1)
+    p = plan(tr, params=SMALL, slo_ttft=2.5, slo_tpot=0.1, cold_start=180.0)
     assert list(p.replicas) == [int(np.ceil(60 / cap)), int(np.ceil(10 / cap))]
     assert p.replicas[0] > p.replicas[1]
 
@@ -71,7 +76,7 @@ def test_executing_the_plan_meets_the_ttft_slo_on_the_bursty_code_trace(offset):
 @pytest.mark.parametrize("cold", [60.0, 180.0, 600.0])
 def test_replicas_at_start_is_what_the_plan_holds_at_the_start(name, cold):
     trace = load(name)
-    kw = dict(params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1)
+    kw = dict(params=SMALL, slo_ttft=2.5, slo_tpot=0.1)
     full = plan(trace, cold_start=cold, **kw)
     assert replicas_at_start(trace, cold_start=cold, **kw) == full.desired(trace.start)
 

@@ -122,46 +122,79 @@ def test_replay_output_explains_each_decision(tmp_path, capsys):
     assert doc["ticks"][-1]["reasons"][0].startswith("desired=") and "forecast" in doc["ticks"][-1]["terms"]
 
 
+def _steady_ticks(alpha, beta, gamma, n=30, kv_tokens=None):
+    """Ticks at the step model's steady state (simulations/fleet/model.py): rate lam per replica, prompt P,
+    output L -> t = alpha / (1 - lam (beta L + gamma P)), TTFT = 1.5 t + gamma P, running n = lam L t."""
+    ticks = []
+    for i in range(n):
+        lam, replicas = 0.5 + 0.3 * (i % 10), 1 + i % 3
+        P, L = 200.0 + 10 * i, 100.0 + 20 * (i % 7)
+        t = alpha / (1 - lam * (beta * L + gamma * P))
+        kv = None if kv_tokens is None else lam * L * t * (P + L / 2 + 8) / kv_tokens   # kappa, block_size 16
+        ticks.append(Tick(t=15.0 * i, pods_reporting=replicas, replicas=replicas, waiting=0.0,
+                          running=lam * L * t * replicas, completion_rate=lam * replicas, arrival_rate=lam * replicas,
+                          tpot_mean=t, prompt_tokens_mean=P, output_tokens_mean=L, ttft_mean=1.5 * t + gamma * P,
+                          kv_cache_usage=kv))
+    return ticks
+
+
 def test_calibrate_recovers_known_parameters():
     alpha, beta, gamma = 0.02, 0.0005, 0.0001
-    ticks = []
-    for i in range(30):
-        n_per = 4 + 3 * (i % 10)
-        replicas = 1 + i % 3
-        tpot = alpha + beta * n_per
-        prompt = 200 + 50 * i
-        ticks.append(Tick(t=15.0 * i, pods_reporting=replicas, replicas=replicas, waiting=0.0,
-                          running=float(n_per * replicas), tpot_mean=tpot, prompt_tokens_mean=float(prompt),
-                          ttft_mean=1.5 * tpot + gamma * prompt))
-    fits = calibrate(_rec(ticks))
+    fits = calibrate(_rec(_steady_ticks(alpha, beta, gamma, kv_tokens=50_000)))
     assert fits["tpot"].coefficients["alpha"] == pytest.approx(alpha, abs=1e-9)
     assert fits["tpot"].coefficients["beta"] == pytest.approx(beta, abs=1e-9)
     assert fits["ttft"].coefficients["gamma"] == pytest.approx(gamma, abs=1e-9)
-    assert fits["tpot"].r2 == pytest.approx(1.0) and fits["tpot"].ticks == 30
+    assert fits["kv"].coefficients["kv_tokens"] == pytest.approx(50_000, rel=1e-9)
+    # the first ticks have no recorded tick a whole window (60 s) before them (a queue could hide there): 26 used
+    assert fits["tpot"].r2 == pytest.approx(1.0) and fits["tpot"].ticks == 26
     params, note = fitted_params(fits, "test")
     if note is None:   # simulations.fleet present: a real ModelParams
-        assert params.alpha == pytest.approx(alpha) and params.name == "test"
+        assert params.alpha == pytest.approx(alpha) and params.name == "test" and params.kv_tokens == 50_000
     else:
         assert params["alpha"] == pytest.approx(alpha)
 
 
+def test_calibrate_does_not_count_prefill_twice():
+    # The old fit (TPOT = alpha + beta * n) put the prefill share into alpha and beta, and the simulator then
+    # added gamma * prefill on top. Ticks with a large prefill share: the old line's slope is far off.
+    import numpy as np
+
+    alpha, beta, gamma = 0.007, 0.00005, 0.0001
+    ticks = _steady_ticks(alpha, beta, gamma)
+    n = np.array([t.running / t.replicas for t in ticks[1:]])
+    y = np.array([t.tpot_mean for t in ticks[1:]])
+    old_beta = np.polyfit(n, y, 1)[0]
+    assert old_beta > 1.5 * beta                       # what the old calibration reported
+    assert calibrate(_rec(ticks))["tpot"].coefficients["beta"] == pytest.approx(beta, rel=1e-9)
+
+
 def test_calibrate_prints_the_fleet_model_metadata_to_paste(tmp_path, capsys):
-    alpha, beta, gamma = 0.02, 0.0005, 0.0001
-    ticks = [Tick(t=15.0 * i, pods_reporting=1 + i % 3, replicas=1 + i % 3, waiting=0.0,
-                  running=float((4 + 3 * (i % 10)) * (1 + i % 3)), tpot_mean=alpha + beta * (4 + 3 * (i % 10)),
-                  prompt_tokens_mean=200.0 + 50 * i, ttft_mean=1.5 * (alpha + beta * (4 + 3 * (i % 10)))
-                  + gamma * (200 + 50 * i)) for i in range(30)]
     path = tmp_path / "r.jsonl"
-    _rec(ticks).save(path)
+    _rec(_steady_ticks(0.02, 0.0005, 0.0001)).save(path)
     assert main(["calibrate", str(path), "--max-num-seqs", "64", "--json", str(tmp_path / "c.json")]) == 0
-    assert 'fleetModel: "alpha=0.02,beta=0.0005,gamma=0.0001,maxNumSeqs=64"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'fleetModel: "alpha=0.02,beta=0.0005,gamma=0.0001,maxNumSeqs=64"' in out
+    assert "R^2 = 1.0000" in out and "over 26 ticks" in out        # every fit prints its R^2 and ticks
+    assert "kv_tokens not fitted" in out
     doc = json.loads((tmp_path / "c.json").read_text())
     cfg = parse_metadata({"fleetModel": doc["params"]["fleetModel"]}, scaled_object="a", namespace="b")
-    assert cfg.fleet_model.max_num_seqs == 64 and cfg.fleet_model.alpha == pytest.approx(alpha)
+    assert cfg.fleet_model.max_num_seqs == 64 and cfg.fleet_model.alpha == pytest.approx(0.02)
+    # without --max-num-seqs the profile's own (vLLM's default on the profile's GPU) goes into fleetModel
+    assert main(["calibrate", str(path), "--model-profile", "llama-3.1-8b-h100"]) == 0
+    assert "maxNumSeqs=1024" in capsys.readouterr().out
+
+
+def test_calibrate_bad_flags_exit_2_naming_the_flag(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    _rec(_steady_ticks(0.02, 0.0005, 0.0001)).save(path)
+    for flags, word in ((["--model-profile", "nope"], "--model-profile"), (["--model-param", "alpah=1"], "alpah"),
+                        (["--max-num-seqs", "0"], "--max-num-seqs"), (["--kv-tokens", "0"], "--kv-tokens")):
+        assert main(["calibrate", str(path), *flags]) == 2
+        assert word in capsys.readouterr().err
 
 
 def test_calibrate_says_what_is_missing():
-    with pytest.raises(ValueError, match="only 0 ticks have replicas > 0, running and tpot_mean"):
+    with pytest.raises(ValueError, match="only 0 ticks with no queue over their window have replicas > 0"):
         calibrate(_rec([Tick(t=1.0, replicas=1, running=3.0)]))
 
 
