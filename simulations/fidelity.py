@@ -23,15 +23,17 @@ instantaneous count would see a queue at every load. The same functions then rea
   with a queue. Per band: snapshots, mean TTFT, mean ITL, KV = the median of the per-pod 1-minute max. The
   model runs each band at the band's mean rate, 12 minutes from an empty replica, the first 2 dropped; its
   queue row is the queued minutes of the overload run below. Every model run offers the testbed's one
-  workload: Poisson arrivals, exponential prompt and output sizes with the means over every snapshot that
-  logged them (a band's own means are biased: in a minute of rising load the short requests finish first);
+  workload: Poisson arrivals, log-normal prompt and output sizes (CV 1, as ``vllm-scaler profile``'s default)
+  with the means over every snapshot that logged them (a band's own means are biased: in a minute of rising
+  load the short requests finish first);
 * **knee**: the median completions/s of the snapshots with no queue and KV at 0.5 or more (a replica near its
   capacity, KV creeping up, no queue yet). The model's is the highest offered rate (to 0.25 req/s) that a
   replica sustains for 15 minutes without a queue;
 * **overload onset**: KV growth per minute (the median rise of the 1-minute KV max between consecutive
-  single-pod snapshots with no queue, at 25 req/s or more) and, for the model, when the queue forms at
-  ``OVERLOAD_RATE`` req/s offered to an empty replica (the testbed README: 3-4 minutes; the CSV alone cannot
-  say, because the offered load is not logged);
+  single-pod snapshots with no queue, at 25 req/s or more; the model's from its run at ``OVERLOAD_RATE``
+  req/s offered to an empty replica) and, for the model, when the queue forms at that rate: ``queue_onset_s``
+  of ``vllm-scaler profile --rate`` (:mod:`simulations.profile`) on the same workload (the testbed README
+  says 3-4 minutes; the CSV alone cannot, because the offered load is not logged);
 * **saturated throughput**: the median completions/s of single-pod snapshots with a queue (and completions);
   the model's, of the queued minutes at ``SATURATED_RATE`` req/s offered;
 * **cold start**: in the runs whose ``replicas`` counts pods before they serve (it rises a reconcile or more
@@ -55,11 +57,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .fleet import ColdStartModel, ModelParams, RequestFleet
 from .fleet.lifecycle import ReplicaSet
+from .profile import SizeDist, at_rate, poisson_arrivals
 
 DATA = Path(__file__).resolve().parent / "data" / "vllm-testbed-h100"
 TESTBED = DATA / "reconciles.csv"
@@ -72,6 +76,7 @@ GROWTH_RATE = 25.0         # KV growth is read between consecutive no-queue snap
 OVERLOAD_RATE = 27.5       # offered to an empty model replica for the queue onset (the README's 27-28 req/s)
 SATURATED_RATE = 30.0      # offered for the model's saturated throughput
 BAND_MINUTES, WARMUP_MINUTES, LONG_MINUTES = 12, 2, 15
+SIZE_CV = 1.0              # spread of the model's request sizes (:func:`workload`)
 SAMPLE = 15.0              # seconds between the model's KV / waiting samples (a Prometheus scrape interval)
 QUEUE_AGE = 1.0            # a model request counts as waiting once it has waited this long (module docstring)
 
@@ -240,16 +245,22 @@ def scale_ups(snaps: list[Snapshot]) -> list[ScaleUp]:
 
 
 # -- the model side ------------------------------------------------------------------------------------------
+def workload(prompt: float, output: float) -> Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]:
+    """Prompt and output sizes for ``n`` requests: log-normal with these means and CV 1 (the spread of
+    ``vllm-scaler profile``'s default sizes, with which the H100 profile's KV capacity was fitted)."""
+    p, o = SizeDist("lognormal", prompt, SIZE_CV), SizeDist("lognormal", output, SIZE_CV)
+    return lambda n, rng: (p.sample(n, rng), o.sample(n, rng))
+
+
 def model_snapshots(params: ModelParams, rate: float, prompt: float, output: float, minutes: int,
                     seed: int) -> list[Snapshot]:
-    """One replica from empty, Poisson arrivals at ``rate`` req/s, exponential sizes with these means, cut into
-    1-minute snapshots (module docstring)."""
+    """One replica from empty, Poisson arrivals at ``rate`` req/s with :func:`workload` sizes, cut into
+    1-minute snapshots (module docstring). The same arrivals and sizes as ``vllm-scaler profile --rate`` with
+    this seed and duration."""
     rng = np.random.default_rng(seed)
     span = minutes * 60.0
-    n = int(rng.poisson(rate * span))
-    arr = np.sort(rng.uniform(0.0, span, n))
-    p = np.maximum(1, np.ceil(rng.exponential(prompt, n))).astype(int)
-    o = np.maximum(1, np.ceil(rng.exponential(output, n))).astype(int)
+    arr = poisson_arrivals(rate, span, rng)
+    p, o = workload(prompt, output)(len(arr), rng)
     f = RequestFleet(arr, p, o, params=params, cold_start=ColdStartModel.single(0.0), start=0.0,
                      initial_replicas=1)
     engine = f.engines[0]
@@ -274,17 +285,6 @@ def model_snapshots(params: ModelParams, rate: float, prompt: float, output: flo
                               ttft_ms=ttft * 1000, itl_ms=itl * 1000, kv_max=max(kv[m * per:(m + 1) * per]),
                               waiting_max=float(max(wait[m * per:(m + 1) * per])), prompt=prompt, output=output))
     return snaps
-
-
-def queue_onset(snaps: list[Snapshot]) -> float | None:
-    """Start of the first minute from which every minute has a queue (seconds from the start); None if never."""
-    onset = None
-    for s in snaps:
-        if s.waiting_max > 0:
-            onset = s.t - 60.0 if onset is None else onset
-        else:
-            onset = None
-    return onset
 
 
 def model_knee(params: ModelParams, prompt: float, output: float, seed: int, lo: float = 5.0,
@@ -385,7 +385,8 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
     one = single_pod(snaps)
     ksizes = sizes(snaps)
     over = model_snapshots(params, OVERLOAD_RATE, *ksizes, LONG_MINUTES, seed)
-    onset = queue_onset(over)
+    # the onset as `vllm-scaler profile --rate` reports it (simulations/profile.py: the same arrivals and sizes)
+    onset = at_rate(params, workload(*ksizes), OVERLOAD_RATE, LONG_MINUTES * 60.0, seed)["queue_onset_s"]
 
     lines += ["### Load bands (single-pod snapshots)", "",
               "Each cell: real / model (error). The model's band: the minutes with no queue of a run at the band's "
@@ -409,7 +410,7 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
     g, gn = kv_growth(snaps)
     sat, sn = saturated(snaps)
     mk = model_knee(params, *ksizes, seed)
-    mg, mgn = kv_growth([s for s in over if onset is None or s.t <= onset])
+    mg, mgn = kv_growth(over)
     ms, msn = saturated(model_snapshots(params, SATURATED_RATE, *ksizes, LONG_MINUTES, seed))
     lines += ["### Knee, overload onset, saturated throughput", "",
               "| figure | real | model | error | how |", "|---|---|---|---|---|",
@@ -418,11 +419,12 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
               f"sustains {LONG_MINUTES} min without a queue ({ksizes[0]:.0f} / {ksizes[1]:.0f} tokens) |",
               f"| KV growth near the knee (per minute) | {fmt(g, '+.3f')} | {fmt(mg, '+.3f')} | {pct(mg, g)} | median rise of the "
               f"1-minute KV max between consecutive minutes with no queue at >= {GROWTH_RATE:g} req/s (real: {gn} "
-              f"pairs; model: {mgn} pairs of the {OVERLOAD_RATE:g} req/s run before its queue) |",
+              f"pairs; model: {mgn} pairs of the {OVERLOAD_RATE:g} req/s run) |",
               f"| queue onset at {OVERLOAD_RATE:g} req/s offered (s) | 180-240 | "
-              f"{'never' if onset is None else f'{onset:.0f}'} | - | model: start of the minute from which every "
-              "minute has a queue; real: the testbed README's 3-4 minutes (not in the CSV: it does not log the "
-              "offered load) |",
+              f"{'never' if onset is None else f'{onset:.0f}'} | - | model: `queue_onset_s` of `vllm-scaler profile "
+              f"--rate {OVERLOAD_RATE:g} --duration {LONG_MINUTES * 60}` (simulations/profile.py) on the same "
+              "workload; real: the testbed README's 3-4 minutes (not in the CSV: it does not log the offered "
+              "load) |",
               f"| saturated throughput (req/s) | {fmt(sat, '.1f')} | {fmt(ms, '.1f')} | {pct(ms, sat)} | median completions/s of "
               f"snapshots with a queue (real: {sn} single-pod snapshots; model: {msn} minutes at "
               f"{SATURATED_RATE:g} req/s offered) |", ""]
@@ -464,8 +466,9 @@ replica of the profile, and its cold-start model (`simulations/fleet/lifecycle.p
 
 LEFT_OUT = """## What the model still leaves out
 
-- **Request sizes**: the model draws exponential prompt and output sizes with each band's measured means; the
-  testbed replayed ShareGPT V3 conversations (a longer tail of long outputs), which hold KV longer.
+- **Request sizes**: the model draws log-normal prompt and output sizes (CV 1) with the testbed's mean sizes;
+  the testbed replayed ShareGPT V3 conversations, whose own size distribution (and its tail of long outputs,
+  which hold KV longer) is not in the data.
 - **The client**: each `vllm bench serve` job capped its in-flight requests at 512, so excess demand waited in
   the client, unseen by `num_requests_waiting` and TTFT. The model offers Poisson arrivals with no cap: its
   queue and TTFT under overload grow without that bound.
