@@ -206,6 +206,30 @@ def test_aggregate_dynamic_worked_example():
     assert s.kv_cache_usage == pytest.approx(k / 100_000)
 
 
+def test_aggregate_saturates_keeps_its_queue_between_lam_sat_and_the_knee_and_recovers():
+    """Past the knee the cache fills and the replica serves lam_sat (< knee: recomputed preemptions); a load
+    between lam_sat and the knee keeps the queue growing (a full cache stays full while requests wait); once
+    the load falls below lam_sat the backlog drains and the replica returns to its steady state."""
+    from simulations.fleet.model import knee, kv_per_sequence
+
+    m = ModelParams(alpha=0.0072, beta=0.000047, gamma=0.00004, kv_tokens=300_000, max_num_seqs=1024)
+    lam_sat, _, _ = saturation(m, 235, 460)
+    lam_knee = knee(m, 235, 460)
+    assert lam_sat < 25.0 < lam_knee
+    rates = [35.0] * 60 + [25.0] * 60 + [10.0] * 180          # 10-s bins: 10 min, 10 min, 30 min
+    g = AggregateFleet(np.array(rates) * 10, bin_seconds=10, prompt_mean=235, output_mean=460, prompt_pool=[235],
+                       params=m, cold_start=FIXED, start=T0, initial_replicas=1, slo_ttft=2.5, slo_tpot=0.1)
+    w1 = g.signals(T0 + 600, 60).waiting
+    assert g._mode == "saturated" and g.preemptions > 0
+    w2 = g.signals(T0 + 1200, 60).waiting
+    assert w2 - w1 == pytest.approx((25.0 - lam_sat) * 600, rel=0.01)
+    s = g.signals(T0 + 3000, 60)
+    assert g._mode == "steady" and s.waiting == 0
+    ss = steady_state(m, 10.0, 235, 460)
+    assert s.running == pytest.approx(ss.running) and s.tpot_p95 == pytest.approx(ss.iteration)
+    assert s.kv_cache_usage == pytest.approx(ss.running * kv_per_sequence(m, 235, 460) / 300_000)
+
+
 def test_first_after_idle_worked_example():
     """Arrivals at 0, 1, 100, 101, 102 s, gap 60 s, first 2: the requests at 100 and 101 count (not the trace's
     first ones, not the third after the gap); an aggregate slice is pro-rated; a 30-s pause is not a gap."""
