@@ -170,6 +170,14 @@ class ColdStartModel:
         (source "simulation"): p50 = ``median``, p90 = ``at(1.2816)``."""
         return ColdStart(p50=self.median, p90=self.at(_Z90), source="simulation")
 
+    def describe(self) -> str:
+        """One line for reports: ``median 90 s alone (sigma 0.25; 16.06 GB at 0.5 GB/s per pod, 1 GB/s shared)``."""
+        if self.download_gb == 0:
+            return f"median {self.median:g} s (sigma {self.sigma:g})"
+        link = f"{self.bandwidth:g} GB/s shared" if self.shared else "not shared"
+        return (f"median {self.median:g} s alone (sigma {self.sigma:g}; {self.download_gb:g} GB at "
+                f"{self.pod_bandwidth:g} GB/s per pod, {link})")
+
     def phases(self) -> dict:
         """Every parameter and the derived engine median, for reports and ``--json``."""
         return {"median": self.median, "sigma": self.sigma, "scheduling": self.scheduling,

@@ -118,6 +118,13 @@ def test_bad_values_name_the_parameter(kw, field):
     assert exc.value.field == field and field in str(exc.value)
 
 
+def test_describe_names_the_phases_that_apply():
+    assert ColdStartModel().describe() == ("median 90 s alone (sigma 0.25; 16.06 GB at 0.5 GB/s per pod, "
+                                           "1 GB/s shared)")
+    assert ColdStartModel(bandwidth=math.inf).describe().endswith("0.5 GB/s per pod, not shared)")
+    assert ColdStartModel.single(180.0, 0.2).describe() == "median 180 s (sigma 0.2)"
+
+
 def test_single_is_the_independent_log_normal():
     m = ColdStartModel.single(180.0, 0.2)
     assert not m.shared and m.engine_median == 180.0
