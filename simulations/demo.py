@@ -573,7 +573,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
         arr, prompt, output = arrivals(phases, start, seed)
         model = demo_model()
         fleet = RequestFleet(arr, prompt, output, params=model,
-                             cold_start=ColdStartModel(median=timing.cold_start, sigma=0.0), start=time.time(),
+                             cold_start=ColdStartModel.single(timing.cold_start), start=time.time(),
                              initial_replicas=1, seed=seed, request_timeout=30.0, deployment=DEPLOYMENT)
         exporter = PodExporter(fleet, slots)
         ports = [metrics_port(lambda i=i: exporter.text(i)) for i in range(slots)]
@@ -691,7 +691,7 @@ def _counterfactual_peak_waiting(arr, prompt, output, model, fleet_start: float,
     """Peak queue of the same arrivals on one replica that is always there (no scaler), simulated offline."""
     from simulations.fleet import ColdStartModel, RequestFleet
 
-    fixed = RequestFleet(arr, prompt, output, params=model, cold_start=ColdStartModel(median=0.0, sigma=0.0),
+    fixed = RequestFleet(arr, prompt, output, params=model, cold_start=ColdStartModel.single(0.0),
                          start=fleet_start, initial_replicas=1, request_timeout=1e9, deployment=DEPLOYMENT)
     peak = 0
     for t in np.arange(fleet_start, end, 0.1):
@@ -875,7 +875,7 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
     api = client.CoreV1Api()
     start = time.time() + 5
     arr, prompt, output = arrivals(cluster_phases(peak, scale), start, seed)
-    fleet = RequestFleet(arr, prompt, output, params=demo_model(), cold_start=ColdStartModel(median=0.0, sigma=0.0),
+    fleet = RequestFleet(arr, prompt, output, params=demo_model(), cold_start=ColdStartModel.single(0.0),
                          start=time.time(), initial_replicas=0, seed=seed, request_timeout=30.0 * scale,
                          deployment=deployment)
     exporter = PodExporter(fleet, 64)
