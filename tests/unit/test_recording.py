@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -200,7 +201,12 @@ def test_calibrate_says_what_is_missing():
 
 def test_scaled_object_yaml_gives_external_trigger_metadata(tmp_path):
     path = tmp_path / "so.yaml"
+    # a TriggerAuthentication beside it, as in deploy/examples: the ScaledObject document is the one read
     path.write_text("""
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {name: tls}
+---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {name: chat}
@@ -208,15 +214,37 @@ spec:
   scaleTargetRef: {name: chat}
   triggers:
     - type: external
-      metadata: {scalerAddress: "vllm-scaler:9090", ttftP95: "1.0", maxReplicas: 8}
+      metadata: {scalerAddress: "vllm-scaler:9090", ttftP95: "1.0", maxReplicas: "8"}
 """)
     md, name = metadata_from_scaled_object(path)
     assert name == "chat" and md == {"scalerAddress": "vllm-scaler:9090", "ttftP95": "1.0", "maxReplicas": "8"}
     cfg = replay_config(_rec([]), md, name)
     assert cfg.ttft_p95 == 1.0 and cfg.max_replicas == 8 and cfg.namespace == "serving" and cfg.window == 60
-    path.write_text("kind: ScaledObject\nspec: {triggers: [{type: prometheus, metadata: {}}]}\n")
+    path.write_text("kind: ScaledObject\nspec:\n  scaleTargetRef: {name: chat}\n  triggers: [{type: prometheus, "
+                    "metadata: {serverAddress: 'http://p:9090', query: 'up', threshold: '1'}}]\n")
     with pytest.raises(ValueError, match="no trigger of type external"):
         metadata_from_scaled_object(path)
+
+
+@pytest.mark.parametrize("text, names", [
+    # KEDA's trigger metadata is map[string]string: the API server refuses an unquoted number
+    ("kind: ScaledObject\nspec: {scaleTargetRef: {name: c}, triggers: [{type: external, metadata: "
+     "{scalerAddress: 's:9090', maxReplicas: 8}}]}\n", "spec.triggers[0].metadata.maxReplicas=8"),
+    ("kind: ScaledObject\nspec: {scaleTargetRef: {name: c}, triggers: [{type: external, metadata: [1]}]}\n",
+     "spec.triggers[0].metadata=[1]"),
+    ("kind: Deployment\n", "no document of kind ScaledObject"),
+    ("spec: [\n", "not YAML"),
+])
+def test_scaled_object_errors_name_the_file_and_the_item(tmp_path, capsys, text, names):
+    path = tmp_path / "so.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(names)) as exc:
+        metadata_from_scaled_object(path)
+    assert str(exc.value).startswith(str(path))
+    rec = tmp_path / "r.jsonl"
+    _rec([]).save(rec)
+    assert main(["replay", str(rec), "--scaled-object", str(path)]) == 2
+    assert f"--scaled-object {path}" in capsys.readouterr().err
 
 
 def test_parse_time_accepts_unix_and_iso():
@@ -239,6 +267,8 @@ def test_cli_errors_name_the_flag(tmp_path, capsys):
     _rec([Tick(t=1.0)]).save(rec)
     assert main(["replay", str(rec), "--metadata", "ttftP95"]) == 2
     assert "--metadata 'ttftP95': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["replay", str(rec), "--metadata", " =1"]) == 2     # no key: named, not passed on as ""
+    assert "--metadata ' =1': expected KEY=VALUE" in capsys.readouterr().err
     assert main(["replay", str(rec), "--metadata", "ttftP95=-1"]) == 2
     assert "ttftP95='-1'" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "missing.jsonl")]) == 2
