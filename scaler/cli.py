@@ -20,7 +20,7 @@ COMMANDS: dict[str, str] = {
     "replay": "simulations.recording.cli",
     "calibrate": "simulations.recording.cli",
     "profile": "simulations.profile",
-    "demo": "simulations.demo",
+    "demo": "simulations.demo.cli",
 }
 
 
