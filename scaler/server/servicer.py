@@ -1,6 +1,7 @@
 """KEDA's ``externalscaler.ExternalScaler`` service, answered from the target cache.
 
-The only module that imports the generated protobuf code (``scaler._proto``).
+With :mod:`.client` (KEDA's side of the same calls), the only module that imports the generated protobuf
+code (``scaler._proto``).
 Runs on a ``grpc.aio`` server: unary RPCs are a dictionary lookup and a
 message, and long-lived streams cost a coroutine, not a thread.
 
