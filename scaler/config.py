@@ -401,7 +401,9 @@ class ServerDefaults:
     """Server-side settings that metadata may default from or is checked against."""
 
     prometheus_url: str = "http://127.0.0.1:9090"
-    allowed_namespaces: frozenset[str] | None = None  # None: only the ScaledObject's own namespace
+    # (FROM, TO) pairs of --allowed-namespaces: a ScaledObject in FROM may read TO; FROM "*": any. None: none
+    # (a ScaledObject always reads its own namespace).
+    allowed_namespaces: frozenset[tuple[str, str]] | None = None
     allow_activation_query: bool = False
     # Base URLs a ScaledObject may name in `prometheusAddress` (besides prometheus_url); None: any.
     # Lock it down where ScaledObject authors should not make the scaler send queries elsewhere.
@@ -496,7 +498,7 @@ def parse_metadata(
     ns = values.get("namespace", namespace)
     if "namespace" in values and ns != namespace:
         allowed = defaults.allowed_namespaces or frozenset()
-        if ns not in allowed:
+        if (namespace, ns) not in allowed and ("*", ns) not in allowed:
             problems.append(ConfigProblem(
                 "namespace", ns,
                 f"differs from the ScaledObject's namespace {namespace!r} and is not in the server's "

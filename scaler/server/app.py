@@ -64,6 +64,8 @@ class ServerSettings:
     grace: float = 10.0
     max_concurrent_rpcs: int | None = None
     refresh_workers: int = 4
+    refresh_budget: float | None = 1.0  # CPU seconds per target per refresh (enrichers + decide); None: unbounded
+    health_interval: float = 1.0  # how often health is re-checked against the refresh lag (seconds)
     # Python's GIL hand-off interval while serving (default 5 ms). The refresh threads run decide() for
     # every target; a short interval keeps them from holding the RPC event loop off for milliseconds
     # (benchmark: p99 at 200 calls/s with 1,000 targets, docs/server.md). None leaves it alone.
@@ -86,7 +88,10 @@ class ScalerServer:
         self.metrics = ScalerMetrics(self.store, clock, lambda: self._servicer.open_streams if self._servicer else 0)
         self.refresher = Refresher(self.store, source_factory, clock=clock, enrichers=enrichers,
                                    workers=settings.refresh_workers, idle_eviction=settings.idle_eviction,
-                                   observer=RefreshObserver(fetch_seconds=self.metrics.observe_fetch))
+                                   budget=settings.refresh_budget,
+                                   observer=RefreshObserver(fetch_seconds=self.metrics.observe_fetch,
+                                                            cutoff=self.metrics.observe_cutoff))
+        self.metrics.collector.lag = self.refresher.lag
         self._background_refresh = background_refresh
         self._servicer_factory = servicer_factory
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,6 +102,8 @@ class ScalerServer:
         self.health_port: int | None = None
         self._metrics_http = None
         self._stopped = threading.Event()
+        self._health_task: asyncio.Task | None = None
+        self.serving: bool | None = None  # what health last said (None before start)
         self.port: int | None = None
         self.metrics_port: int | None = None
 
@@ -180,8 +187,39 @@ class ScalerServer:
             except RuntimeError as exc:
                 raise OSError(f"--health-port: cannot listen on {bind_health}: {exc}") from None
             await self._health_server.start()
+        await self._set_health(True)
+        if self._background_refresh:
+            self._health_task = asyncio.get_running_loop().create_task(self._watch_health())
+
+    async def _set_health(self, serving: bool) -> None:
+        assert self._health is not None
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(service, status)
+        self.serving = serving
+
+    async def _watch_health(self) -> None:
+        """Health follows the refresh: ``NOT_SERVING`` while any target is hopelessly behind.
+
+        Hopelessly behind: a target's refresh overdue by more than its ``maxStaleness``
+        (:meth:`Refresher.lag`), so it answers ``UNAVAILABLE`` because of this process (a stuck worker, a
+        stalled loop, more work than CPU), not because of its source. Readiness then takes the replica out
+        of KEDA's rotation and liveness restarts it; ``SERVING`` again once every target is back in time.
+        """
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            try:
+                worst, hopeless = self.refresher.lag(self.clock())
+                if (hopeless == 0) != self.serving:
+                    await self._set_health(hopeless == 0)
+                    (log.info if hopeless == 0 else log.error)(
+                        "health %s: refresh %s", "SERVING" if hopeless == 0 else "NOT_SERVING",
+                        "back in time" if hopeless == 0 else "hopelessly behind",
+                        extra={"fields": {"targets_behind": hopeless, "max_lag_s": round(worst, 1)}})
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the watcher die silently
+                log.exception("health check failed")
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown (see the module docstring). Safe to call twice."""
@@ -201,6 +239,8 @@ class ScalerServer:
         log.info("stopped")
 
     async def _stop(self, grace: float) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._servicer is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -67,9 +68,33 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _namespaces(text: str) -> frozenset[str] | None:
-    names = frozenset(n.strip() for n in text.split(",") if n.strip())
-    return names or None
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a Kubernetes namespace name (RFC 1123 label)
+
+
+def _namespaces(text: str) -> frozenset[tuple[str, str]] | None:
+    """``FROM=TO[,FROM=TO...]``: ScaledObjects in namespace FROM may read namespace TO; FROM ``*``: any.
+
+    A ScaledObject always reads its own namespace (``NS=NS`` says so explicitly and changes nothing).
+    """
+    pairs = set()
+    problems = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        src, sep, dst = (x.strip() for x in part.partition("="))
+        if not sep:
+            problems.append(f"{part!r} is not FROM=TO (team-a={part}: ScaledObjects in namespace team-a may read "
+                            f"{part}; *={part}: ScaledObjects in any namespace may)")
+            continue
+        bad = ([] if src == "*" or _NAMESPACE.match(src) else [src]) + ([] if _NAMESPACE.match(dst) else [dst])
+        if bad:
+            problems.append(f"{part!r}: {' and '.join(repr(b) for b in bad)} not a namespace name"
+                            + (" (`*` is allowed as FROM only)" if "*" in bad else ""))
+            continue
+        pairs.add((src, dst))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return frozenset(pairs) or None
 
 
 def _urls(text: str) -> frozenset[str] | None:
@@ -141,11 +166,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--prometheus-ca-file", _path, "", "CA bundle (PEM) to verify an https:// Prometheus. Empty: the "
                                               "system CAs.", "FILE"),
     Setting("--allowed-namespaces", _namespaces, "",
-            "Comma-separated namespaces a ScaledObject may name in its `namespace` key besides its own. "
-            "Empty: only its own.", "NS[,NS...]"),
-    Setting("--allowed-prometheus-urls", _urls, "*",
-            "Comma-separated Prometheus base URLs a ScaledObject may name in `prometheusAddress` (the "
-            "--prometheus-url is always allowed). `*`: any; empty: only --prometheus-url.", "URL[,URL...]|*"),
+            "Comma-separated FROM=TO pairs: ScaledObjects in namespace FROM may name namespace TO in their "
+            "`namespace` key (`*=TO`: from any namespace). A ScaledObject always reads its own namespace. "
+            "Empty: only its own.", "FROM=TO[,...]"),
+    Setting("--allowed-prometheus-urls", _urls, "",
+            "Comma-separated Prometheus base URLs a ScaledObject may name in `prometheusAddress` besides "
+            "--prometheus-url. Empty: only --prometheus-url. `*`: any URL (then any ScaledObject author can make "
+            "the scaler query any address).", "URL[,URL...]|*"),
     Setting("--allow-activation-query", _bool, "false",
             "Honour the `activationQuery` metadata key (arbitrary PromQL from ScaledObject authors).", "BOOL",
             boolean=True),
@@ -179,6 +206,10 @@ SETTINGS: tuple[Setting, ...] = (
             "evicted.", "N"),
     Setting("--refresh-workers", _positive_int, "4",
             "Threads fetching from sources in the background (one fetch per Prometheus at a time).", "N"),
+    Setting("--refresh-budget", _positive_seconds, "1s",
+            "CPU time one target's enrichers and policy may use per refresh; a target over it is cut off, "
+            "logged and counted (vllm_scaler_refresh_cutoffs_total), answers from its last good decision and is "
+            "retried after a back-off. Waiting on I/O does not count.", "DURATION"),
     Setting("--log-level", _choice(LOG_LEVELS, upper=True), "INFO", "Log level.", "|".join(LOG_LEVELS)),
     Setting("--log-format", _choice(LOG_FORMATS), "json",
             "Log format: one JSON object per line, or text.", "|".join(LOG_FORMATS)),
@@ -232,6 +263,7 @@ def build_settings(values: Mapping[str, Any]):
         raise ValueError(str(exc)) from None
     return ServerSettings(
         host=values["host"], port=values["grpc_port"], health_port=values["health_port"],
+        refresh_budget=values["refresh_budget"],
         metrics_host=values["metrics_host"] or None,
         metrics_port=values["metrics_port"],
         defaults=ServerDefaults(prometheus_url=values["prometheus_url"],
@@ -318,6 +350,8 @@ def run(args: argparse.Namespace) -> int:
 
     def on_signal(signum, frame) -> None:
         received.append(signal.Signals(signum).name)
+        if stop.is_set():  # a second signal: no more waiting
+            _exit_now(1, "second signal: exiting at once")
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -331,5 +365,34 @@ def run(args: argparse.Namespace) -> int:
     while not stop.wait(3600):
         pass
     log.info("signal received", extra={"fields": {"signal": received[0] if received else None}})
+    # The process ends within the grace period whatever the refresh is doing: a worker thread in CPU work or
+    # blocked on a socket neither delays the orderly stop (nothing waits for it) nor the exit (os._exit does not
+    # join threads), and if the orderly stop itself overruns, this timer ends the process.
+    deadline = threading.Timer(settings.grace + SHUTDOWN_MARGIN, _exit_now,
+                               args=(1, f"shutdown overran grace + {SHUTDOWN_MARGIN:g} s: exiting"))
+    deadline.daemon = True
+    deadline.start()
     server.stop()
-    return 0
+    _exit_now(0)
+    return 0  # not reached
+
+
+SHUTDOWN_MARGIN = 3.0
+"""Seconds beyond ``--grace-period`` the orderly stop may take before the process exits anyway."""
+
+
+def _exit_now(code: int, why: str | None = None) -> None:
+    """Flush the logs and end the process now, without joining threads (a stuck refresh worker included)."""
+    if why:
+        log.error(why)
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)

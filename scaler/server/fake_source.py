@@ -6,15 +6,18 @@ Its error hooks make it fail the way a real source does: ``fail_all`` raises
 a :class:`~scaler.errors.SourceError` from ``fetch`` (the whole Prometheus is
 down), ``fail_target`` returns one for a single target. A target with no
 scripted signals gets a :class:`~scaler.errors.NoDataError`. ``delay``
-makes each fetch take that long (a slow Prometheus). ``calls`` records
-``(now, configs)`` for every fetch, so tests can check query sharing.
+makes each fetch take that long (a slow Prometheus). ``hook``, when set, is
+called with the configs of every fetch before it answers and may raise
+(e.g. an HTTP 400 whenever one given target is in the batch, as Prometheus
+rejects a shared query one target's parameters broke) or block. ``calls``
+records ``(now, configs)`` for every fetch, so tests can check query sharing.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..config import PolicyConfig
 from ..errors import NoDataError, SourceError
@@ -37,6 +40,7 @@ class ScriptedSource:
         self._target_errors: dict[tuple[str, str], SourceError] = {}
         self._error: SourceError | None = None
         self.delay = delay
+        self.hook: Callable[[Sequence[PolicyConfig]], None] | None = None
         self.calls: list[tuple[float, tuple[PolicyConfig, ...]]] = []
         self._lock = threading.Lock()
 
@@ -60,6 +64,8 @@ class ScriptedSource:
             self.calls.append((now, tuple(targets)))
         if self.delay:
             time.sleep(self.delay)
+        if self.hook is not None:
+            self.hook(targets)
         if self._error is not None:
             raise self._error
         out: dict[tuple, Signals | SourceError] = {}

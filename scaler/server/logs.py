@@ -3,6 +3,12 @@
 Callers pass fields with ``extra={"fields": {...}}``; the JSON formatter puts
 them at the top level of the line next to ``ts``, ``level``, ``logger`` and
 ``msg``, so a log pipeline can filter on ``namespace``/``scaledobject``.
+
+Credentials never reach a line: both formatters pass the finished line
+through :func:`scaler.redact.redact_text`, which replaces the userinfo of every URL
+(``http://user:pass@host`` -> ``http://***@host``), whatever logged it (our
+code, a library's message, a traceback). Pinned by
+``tests/unit/test_server_refresh.py::test_credentials_in_an_address_never_reach_logs_or_errors``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+
+from ..redact import redact_text
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -30,7 +38,7 @@ class JsonFormatter(logging.Formatter):
                 line.setdefault(k, v)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return redact_text(json.dumps(line, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -42,7 +50,7 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
             text += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
-        return text
+        return redact_text(text)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:

@@ -28,6 +28,14 @@ vllm_scaler_targets                             gauge    live targets (no per-ta
 vllm_scaler_targets_refused_total               counter  new targets refused at ``--max-targets``
 vllm_scaler_rpc_duration_seconds{method,code}   hist.    unary RPC latency by method and status code
 vllm_scaler_source_fetch_duration_seconds       hist.    one ``SignalSource.fetch`` call, by ``source``
+vllm_scaler_refresh_cutoffs_total               counter  targets' refreshes cut off by the per-target
+                                                         budget (``--refresh-budget``; which target:
+                                                         ``source_errors_total{kind="budget"}`` and
+                                                         the log line ``refresh cut off``)
+vllm_scaler_refresh_lag_seconds                 gauge    the most any target's refresh is overdue
+vllm_scaler_refresh_hopeless_targets            gauge    targets overdue by more than their
+                                                         ``maxStaleness`` (health is ``NOT_SERVING``
+                                                         while it is above 0)
 ==============================================  =======  ===========================================
 """
 
@@ -36,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -75,10 +83,12 @@ def signal_values(signals: Signals) -> dict[str, float]:
 class TargetCollector(Collector):
     """Builds the per-target families from the store at scrape time."""
 
-    def __init__(self, store: TargetStore, clock: Callable[[], float], open_streams: Callable[[], int]):
+    def __init__(self, store: TargetStore, clock: Callable[[], float], open_streams: Callable[[], int],
+                 lag: Callable[[float], tuple[float, int]] | None = None):
         self._store = store
         self._clock = clock
         self._open_streams = open_streams
+        self.lag = lag
 
     def describe(self) -> list[Metric]:
         return []  # families are built per scrape
@@ -121,6 +131,13 @@ class TargetCollector(Collector):
                                   value=self._store.refused)
         yield GaugeMetricFamily("vllm_scaler_open_streams", "Open StreamIsActive and StreamMetricSpec streams.",
                                 value=self._open_streams())
+        if self.lag is not None:
+            worst, hopeless = self.lag(now)
+            yield GaugeMetricFamily("vllm_scaler_refresh_lag_seconds",
+                                    "The most any target's refresh is overdue (seconds).", value=worst)
+            yield GaugeMetricFamily("vllm_scaler_refresh_hopeless_targets",
+                                    "Targets whose refresh is overdue by more than their maxStaleness.",
+                                    value=hopeless)
 
     @staticmethod
     def _one(t: Target, now: float, desired, active, answering, terms, dominant, inputs, signal, age, errors,
@@ -163,7 +180,10 @@ class ScalerMetrics:
         self.fetch_duration = Histogram("vllm_scaler_source_fetch_duration_seconds",
                                         "Duration of one SignalSource.fetch call, by source address.",
                                         ["source"], buckets=FETCH_BUCKETS, registry=self.registry)
-        self.registry.register(TargetCollector(store, clock, open_streams))
+        self.cutoffs = Counter("vllm_scaler_refresh_cutoffs", "Target refreshes cut off by the per-target budget.",
+                               registry=self.registry)
+        self.collector = TargetCollector(store, clock, open_streams)
+        self.registry.register(self.collector)
         self._rpc_children: dict[tuple[str, str], Histogram] = {}
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
@@ -174,3 +194,6 @@ class ScalerMetrics:
 
     def observe_fetch(self, source: str, seconds: float) -> None:
         self.fetch_duration.labels(source).observe(seconds)
+
+    def observe_cutoff(self) -> None:
+        self.cutoffs.inc()

@@ -110,7 +110,7 @@ def test_all_problems_are_reported_at_once() -> None:
 
 
 def test_allowed_namespaces_and_activation_query_follow_server_settings() -> None:
-    d = ServerDefaults(allowed_namespaces=frozenset({"shared"}), allow_activation_query=True)
+    d = ServerDefaults(allowed_namespaces=frozenset({("*", "shared")}), allow_activation_query=True)
     cfg = parse({"namespace": "shared", "activationQuery": "sum(gw_queue{svc='x'})"}, defaults=d)
     assert cfg.namespace == "shared" and cfg.activation_query == "sum(gw_queue{svc='x'})"
 

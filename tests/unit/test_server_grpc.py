@@ -276,11 +276,16 @@ def test_graceful_shutdown_health_not_serving_streams_closed_inflight_finished()
     channel.close()
 
 
-def test_max_concurrent_rpcs_bounds_work_open_streams_included() -> None:
+def start_busy(**settings):
+    """A started server without /metrics whose one source answers BUSY for ml/llama; (server, source)."""
     source = ScriptedSource({("ml", "llama"): BUSY})
-    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=None, max_concurrent_rpcs=1,
-                              defaults=ServerDefaults(prometheus_url="http://127.0.0.1:9"))
-    server = ScalerServer(settings, source_factory=lambda address: source).start()
+    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=None,
+                              defaults=ServerDefaults(prometheus_url="http://127.0.0.1:9"), **settings)
+    return ScalerServer(settings, source_factory=lambda address: source).start(), source
+
+
+def test_max_concurrent_rpcs_bounds_work_open_streams_included() -> None:
+    server, _ = start_busy(max_concurrent_rpcs=1)
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.ExternalScalerStub(channel)
@@ -292,4 +297,56 @@ def test_max_concurrent_rpcs_bounds_work_open_streams_included() -> None:
             assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             stream.cancel()
     finally:
+        server.stop(grace=0.5)
+
+
+def test_health_is_not_serving_while_the_refresh_is_hopelessly_behind() -> None:
+    """A refresh stuck (here: a fetch that never returns) makes health NOT_SERVING, and SERVING once it recovers.
+
+    A failing Prometheus does not: its targets are refreshed on time, with errors.
+    """
+    release = threading.Event()
+    server, source = start_busy(health_interval=0.05)
+    source.hook = lambda configs: release.wait(30)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.ExternalScalerStub(channel)
+            statuses = queue.Queue()
+
+            def watch(service):
+                try:
+                    for r in health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=service)):
+                        statuses.put((service, r.status))
+                except grpc.RpcError:
+                    pass
+
+            for service in ("", "externalscaler.ExternalScaler"):
+                threading.Thread(target=watch, args=(service,), daemon=True).start()
+            md = {"refreshInterval": "1s", "maxStaleness": "2s"}
+            stub.GetMetricSpec(ref(**md), timeout=DEADLINE)  # registers the target: its first fetch blocks
+            seen = {}
+
+            def until(want):  # both services' latest status is `want`
+                deadline = time.monotonic() + 15
+                while len(seen) < 2 or any(s != want for s in seen.values()):
+                    assert time.monotonic() < deadline, seen
+                    try:
+                        service, status = statuses.get(timeout=0.5)
+                        seen[service] = status
+                    except queue.Empty:
+                        pass
+
+            until(health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert server.serving is False
+            release.set()  # the fetch returns: the refresh catches up
+            source.hook = None
+            until(health_pb2.HealthCheckResponse.SERVING)
+            assert stub.GetMetrics(metrics_req(ref(**md)), timeout=DEADLINE).metricValues[0].metricValue == \
+                policy(BUSY, md).desired
+            # A Prometheus that fails fast keeps the refresh on time: health stays SERVING.
+            source.fail_all(SourceConnectionError("refused", source="scripted"))
+            time.sleep(3.5)
+            assert server.serving is True and statuses.empty()
+    finally:
+        release.set()
         server.stop(grace=0.5)

@@ -6,7 +6,8 @@ import logging
 import pytest
 
 from scaler.config import ServerDefaults, parse_metadata
-from scaler.errors import ConfigError, NoDataError, SourceConnectionError, SourceError, SourceTimeout
+from scaler.errors import (ConfigError, NoDataError, SourceConnectionError, SourceError, SourceHTTPError,
+                           SourceTimeout)
 from scaler.policy import decide
 from scaler.server.fake_source import ScriptedSource
 from scaler.server.logs import JsonFormatter
@@ -342,3 +343,213 @@ def test_enrichers_of_one_fetch_run_in_parallel_in_the_background_loop() -> None
         assert len(source.calls) == 1  # one shared fetch, then two enrichments side by side
     finally:
         refresher.stop()
+
+
+# -- isolation of targets sharing a source -------------------------------------------------------
+
+def _rejects(deployment, error):
+    """A source hook: the whole shared fetch fails with ``error`` whenever ``deployment`` is in the batch."""
+    def hook(configs):
+        if any(c.deployment == deployment for c in configs):
+            raise error
+    return hook
+
+
+@pytest.mark.parametrize("error", [
+    SourceHTTPError("bad_data: invalid parameter \"query\": 1e300s out of range (attacker text)", status=400,
+                    source="scripted"),
+    ValueError("window 0.0004 is below 1 ms (attacker text)"),  # a value the source cannot turn into PromQL
+], ids=["http-400", "value-error"])
+def test_one_targets_bad_query_fails_only_that_target_with_its_own_error(error) -> None:
+    clock, source, store, refresher = setup()
+    victims = []
+    for i, ns in enumerate(("ml", "team-b", "team-c", "team-d", "team-e")):
+        source.set(ns, f"v{i}", BUSY)
+        victims.append(store.resolve(f"v{i}", ns, {}, T0))
+    source.set("evil", "attacker", BUSY)
+    attacker = store.resolve("attacker", "evil", {}, T0)
+    source.hook = _rejects("attacker", error)
+    refresher.refresh_due(T0)
+    for v in victims:
+        assert v.current(T0).desired == expected(BUSY, name=v.scaled_object, ns=v.namespace).desired
+        assert v.last_error is None and v.error_counts == {}
+    with pytest.raises(Unavailable) as exc:
+        attacker.current(T0)
+    assert "attacker text" in str(exc.value)
+    # Bisection: 6 targets -> 3 + 3 -> ... at most 2*6-1 fetches, and the shared fetch was tried first.
+    assert len(source.calls[0][1]) == 6 and len(source.calls) <= 11
+    # From then on the attacker is fetched alone: one shared fetch for the victims, one for it.
+    source.calls.clear()
+    refresher.refresh_due(T0 + 5)
+    assert sorted(len(c) for _, c in source.calls) == [1, 5]
+    assert all(v.good.at == T0 + 5 for v in victims)
+    # Healed: it rejoins the shared fetch after a good refresh alone.
+    source.hook = None
+    refresher.refresh_due(T0 + 10)
+    assert attacker.current(T0 + 10).desired == expected(BUSY, name="attacker", ns="evil").desired
+    source.calls.clear()
+    refresher.refresh_due(T0 + 15)
+    assert [len(c) for _, c in source.calls] == [6]
+
+
+def test_prometheus_own_failure_fails_the_group_at_once_without_retries() -> None:
+    clock, source, store, refresher = setup()
+    for name in ("a", "b", "c", "d"):
+        source.set("ml", name, BUSY)
+        store.resolve(name, "ml", {}, T0)
+    source.fail_all(SourceTimeout("no answer within 3 s from http://prom-a:9090", source="scripted"))
+    refresher.refresh_due(T0)
+    assert len(source.calls) == 1  # a timeout is Prometheus', not a target's: splitting cannot help
+    assert all(t.last_error.kind == "timeout" for t in store.targets())
+    source.fail_all(SourceHTTPError("service unavailable", status=503, source="scripted"))
+    refresher.refresh_due(T0 + 5)
+    assert len(source.calls) == 2
+
+
+def test_targets_with_incompatible_query_parameters_never_share_a_fetch() -> None:
+    from scaler.server.refresher import fetch_groups
+
+    clock, source, store, refresher = setup()
+    for name, md in (("a", {}), ("b", {}), ("c", {"window": "5m"}), ("d", {"window": "5m"}),
+                     ("e", {"window": "2m"})):
+        source.set("ml", name, BUSY)
+        store.resolve(name, "ml", md, T0)
+    groups = fetch_groups(store.targets())
+    assert sorted(sorted(t.scaled_object for t in g) for g in groups) == [["a", "b"], ["c", "d"], ["e"]]
+    refresher.refresh_due(T0)
+    assert sorted(sorted(c.deployment for c in configs) for _, configs in source.calls) == [["a", "b"],
+                                                                                           ["c", "d"], ["e"]]
+    # A window that breaks its group's query (HTTP 400) costs only the targets with that window.
+    source.calls.clear()
+    def reject_2m(configs):
+        if any(c.window == 120 for c in configs):
+            raise SourceHTTPError("bad_data", status=400, source="scripted")
+
+    source.hook = reject_2m
+    refresher.refresh_due(T0 + 5)
+    assert {t.scaled_object for t in store.targets() if t.last_error is not None} == {"e"}
+
+
+def test_credentials_in_an_address_never_reach_logs_or_errors(caplog) -> None:
+    from scaler.server.logs import JsonFormatter, TextFormatter
+
+    clock, source, store, refresher = setup()
+    store.defaults = ServerDefaults(prometheus_url="http://prom-a:9090")
+    t = store.resolve("llama", "ml", {}, T0)
+    source.fail_all(SourceConnectionError("cannot reach http://admin:hunter2@prom-a:9090: refused",
+                                          source="scripted"))
+    with caplog.at_level(logging.WARNING, logger="scaler.server.refresh"):
+        refresher.refresh_due(T0)
+    with pytest.raises(Unavailable) as exc:
+        t.current(T0)
+    assert "hunter2" not in str(exc.value) and "http://***@prom-a:9090" in str(exc.value)
+    assert caplog.records
+    for fmt in (JsonFormatter(), TextFormatter()):
+        for r in caplog.records:
+            assert "hunter2" not in fmt.format(r)
+    # Whatever logs it, however: a library's message or a traceback.
+    record = logging.LogRecord("urllib3", logging.WARNING, __file__, 1, "retrying %s", ("https://u:p%40ss@h/x",),
+                               None)
+    assert "p%40ss" not in JsonFormatter().format(record) and "https://***@h/x" in TextFormatter().format(record)
+
+
+# -- the per-target budget -----------------------------------------------------------------------
+
+class Spin:
+    """An enricher that burns CPU in Python code for one deployment (a runaway target's work)."""
+
+    name = "spin"
+
+    def __init__(self, deployment, seconds=3600.0):
+        self.deployment = deployment
+        self.seconds = seconds
+        self.spun = 0
+
+    def enrich(self, signals, config, now):
+        if config.deployment == self.deployment:
+            import time
+            self.spun += 1
+            end = time.monotonic() + self.seconds
+            try:
+                while time.monotonic() < end:
+                    pass
+            except Exception:  # what careless code does; the cut-off is not an Exception
+                pass
+        return signals
+
+
+def test_runaway_target_is_cut_off_by_its_budget_others_refresh(caplog) -> None:
+    import time
+
+    source = ScriptedSource({("ml", "good"): BUSY, ("team-b", "other"): BUSY, ("evil", "runaway"): BUSY})
+    store = TargetStore(ServerDefaults(prometheus_url="http://prom-a:9090"))
+    metrics = ScalerMetrics(store, time.time, lambda: 0)
+    from scaler.server.refresher import RefreshObserver
+    spin = Spin("runaway")
+    refresher = Refresher(store, lambda address: source, clock=time.time, enrichers=[spin], budget=0.3,
+                          observer=RefreshObserver(cutoff=metrics.observe_cutoff))
+    now = time.time()
+    md = {"refreshInterval": "1s", "maxStaleness": "30s"}
+    runaway = store.resolve("runaway", "evil", md, now)   # first in the batch: the others wait for it
+    good = store.resolve("good", "ml", md, now)
+    other = store.resolve("other", "team-b", md, now)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="scaler.server.refresh"):
+        refresher.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not (good.refreshes >= 3 and other.refreshes >= 3 and runaway.last_error is not None):
+                assert time.monotonic() < deadline, (good.refreshes, other.refreshes, runaway.error_counts)
+                time.sleep(0.02)
+            elapsed = time.monotonic() - started
+        finally:
+            refresher.stop()
+    assert runaway.good is None and runaway.last_error.kind == "budget"
+    cutoffs = scrape(metrics)[("vllm_scaler_refresh_cutoffs_total", ())]
+    assert runaway.error_counts == {("refresh", "budget"): cutoffs} and cutoffs >= 1
+    # Backed off (2 s, then 4 s... at a 1 s interval) while the others refreshed every second.
+    assert spin.spun <= cutoffs + 1 < good.refreshes
+    with pytest.raises(Unavailable, match=r"\[budget\] refresh: cut off after"):
+        runaway.current(time.time())
+    # Three refreshes of the others at a 1 s interval, though the runaway would spin for an hour.
+    assert elapsed < 15
+    line = [r for r in caplog.records if r.getMessage().startswith("refresh cut off")]
+    assert len(line) == cutoffs and all(r.fields["scaledobject"] == "runaway" for r in line)
+
+
+def test_budget_cuts_python_loops_and_never_leaks_the_cutoff() -> None:
+    from scaler.server.budget import Budget, BudgetExceeded
+
+    budget = Budget(0.05, tick=0.005)
+    budget.start()
+    try:
+        with pytest.raises(BudgetExceeded) as exc:
+            budget.run(lambda: [None for _ in iter(int, 1)])  # loops forever
+        assert exc.value.used >= 0.05
+        # Many short calls around the deadline: a cut-off is delivered inside run() or not at all.
+        done = 0
+        for n in range(200):
+            try:
+                budget.run(lambda: sum(i * i for i in range(20_000 + 400 * n)))
+                done += 1
+            except BudgetExceeded:
+                pass
+        for _ in range(100_000):  # a stray pending Cutoff would be raised here
+            pass
+        assert done > 0
+    finally:
+        budget.stop()
+
+
+def test_lag_counts_targets_overdue_beyond_their_max_staleness() -> None:
+    clock, source, store, refresher = setup()
+    source.set("ml", "a", BUSY)
+    a = store.resolve("a", "ml", {"maxStaleness": "30s"}, T0)
+    assert refresher.lag(T0) == (0.0, 0)                 # a new target is due from its creation
+    assert refresher.lag(T0 + 31) == (31.0, 1)           # never refreshed for longer than maxStaleness
+    refresher.refresh_due(T0 + 31)
+    assert refresher.lag(T0 + 31) == (0.0, 0)            # refreshed: next due in one interval
+    assert refresher.lag(T0 + 36 + 29) == (29.0, 0)      # late, not yet hopeless
+    source.fail_all(SourceTimeout("slow", source="scripted"))
+    refresher.refresh_due(T0 + 65)                        # a failing source is still refreshed on time
+    assert refresher.lag(T0 + 65) == (0.0, 0) and a.last_error is not None

@@ -48,13 +48,15 @@ def make_ca(cn):
     return key, cert
 
 
-def issue(ca, cn, *, server):
+def issue(ca, cn, *, server, expired=False):
+    """A leaf certificate signed by ``ca``; ``expired``: valid for a day that ended an hour ago."""
     ca_key, ca_cert = ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
+    end = now - datetime.timedelta(hours=1) if expired else now + datetime.timedelta(days=1)
     b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
          .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+         .not_valid_before(end - datetime.timedelta(days=1)).not_valid_after(end)
          .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
                                                else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
     if server:
@@ -72,8 +74,10 @@ def pki(tmp_path_factory):
     server_key, server_cert = issue(ca, "vllm-scaler", server=True)
     client_key, client_cert = issue(ca, "keda-operator", server=False)
     rogue_key, rogue_cert = issue(other_ca, "rogue", server=False)
+    expired_key, expired_cert = issue(ca, "keda-operator", server=False, expired=True)
     files = {"ca.crt": ca[1].public_bytes(serialization.Encoding.PEM), "tls.crt": server_cert, "tls.key": server_key,
-             "client.crt": client_cert, "client.key": client_key, "rogue.crt": rogue_cert, "rogue.key": rogue_key}
+             "client.crt": client_cert, "client.key": client_key, "rogue.crt": rogue_cert, "rogue.key": rogue_key,
+             "expired.crt": expired_cert, "expired.key": expired_key}
     for name, data in files.items():
         (d / name).write_bytes(data)
     return d
@@ -113,20 +117,33 @@ def test_server_tls_like_keda_enable_tls_with_ca_cert(pki) -> None:
         server.stop(grace=0.5)
 
 
+def client_creds(pki, name):
+    """KEDA's channel: caCert plus, unless ``name`` is None, tlsClientCert/tlsClientKey from ``name``.crt/.key."""
+    ca = (pki / "ca.crt").read_bytes()
+    if name is None:
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=(pki / f"{name}.key").read_bytes(),
+                                        certificate_chain=(pki / f"{name}.crt").read_bytes())
+
+
+@pytest.mark.parametrize("client", [None, "rogue", "expired"],
+                         ids=["missing-client-cert", "client-cert-from-a-wrong-ca", "expired-client-cert"])
+def test_mutual_tls_refuses_a_client_without_a_valid_certificate_from_the_client_ca(pki, client) -> None:
+    server = serve(TlsFiles(pki / "tls.crt", pki / "tls.key", pki / "ca.crt"))
+    try:
+        with pytest.raises(grpc.RpcError) as exc:  # refused in the handshake: no RPC reaches the servicer
+            call(server.address, client_creds(pki, client))
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert server.store.targets() == []
+        assert call(server.address, client_creds(pki, "client")) == EXPECTED  # the valid one, same server
+    finally:
+        server.stop(grace=0.5)
+
+
 def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(pki) -> None:
     server = serve(TlsFiles(pki / "tls.crt", pki / "tls.key", pki / "ca.crt"), health_port=0)
     try:
-        ca = (pki / "ca.crt").read_bytes()
-        good = grpc.ssl_channel_credentials(root_certificates=ca, private_key=(pki / "client.key").read_bytes(),
-                                            certificate_chain=(pki / "client.crt").read_bytes())
-        assert call(server.address, good) == EXPECTED
-        for creds in (grpc.ssl_channel_credentials(root_certificates=ca),  # no client cert (tlsClientCert unset)
-                      grpc.ssl_channel_credentials(root_certificates=ca,
-                                                   private_key=(pki / "rogue.key").read_bytes(),
-                                                   certificate_chain=(pki / "rogue.crt").read_bytes())):
-            with pytest.raises(grpc.RpcError) as exc:
-                call(server.address, creds)
-            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert call(server.address, client_creds(pki, "client")) == EXPECTED
         # The kubelet's plaintext gRPC probe reaches health on the health port, and only health.
         with grpc.insecure_channel(f"127.0.0.1:{server.health_port}") as ch:
             status = health_pb2_grpc.HealthStub(ch).Check(
