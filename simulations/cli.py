@@ -25,12 +25,25 @@ from scaler.errors import ConfigError
 
 from . import report
 from .fleet import ColdStartModel, ModelParams
+from .fleet.lifecycle import ColdStartError
 from .oracle import replicas_at_start
 from .runner import DEFAULT_POLICIES, POLICIES, Settings, check_metadata, parse_metadata_pairs, run, run_policy
 from .traces import BUNDLED, BUNDLED_DOC, TraceError, load
 
 DEFAULT_TRACE = "azure-2023-conv"
 REQUEST_MODE_LIMIT = 2_000_000
+_CS = ColdStartModel()
+# Cold start in phases (simulations/fleet/lifecycle.py, ColdStartModel; defaults: the H100 testbed):
+# field -> (flag, metavar, help).
+_CS_FLAGS = {
+    "median": ("--cold-start", "S", "median cold start of one pod alone (created -> Ready), seconds"),
+    "sigma": ("--cold-start-sigma", "X", "log-normal spread of the engine-start phase (0 = fixed)"),
+    "scheduling": ("--cold-start-scheduling", "S", "cold start phase 1: scheduling, container creation, seconds"),
+    "image_gb": ("--cold-start-image-gb", "GB", "cold start phase 2: image to pull, GB (0: cached on the node)"),
+    "weights_gb": ("--cold-start-weights-gb", "GB", "cold start phase 2: weights to download, GB"),
+    "bandwidth": ("--cold-start-bandwidth", "GB/S", "the download link the loading pods share, GB/s (inf: none)"),
+    "pod_bandwidth": ("--cold-start-pod-bandwidth", "GB/S", "the most one pod downloads at, GB/s"),
+}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -38,10 +51,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"a trace file or a bundled name ({', '.join(BUNDLED)}); default {DEFAULT_TRACE}")
     p.add_argument("--slo-ttft", type=float, default=2.5, metavar="S", help="P95 TTFT SLO, seconds (default 2.5)")
     p.add_argument("--slo-tpot", type=float, default=0.1, metavar="S", help="P95 TPOT SLO, seconds (default 0.1)")
-    p.add_argument("--cold-start", type=float, default=180.0, metavar="S",
-                   help="median cold start (pod created -> ready), seconds (default 180)")
-    p.add_argument("--cold-start-sigma", type=float, default=0.2, metavar="X",
-                   help="log-normal spread of the cold start (0 = fixed; default 0.2)")
+    for field, (flag, metavar, text) in _CS_FLAGS.items():
+        default = getattr(_CS, field)
+        p.add_argument(flag, type=float, default=default, metavar=metavar, help=f"{text} (default {default:g})")
     p.add_argument("--rate-scale", type=float, default=1.0, metavar="X", help="multiply the demand (default 1)")
     p.add_argument("--fidelity", choices=("request", "aggregate"), default=None,
                    help="per-request events or the aggregate fluid model (default: request for request traces "
@@ -162,6 +174,13 @@ def _initial_replicas(text: str) -> int | str:
     return n
 
 
+def _cold_start(args) -> ColdStartModel:
+    try:
+        return ColdStartModel(**{f: getattr(args, v[0][2:].replace("-", "_")) for f, v in _CS_FLAGS.items()})
+    except ColdStartError as exc:
+        raise ValueError(f"{_CS_FLAGS[exc.field][0]}: {exc}") from None
+
+
 def _settings(args, fidelity: str, trace) -> Settings:
     params = model_params(args)
     metadata = parse_metadata_pairs(args.metadata)
@@ -174,7 +193,7 @@ def _settings(args, fidelity: str, trace) -> Settings:
                                     cold_start=args.cold_start, max_replicas=args.max_replicas)
     return Settings(
         fidelity=fidelity, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
-        cold_start=ColdStartModel(args.cold_start, args.cold_start_sigma), params=params,
+        cold_start=_cold_start(args), params=params,
         metadata=metadata, max_replicas=args.max_replicas,
         initial_replicas=initial, request_timeout=args.request_timeout,
         keda_threshold=args.keda_threshold, kpa_target=args.kpa_target, kpa_scale_down_delay=args.kpa_scale_down_delay,

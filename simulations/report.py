@@ -31,7 +31,7 @@ def table(result: RunResult) -> str:
     for n in tr["notes"]:
         lines.append(f"  note: {n}")
     lines.append(f"fidelity {s.fidelity}; SLO P95 TTFT {s.slo_ttft:g} s, TPOT {s.slo_tpot:g} s; cold start "
-                 f"median {s.cold_start.median:g} s (sigma {s.cold_start.sigma:g}); model {s.params.name}")
+                 f"{s.cold_start.describe()}; model {s.params.name}")
     columns, keys = list(COLUMNS), list(KEYS)
     if any(p.get("seconds_at_zero") for p in doc["policies"].values()):
         columns += IDLE_COLUMNS

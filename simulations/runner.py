@@ -94,6 +94,7 @@ class Settings:
         return {
             "fidelity": self.fidelity, "slo_ttft": self.slo_ttft, "slo_tpot": self.slo_tpot,
             "cold_start_median": self.cold_start.median, "cold_start_sigma": self.cold_start.sigma,
+            "cold_start": self.cold_start.phases(),
             "model": {"name": self.params.name, "alpha": self.params.alpha, "beta": self.params.beta,
                       "gamma": self.params.gamma, "max_num_seqs": self.params.max_num_seqs,
                       "kv_tokens": self.params.kv_tokens, "max_batched_tokens": self.params.max_batched_tokens},

@@ -39,7 +39,7 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
     api = client.CoreV1Api()
     start = time.time() + 5
     arr, prompt, output = arrivals(cluster_phases(peak, scale), start, seed)
-    fleet = RequestFleet(arr, prompt, output, params=demo_model(), cold_start=ColdStartModel(median=0.0, sigma=0.0),
+    fleet = RequestFleet(arr, prompt, output, params=demo_model(), cold_start=ColdStartModel.single(0.0),
                          start=time.time(), initial_replicas=0, seed=seed, request_timeout=30.0 * scale,
                          deployment=deployment)
     exporter = PodExporter(fleet, 64)

@@ -53,7 +53,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
         arr, prompt, output = arrivals(phases, start, seed)
         model = demo_model()
         fleet = RequestFleet(arr, prompt, output, params=model,
-                             cold_start=ColdStartModel(median=timing.cold_start, sigma=0.0), start=time.time(),
+                             cold_start=ColdStartModel.single(timing.cold_start), start=time.time(),
                              initial_replicas=1, seed=seed, request_timeout=30.0, deployment=DEPLOYMENT)
         exporter = PodExporter(fleet, slots)
         ports = [metrics_port(lambda i=i: exporter.text(i)) for i in range(slots)]
@@ -168,7 +168,7 @@ def _query_scalar(prom_url: str, promql: str) -> float | None:
 
 def _counterfactual_peak_waiting(arr, prompt, output, model, fleet_start: float, end: float) -> int:
     """Peak queue of the same arrivals on one replica that is always there (no scaler), simulated offline."""
-    fixed = RequestFleet(arr, prompt, output, params=model, cold_start=ColdStartModel(median=0.0, sigma=0.0),
+    fixed = RequestFleet(arr, prompt, output, params=model, cold_start=ColdStartModel.single(0.0),
                          start=fleet_start, initial_replicas=1, request_timeout=1e9, deployment=DEPLOYMENT)
     peak = 0
     for t in np.arange(fleet_start, end, 0.1):

@@ -63,7 +63,7 @@ def onset(times, waiting) -> float | None:
 
 def run_engine(params: ModelParams, rate: float, duration: float, seed: int, step: float = 10.0):
     arr, prompt, output = testbed_workload(rate, duration, seed)
-    f = RequestFleet(T0 + arr, prompt, output, params=params, cold_start=ColdStartModel(1.0, 0.0), start=T0,
+    f = RequestFleet(T0 + arr, prompt, output, params=params, cold_start=ColdStartModel.single(1.0), start=T0,
                      initial_replicas=1)
     e = f.engines[0]
     rows = []
@@ -79,7 +79,7 @@ def run_aggregate(params: ModelParams, rate: float, duration: float, prompt, out
     nb = int(duration // 10)
     g = AggregateFleet(np.full(nb, rate * 10.0), bin_seconds=10.0, prompt_mean=float(np.mean(prompt)),
                        output_mean=float(np.mean(output)), prompt_pool=prompt, output_pool=output, params=params,
-                       cold_start=ColdStartModel(1.0, 0.0), start=T0, initial_replicas=1, slo_ttft=1e9,
+                       cold_start=ColdStartModel.single(1.0), start=T0, initial_replicas=1, slo_ttft=1e9,
                        slo_tpot=1e9)
     rows = []
     for t in np.arange(step, duration + step / 2, step):

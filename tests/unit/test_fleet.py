@@ -252,7 +252,7 @@ def test_batched_cold_starts_are_the_single_draws():
     # ReplicaSet draws its deviates 1,024 at a time: the cold starts of 3,000 pods are those of one draw per pod
     from simulations.fleet.lifecycle import ReplicaSet
 
-    model = ColdStartModel(180.0, 0.2)
+    model = ColdStartModel.single(180.0, 0.2)
     rs = ReplicaSet(model, np.random.default_rng(7), start=T0, initial=0)
     rs.scale_to(3000, T0)
     rng = np.random.default_rng(7)

@@ -32,7 +32,7 @@ def test_mmc_against_erlang_c(c, rho):
     arr = np.cumsum(rng.exponential(1 / lam, n))
     out = rng.geometric(1 / mean_out, n)
     params = ModelParams(alpha=alpha, beta=0.0, gamma=0.0, max_num_seqs=c, kv_tokens=10**9)
-    f = RequestFleet(1e6 + arr, np.ones(n, int), out, params=params, cold_start=ColdStartModel(1, 0),
+    f = RequestFleet(1e6 + arr, np.ones(n, int), out, params=params, cold_start=ColdStartModel.single(1),
                      start=1e6, initial_replicas=1)
     f.advance_to(1e6 + arr[-1] + 10_000)
     ttft = f.req.first - f.req.arrival

@@ -59,7 +59,7 @@ def one_replica(rate, duration, seeds, step=10.0):
     runs = []
     for seed in seeds:
         arr, prompt, output = bench.testbed_workload(rate, duration, seed)
-        f = RequestFleet(T0 + arr, prompt, output, params=H100, cold_start=ColdStartModel(1.0, 0.0), start=T0,
+        f = RequestFleet(T0 + arr, prompt, output, params=H100, cold_start=ColdStartModel.single(1.0), start=T0,
                          initial_replicas=1)
         e = f.engines[0]
         rows = []
@@ -70,7 +70,7 @@ def one_replica(rate, duration, seeds, step=10.0):
     nb = int(duration // 10)
     g = AggregateFleet(np.full(nb, rate * 10.0), bin_seconds=10.0, prompt_mean=float(prompt.mean()),
                        output_mean=float(output.mean()), prompt_pool=prompt, output_pool=output, params=H100,
-                       cold_start=ColdStartModel(1.0, 0.0), start=T0, initial_replicas=1, slo_ttft=1e9,
+                       cold_start=ColdStartModel.single(1.0), start=T0, initial_replicas=1, slo_ttft=1e9,
                        slo_tpot=1e9)
     agg = []
     for t in np.arange(step, duration + step / 2, step):

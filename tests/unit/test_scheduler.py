@@ -13,7 +13,7 @@ T0 = 1_000_000.0
 
 
 def fleet(arr, p, o, params):
-    return RequestFleet(T0 + np.asarray(arr, float), p, o, params=params, cold_start=ColdStartModel(1.0, 0.0),
+    return RequestFleet(T0 + np.asarray(arr, float), p, o, params=params, cold_start=ColdStartModel.single(1.0),
                         start=T0, initial_replicas=1)
 
 
