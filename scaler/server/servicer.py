@@ -47,12 +47,12 @@ import grpc
 
 from .._proto import externalscaler_pb2 as pb
 from .._proto import externalscaler_pb2_grpc as pb_grpc
-from ..errors import ConfigError
+from ..errors import ConfigError, TooManyTargets, Unavailable
 from ..policy import Decision
 from ..redact import MAX_VALUE, redact_text, truncate
 from .metrics import ScalerMetrics
 from .refresher import Refresher
-from .targets import Target, TargetStore, TooManyTargets, Unavailable
+from .targets import Target, TargetStore
 
 log = logging.getLogger("scaler.server.rpc")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from ..config import MAX_METADATA, PolicyConfig, ServerDefaults, metadata_size, parse_metadata
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, SourceError, TooManyTargets, Unavailable
 from ..policy import Decision, PolicyState
 from ..signals import Signals
 
@@ -46,19 +46,6 @@ def target_id(name: str, namespace: str, metadata: Mapping[str, str]) -> TargetI
 def trigger_hash(tid: TargetId) -> str:
     """A short, stable label telling apart two triggers (or two edits) of one ScaledObject."""
     return hashlib.sha256(repr(tid[2]).encode()).hexdigest()[:8]
-
-
-class Unavailable(Exception):
-    """No answer may be given for this target now (gRPC ``UNAVAILABLE``). ``cold``: no refresh finished yet."""
-
-    def __init__(self, message: str, *, cold: bool = False):
-        super().__init__(message)
-        self.cold = cold
-
-
-class TooManyTargets(Exception):
-    """The store already holds ``max_targets`` live targets: a new one is refused (gRPC ``RESOURCE_EXHAUSTED``).
-    Targets already served keep being answered; the refused one is admitted once idle ones are evicted."""
 
 
 @dataclass(frozen=True)
