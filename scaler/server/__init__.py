@@ -8,10 +8,11 @@ generated stubs), :mod:`.metrics` (``/metrics``), :mod:`.tls`, :mod:`.logs`,
 :mod:`.app` (assembly and graceful shutdown), :mod:`.cli` (flags and env).
 """
 
+from ..errors import Unavailable
 from .app import ScalerServer, ServerSettings
 from .refresher import Refresher, SignalEnricher, SourceFactory
 from .servicer import METRIC_NAME
-from .targets import Target, TargetStore, Unavailable
+from .targets import Target, TargetStore
 
 __all__ = ["METRIC_NAME", "Refresher", "ScalerServer", "ServerSettings", "SignalEnricher", "SourceFactory",
            "Target", "TargetStore", "Unavailable"]

@@ -50,7 +50,7 @@ One module per concern (imports run down this list, never up):
 ``scaler_process``  ``vllm-scaler serve`` as a subprocess (:class:`ScalerProcess`)
 ``trigger``         KEDA's gRPC side: :class:`GrpcTrigger`, :class:`PushListener` (on
                     :class:`scaler.server.client.ExternalScalerClient`; no generated stubs here)
-``result``          :class:`DemoResult`, :class:`Tick`, :class:`Check`
+``result``          :class:`DemoResult`, :class:`DemoTick`, :class:`Check`
 ``run``             one run of the loop (:func:`run`)
 ``check``           the story's claims as named checks (:func:`check`)
 ``cluster``         the in-cluster roles, ``--role loadgen`` and ``--role pod``
@@ -64,7 +64,7 @@ from .cli import register
 from .cluster import assign_pods, cluster_phases, serve_loadgen, serve_pod
 from .exporter import PodExporter, metrics_port
 from .gate import TcpGate
-from .result import Check, DemoResult, Tick
+from .result import Check, DemoResult, DemoTick
 from .run import run
 from .scaler_process import ScalerProcess, free_port
 from .story import (DEPLOYMENT, EXAMPLE, MODEL, NAMESPACE, OUTAGE, REPO, ROUTER_METRIC, Phase, Timing, demo_model,
@@ -72,8 +72,8 @@ from .story import (DEPLOYMENT, EXAMPLE, MODEL, NAMESPACE, OUTAGE, REPO, ROUTER_
 from .trigger import GrpcTrigger, PushListener
 
 __all__ = [
-    "Check", "DEPLOYMENT", "DemoResult", "EXAMPLE", "GrpcTrigger", "MODEL", "NAMESPACE", "OUTAGE", "Phase",
-    "PodExporter", "PushListener", "REPO", "ROUTER_METRIC", "ScalerProcess", "TcpGate", "Tick", "Timing",
+    "Check", "DEPLOYMENT", "DemoResult", "DemoTick", "EXAMPLE", "GrpcTrigger", "MODEL", "NAMESPACE", "OUTAGE", "Phase",
+    "PodExporter", "PushListener", "REPO", "ROUTER_METRIC", "ScalerProcess", "TcpGate", "Timing",
     "arrivals", "assign_pods", "check", "cluster_phases", "demo_model", "free_port", "metrics_port", "register",
     "run", "scaled_object", "serve_loadgen", "serve_pod", "traffic_phases",
 ]

@@ -1,4 +1,4 @@
-"""What a run of the demo returns (:class:`DemoResult`, one :class:`Tick` per step) and what :func:`~.check.check`
+"""What a run of the demo returns (:class:`DemoResult`, one :class:`DemoTick` per step) and what :func:`~.check.check`
 makes of it (:class:`Check`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from .story import Timing
 
 @dataclass
-class Tick:
+class DemoTick:
     t: float                 # seconds from the start of traffic
     phase: str
     rate: float              # offered req/s
@@ -27,7 +27,7 @@ class Tick:
 class DemoResult:
     timing: Timing
     start: float                                  # unix time of t = 0
-    ticks: list[Tick]
+    ticks: list[DemoTick]
     events: list[tuple[float, str, int, int, str]]  # (t, source, from, to, reason), t from the start
     calls: list[tuple[float, str, Any]]             # (t, rpc, value or "error CODE")
     pushes: list[tuple[float, bool]]                # StreamIsActive messages (t, result)

@@ -24,7 +24,7 @@ from simulations.keda import KedaHpa, scaled_object_from_yaml
 from .arrivals import arrivals
 from .exporter import PodExporter, metrics_port
 from .gate import TcpGate
-from .result import DemoResult, Tick
+from .result import DemoResult, DemoTick
 from .scaler_process import ScalerProcess
 from .story import DEPLOYMENT, NAMESPACE, OUTAGE, ROUTER_METRIC, Timing, demo_model, scaled_object, traffic_phases
 from .trigger import GrpcTrigger, PushListener
@@ -85,7 +85,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
         keda = KedaHpa(spec, [trig], start=time.time(), replicas=1)
 
         end_t = phases[-1].end
-        ticks: list[Tick] = []
+        ticks: list[DemoTick] = []
         outage_state = False
         applied = 1
         say("traffic starts in %.0f s; the story takes about a minute" % lead)
@@ -114,7 +114,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
                                 f"{len(fleet.gateway)}\n")
             states = fleet.pod_states()
             phase = next((p for p in phases if p.start <= t < p.end), phases[-1])
-            ticks.append(Tick(t=t, phase=phase.name, rate=max(0.0, phase.rate(t)) if t >= 0 else 0.0,
+            ticks.append(DemoTick(t=t, phase=phase.name, rate=max(0.0, phase.rate(t)) if t >= 0 else 0.0,
                               replicas=replicas, ready=fleet.ready_replicas(),
                               waiting=sum(w for _, w, _, _ in states), running=sum(r for _, _, r, _ in states),
                               router=len(fleet.gateway), desired=trig.last_metric, active=trig.last_active,

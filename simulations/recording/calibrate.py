@@ -84,7 +84,7 @@ def _queue_free(recording: Recording) -> list[Tick]:
     for i, t in enumerate(ticks):
         j, ok = i, True
         while ok and j >= 0 and ticks[j].t > t.t - w:
-            ok = ticks[j].error is None and ticks[j].waiting == 0
+            ok = ticks[j].error is None and ticks[j].signals.waiting == 0
             j -= 1
         # the window must be covered by recorded ticks (else a queue could hide before the first one)
         if ok and j >= 0:
@@ -94,11 +94,12 @@ def _queue_free(recording: Recording) -> list[Tick]:
 
 def _per_replica(tick: Tick) -> tuple[float, float, float, float] | None:
     """``(lam, P, L, t)`` per replica of a tick (see the module docstring), or None when one is unknown."""
-    rate = tick.completion_rate if tick.completion_rate is not None else tick.arrival_rate
+    s = tick.signals
+    rate = s.completion_rate if s.completion_rate is not None else s.arrival_rate
     if (not tick.replicas or rate is None or rate <= 0 or tick.tpot_mean is None or tick.tpot_mean <= 0
-            or not tick.prompt_tokens_mean or not tick.output_tokens_mean):
+            or not s.prompt_tokens_mean or not s.output_tokens_mean):
         return None
-    return rate / tick.replicas, tick.prompt_tokens_mean, tick.output_tokens_mean, tick.tpot_mean
+    return rate / tick.replicas, s.prompt_tokens_mean, s.output_tokens_mean, tick.tpot_mean
 
 
 def _refine_in_t(alpha: float, beta: float, gamma: float, lam, P, L, t) -> tuple[float, float]:
@@ -163,9 +164,9 @@ def calibrate(recording: Recording, *, min_ticks: int = 10, output_spread: float
     fits = {"tpot": fit_tpot, "ttft": fit_ttft}
 
     shape = ModelParams(block_size=block_size)
-    kv = [(tick.kv_cache_usage, r[0] * r[2] * r[3] * kv_per_sequence(shape, r[1], r[2], output_spread))
+    kv = [(usage, r[0] * r[2] * r[3] * kv_per_sequence(shape, r[1], r[2], output_spread))
           for tick, r in quiet
-          if tick.kv_cache_usage is not None and 0.02 < tick.kv_cache_usage < 0.9]
+          if (usage := tick.signals.kv_cache_usage) is not None and 0.02 < usage < 0.9]
     if len(kv) >= min_ticks:
         # usage = tokens / K: least squares of usage on tokens through the origin gives 1/K
         f = _lstsq([[u for _, u in kv]], [k for k, _ in kv], ("inv_kv",), intercept=False)

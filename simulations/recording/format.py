@@ -8,18 +8,21 @@ Line 1, the header::
      "deployment": DEP, "model_name": M|null, "start": T0, "end": T1, "step": S, "window": W,
      "metric_names": {"kv": ..., "itl": ...}}
 
-then one line per tick (``t`` unix seconds, increasing; ``null`` = unknown, never 0 for unknown)::
+then one line per tick (``t`` unix seconds, increasing; ``null`` = unknown, never 0 for unknown), its keys in
+the order of :data:`COLUMNS`::
 
-    {"t": ..., "pods_reporting": int, "waiting": .., "running": .., "kv_cache_usage": ..,
-     "ttft_p95": .., "tpot_p95": .., "completion_rate": .., "arrival_rate": .., "prompt_tokens_mean": ..,
-     "output_tokens_mean": .., "ttft_mean": .., "tpot_mean": .., "replicas": int|null,
-     "replicas_spec": int|null, "starting_replicas": int|null, "error": null|"no_data: ..."}
+    {"t": ..., "pods_reporting": int, <the vLLM aggregates of Signals>, "ttft_mean": .., "tpot_mean": ..,
+     "replicas": int|null, "replicas_spec": int|null, "starting_replicas": int|null, "error": null|"no_data: ..."}
 
-``replicas`` are the pods that served (vLLM series fresh at ``t``); ``replicas_spec`` is the Deployment's
-``spec.replicas`` from kube-state-metrics when Prometheus has it; ``starting_replicas`` the pods scraped
-but not serving metrics (``up == 0``: loading, or broken for less than the source's ``max_loading``),
-null when there are none (absent in recordings made before it existed: read as null). A tick whose data
-was missing or stale carries ``error`` and null signals.
+The vLLM aggregates are the fields of :class:`scaler.signals.Signals` listed in
+:data:`scaler.signals.VLLM_AGGREGATES` (``waiting`` ... ``output_tokens_mean``), by their field names and
+in field order; ``t`` is the snapshot's ``observed_at``. ``ttft_mean`` / ``tpot_mean`` are mean latencies
+(seconds) for calibration. ``replicas`` are the pods that served (vLLM series fresh at ``t``; the
+snapshot's ``ready_replicas``); ``replicas_spec`` is the Deployment's ``spec.replicas`` from
+kube-state-metrics when Prometheus has it; ``starting_replicas`` the pods scraped but not serving metrics
+(``up == 0``: loading, or broken for less than the source's ``max_loading``), null when there are none
+(absent in recordings made before it existed: read as null). A tick whose data was missing or stale
+carries ``error`` and null signals.
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import Any, Mapping, TextIO
 
-from scaler.signals import Signals
+from scaler.signals import VLLM_AGGREGATES, Signals
 
 FORMAT = "vllm-scaler-recording"
 VERSION = 1
 
-_SIGNAL_FIELDS = ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate",
-                  "arrival_rate", "prompt_tokens_mean", "output_tokens_mean")
+#: The keys of a tick line, in the order written.
+COLUMNS: tuple[str, ...] = ("t", "pods_reporting", *VLLM_AGGREGATES, "ttft_mean", "tpot_mean", "replicas",
+                            "replicas_spec", "starting_replicas", "error")
 
 
 class RecordingError(ValueError):
@@ -59,31 +63,47 @@ class RecordingHeader:
 
 @dataclass(frozen=True)
 class Tick:
-    """One recorded instant: Signals fields, the replicas that served, mean latencies (None = unknown)."""
+    """One recorded instant: the :class:`~scaler.signals.Signals` the live source would have produced at ``t``
+    (``observed_at``; ``ready_replicas`` = the replicas that served), mean latencies (None = unknown), the
+    Deployment's ``spec.replicas`` and the error that left the signals unknown.
 
-    t: float
-    pods_reporting: int = 0
-    waiting: float | None = None
-    running: float | None = None
-    kv_cache_usage: float | None = None
-    ttft_p95: float | None = None
-    tpot_p95: float | None = None
-    completion_rate: float | None = None
-    arrival_rate: float | None = None
-    prompt_tokens_mean: float | None = None
-    output_tokens_mean: float | None = None
+    Build one from a tick line's keys with :meth:`of`; :meth:`row` gives them back.
+    """
+
+    signals: Signals
     ttft_mean: float | None = None
     tpot_mean: float | None = None
-    replicas: int | None = None
     replicas_spec: int | None = None
-    starting_replicas: int | None = None
     error: str | None = None
 
-    def signals(self):
-        """The :class:`~scaler.signals.Signals` the live source would have produced at ``t``."""
-        return Signals(observed_at=self.t, pods_reporting=self.pods_reporting,
-                       ready_replicas=self.replicas, starting_replicas=self.starting_replicas,
-                       **{f: getattr(self, f) for f in _SIGNAL_FIELDS})
+    @classmethod
+    def of(cls, t: float, *, pods_reporting: int = 0, replicas: int | None = None,
+           starting_replicas: int | None = None, ttft_mean: float | None = None, tpot_mean: float | None = None,
+           replicas_spec: int | None = None, error: str | None = None, **aggregates: float | None) -> "Tick":
+        """A tick from the keys of a tick line (:data:`COLUMNS`); ``aggregates`` are Signals' vLLM aggregates."""
+        unknown = sorted(set(aggregates) - set(VLLM_AGGREGATES))
+        if unknown:
+            raise TypeError(f"Tick.of: unknown field(s) {', '.join(unknown)}")
+        return cls(Signals(observed_at=t, pods_reporting=pods_reporting, ready_replicas=replicas,
+                           starting_replicas=starting_replicas, **aggregates),
+                   ttft_mean, tpot_mean, replicas_spec, error)
+
+    @property
+    def t(self) -> float:
+        return self.signals.observed_at
+
+    @property
+    def replicas(self) -> int | None:
+        """The replicas that served at ``t``."""
+        return self.signals.ready_replicas
+
+    def row(self) -> dict[str, Any]:
+        """The tick line's keys and values, in :data:`COLUMNS` order."""
+        s = self.signals
+        return {"t": s.observed_at, "pods_reporting": s.pods_reporting,
+                **{name: getattr(s, name) for name in VLLM_AGGREGATES},
+                "ttft_mean": self.ttft_mean, "tpot_mean": self.tpot_mean, "replicas": s.ready_replicas,
+                "replicas_spec": self.replicas_spec, "starting_replicas": s.starting_replicas, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -94,12 +114,13 @@ class Recording:
     def demand(self) -> list[tuple[float, float | None, float | None, float | None]]:
         """The recorded demand for closed-loop simulation: ``(t, arrival req/s, prompt mean, output mean)``
         per tick, oldest first; ``None`` where the tick had no data (a gap, not zero demand)."""
-        return [(t.t, t.arrival_rate, t.prompt_tokens_mean, t.output_tokens_mean) for t in self.ticks]
+        return [(t.t, t.signals.arrival_rate, t.signals.prompt_tokens_mean, t.signals.output_tokens_mean)
+                for t in self.ticks]
 
     def write(self, out: TextIO) -> None:
         out.write(json.dumps({"format": FORMAT, "version": VERSION, **asdict(self.header)}, sort_keys=False) + "\n")
         for tick in self.ticks:
-            out.write(json.dumps(asdict(tick)) + "\n")
+            out.write(json.dumps(tick.row()) + "\n")
 
     def save(self, path: str | os.PathLike) -> None:
         tmp = Path(f"{path}.tmp")
@@ -128,12 +149,11 @@ class Recording:
             raise RecordingError(f"{p}:1: header lacks {', '.join(missing)}")
         header = RecordingHeader(**{k: head[k] for k in hf if k in head})
         ticks, last = [], -math.inf
-        tf = {f.name: f for f in fields(Tick)}
         for i, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
             row = _json_line(p, i, line)
-            unknown = sorted(set(row) - set(tf))
+            unknown = sorted(set(row) - set(COLUMNS))
             if unknown:
                 raise RecordingError(f"{p}:{i}: unknown field(s) {', '.join(unknown)}")
             if not isinstance(row.get("t"), (int, float)):
@@ -147,7 +167,7 @@ class Recording:
                 if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
                                       or math.isnan(v)):
                     raise RecordingError(f"{p}:{i}: field {k} must be null or a number >= 0, got {v!r}")
-            ticks.append(Tick(**row))
+            ticks.append(Tick.of(**row))
         return cls(header, tuple(ticks))
 
 

@@ -12,11 +12,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from scaler import vllm_metrics as vm
 from scaler.errors import NoDataError
+from scaler.signals import VLLM_AGGREGATES
 from scaler.sources import promql
 from scaler.sources.prometheus import build_signals, data_queries, query_range
 from scaler.sources.promql import TERM_LABEL
 
-from .format import _SIGNAL_FIELDS, Recording, RecordingHeader, Tick
+from .format import Recording, RecordingHeader, Tick
 
 MAX_POINTS_PER_QUERY = 10_000  # Prometheus refuses more than 11,000 points per series
 
@@ -90,12 +91,12 @@ def record(source, *, namespace: str, deployment: str, model_name: str | None, s
         try:
             s = build_signals(sel, names, g, r, window, t, loading_bound=source.max_loading)
         except NoDataError as exc:
-            ticks.append(Tick(t=t, replicas_spec=replicas_spec, error=f"no_data: {exc}"))
+            ticks.append(Tick.of(t, replicas_spec=replicas_spec, error=f"no_data: {exc}"))
             continue
-        ticks.append(Tick(
-            t=t, pods_reporting=s.pods_reporting, **{f: getattr(s, f) for f in _SIGNAL_FIELDS},
-            ttft_mean=_sum_ratio(m, sel, "ttft_sum", "ttft_count"), tpot_mean=_sum_ratio(m, sel, "itl_sum", "itl_count"),
-            replicas=s.pods_reporting, replicas_spec=replicas_spec, starting_replicas=s.starting_replicas))
+        ticks.append(Tick.of(
+            t, pods_reporting=s.pods_reporting, **{f: getattr(s, f) for f in VLLM_AGGREGATES},
+            ttft_mean=_sum_ratio(m, sel, "ttft_sum", "ttft_count"),
+            tpot_mean=_sum_ratio(m, sel, "itl_sum", "itl_count"), replicas=s.pods_reporting, replicas_spec=replicas_spec, starting_replicas=s.starting_replicas))
     header = RecordingHeader(prometheus=str(source.client.url), namespace=namespace, deployment=deployment,
                              model_name=model_name, start=start, end=end, step=step, window=window,
                              metric_names=names.as_dict())

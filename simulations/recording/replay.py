@@ -62,11 +62,12 @@ def needed_replicas(tick: Tick, config) -> tuple[int | None, bool]:
     """
     if tick.error is not None:
         return None, False
+    s = tick.signals
     n = tick.replicas or 0
-    short = ((tick.ttft_p95 is not None and tick.ttft_p95 > config.ttft_p95)
-             or (tick.tpot_p95 is not None and tick.tpot_p95 > config.tpot_p95)
-             or (tick.waiting is not None and tick.waiting > config.queue_per_replica * n))
-    demand = (tick.waiting or 0.0) + (tick.running or 0.0)
+    short = ((s.ttft_p95 is not None and s.ttft_p95 > config.ttft_p95)
+             or (s.tpot_p95 is not None and s.tpot_p95 > config.tpot_p95)
+             or (s.waiting is not None and s.waiting > config.queue_per_replica * n))
+    demand = s.demand
     return max(n + 1 if short else 0, 1 if demand > 0 else 0), short
 
 
@@ -80,7 +81,7 @@ def replay(recording: Recording, config) -> list[ReplayTick]:
         if tick.error is not None:
             out.append(ReplayTick(tick.t, tick.replicas, None, None, None, False, False, None, note=tick.error[:80]))
             continue
-        d = decide(tick.signals(), state, config, tick.t)
+        d = decide(tick.signals, state, config, tick.t)
         state = d.next_state
         out.append(ReplayTick(tick.t, tick.replicas, d.desired, d.active, needed, short,
                               needed is not None and d.desired < needed, d.dominant, terms=dict(d.terms),

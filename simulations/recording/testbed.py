@@ -80,7 +80,7 @@ def from_testbed_csv(path: str | os.PathLike) -> Recording:
         running = None if None in (rate, out_tok, itl_s) else rate * out_tok * itl_s
         if rate == 0:
             running = 0.0
-        by_t[t] = Tick(t=t, pods_reporting=pods, replicas=pods, waiting=num(i, row, "waiting_sum"), running=running,
+        by_t[t] = Tick.of(t, pods_reporting=pods, replicas=pods, waiting=num(i, row, "waiting_sum"), running=running,
                        kv_cache_usage=num(i, row, "kv_mean"), completion_rate=rate, arrival_rate=rate,
                        prompt_tokens_mean=num(i, row, "in_tok"), output_tokens_mean=out_tok,
                        ttft_mean=None if ttft is None else ttft / 1000.0, tpot_mean=itl_s)
