@@ -16,11 +16,11 @@ COMMANDS: dict[str, str] = {
     "serve": "scaler.server.cli",
     "simulate": "simulations.cli",
     "sweep": "simulations.cli",
-    "record": "simulations.recording",
-    "replay": "simulations.recording",
-    "calibrate": "simulations.recording",
+    "record": "simulations.recording.cli",
+    "replay": "simulations.recording.cli",
+    "calibrate": "simulations.recording.cli",
     "profile": "simulations.profile",
-    "demo": "simulations.demo",
+    "demo": "simulations.demo.cli",
 }
 
 

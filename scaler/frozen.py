@@ -1,10 +1,10 @@
 """A faster ``__init__`` for the frozen dataclasses built at every decision.
 
 A frozen dataclass's generated ``__init__`` stores each field through ``object.__setattr__`` (the class's
-own ``__setattr__`` refuses), one global lookup and one call per field: in CPython 3.11 a frozen
-:class:`~scaler.signals.Signals` (17 fields) takes 7.7 µs to build where the same class unfrozen takes
-1.7 µs. The simulator builds one ``Signals``, one ``PolicyState``, one ``Decision`` and a few smaller values
-per decision, 40,321 decisions over the bundled week; the server builds them per target per refresh.
+own ``__setattr__`` refuses), one global lookup and one call per field, several times the cost of the same
+class unfrozen (figures: ``docs/simulation.md``, "Speed"). The simulator builds one ``Signals``, one
+``PolicyState``, one ``Decision`` and a few smaller values per decision; the server builds them per target
+per refresh.
 
 :func:`fast_init`, applied on top of ``@dataclass(frozen=True)``, replaces ``__init__`` with one that has
 the same parameters (names, order, defaults, ``default_factory`` fields) and fills the instance dictionary

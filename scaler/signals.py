@@ -19,8 +19,9 @@ HTTP, no data), never a snapshot of zeros.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+import operator
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from .config import PolicyConfig
 from .errors import SourceError
@@ -38,6 +39,15 @@ class ColdStart:
     samples: int = 0
 
 
+_VLLM = "vllm_aggregate"
+
+
+def _vllm() -> Any:
+    """A field of :class:`Signals` aggregated from the pods' vLLM metrics: default ``None``, tagged so that
+    :data:`VLLM_AGGREGATES` lists it."""
+    return field(default=None, metadata={_VLLM: True})
+
+
 @fast_init
 @dataclass(frozen=True)
 class Signals:
@@ -45,20 +55,23 @@ class Signals:
 
     Units: counts are requests (summed over pods), ``kv_cache_usage`` is the mean
     fraction 0..1 over reporting pods, latencies are seconds, rates are requests/s,
-    token sizes are tokens per request.
+    token sizes are tokens per request. Every field annotated ``float | None`` is
+    ``None`` (unknown) or a non-negative number (``inf`` allowed): the constructor
+    raises ``ValueError`` naming the field otherwise (:data:`NON_NEGATIVE`).
     """
 
     observed_at: float
     pods_reporting: int
-    waiting: float | None = None
-    running: float | None = None
-    kv_cache_usage: float | None = None
-    ttft_p95: float | None = None
-    tpot_p95: float | None = None
-    completion_rate: float | None = None
-    arrival_rate: float | None = None
-    prompt_tokens_mean: float | None = None
-    output_tokens_mean: float | None = None
+    # Aggregates of the pods' vLLM metrics (the fields a recording tick stores, see VLLM_AGGREGATES).
+    waiting: float | None = _vllm()
+    running: float | None = _vllm()
+    kv_cache_usage: float | None = _vllm()
+    ttft_p95: float | None = _vllm()
+    tpot_p95: float | None = _vllm()
+    completion_rate: float | None = _vllm()
+    arrival_rate: float | None = _vllm()
+    prompt_tokens_mean: float | None = _vllm()
+    output_tokens_mean: float | None = _vllm()
     # Replicas of the Deployment (Kubernetes or kube-state-metrics); None when unknown.
     ready_replicas: int | None = None
     starting_replicas: int | None = None
@@ -76,18 +89,17 @@ class Signals:
     metric_names: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # One pass without getattr (every source builds one per target per refresh; the simulator 40,321 per
-        # week): ``not v >= 0`` is true exactly for NaN and negatives; the name is looked up only to report.
-        for v in (self.waiting, self.running, self.kv_cache_usage, self.ttft_p95, self.tpot_p95,
-                  self.completion_rate, self.arrival_rate, self.prompt_tokens_mean, self.output_tokens_mean,
-                  self.upstream_demand, self.last_demand_at):
+        # One C-level attribute fetch over NON_NEGATIVE (every source builds a Signals per target per refresh,
+        # the simulator one per decision): ``not v >= 0`` is true exactly for NaN and negatives; the name is
+        # looked up only to report.
+        for v in _non_negative_values(self):
             if v is not None and not v >= 0:
                 self._reject()
         if self.pods_reporting < 0:
             raise ValueError(f"Signals.pods_reporting must be >= 0, got {self.pods_reporting}")
 
     def _reject(self) -> None:
-        for name in _NON_NEGATIVE:
+        for name in NON_NEGATIVE:
             v = getattr(self, name)
             if v is not None and (math.isnan(v) or v < 0):
                 raise ValueError(f"Signals.{name} must be None (unknown) or a non-negative number, got {v!r}")
@@ -103,8 +115,16 @@ class Signals:
         return self.arrival_rate if self.arrival_rate is not None else self.completion_rate
 
 
-_NON_NEGATIVE = ("waiting", "running", "kv_cache_usage", "ttft_p95", "tpot_p95", "completion_rate", "arrival_rate",
-                 "prompt_tokens_mean", "output_tokens_mean", "upstream_demand", "last_demand_at")
+#: Every field annotated ``float | None``, in field order: ``None`` (unknown) or a number >= 0, checked by
+#: ``Signals.__post_init__``. (The module's annotations are strings, ``from __future__ import annotations``.)
+NON_NEGATIVE: tuple[str, ...] = tuple(f.name for f in fields(Signals) if f.type == "float | None")
+_NON_NEGATIVE = NON_NEGATIVE   # the name tests/unit/test_signals.py imports
+_non_negative_values = operator.attrgetter(*NON_NEGATIVE)
+
+#: The fleet aggregates of the pods' vLLM metrics (fields declared with ``_vllm()``), in field order: what a
+#: recording tick stores of a ``Signals`` besides ``observed_at``, ``pods_reporting`` and the replica counts
+#: (``simulations/recording/format.py``).
+VLLM_AGGREGATES: tuple[str, ...] = tuple(f.name for f in fields(Signals) if f.metadata.get(_VLLM))
 
 
 @runtime_checkable

@@ -32,7 +32,8 @@ instantaneous count would see a queue at every load. The same functions then rea
 * **overload onset**: KV growth per minute (the median rise of the 1-minute KV max between consecutive
   single-pod snapshots with no queue, at 25 req/s or more; the model's from its run at ``OVERLOAD_RATE``
   req/s offered to an empty replica) and, for the model, when the queue forms at that rate: ``queue_onset_s``
-  of ``vllm-scaler profile --rate`` (:mod:`simulations.profile`) on the same workload (the testbed README
+  of ``vllm-scaler profile --rate`` (:mod:`simulations.profile`) on the same workload, the median and range over
+  ``ONSET_SEEDS`` seeds (the testbed README
   says 3-4 minutes; the CSV alone cannot, because the offered load is not logged);
 * **saturated throughput**: the median completions/s of single-pod snapshots with a queue (and completions);
   the model's, of the queued minutes at ``SATURATED_RATE`` req/s offered;
@@ -74,6 +75,7 @@ BANDS = ((0.0, 8.0), (12.0, 16.0), (16.0, 20.0), (20.0, 24.0), (24.0, 28.0))
 KNEE_KV = 0.5              # a snapshot "near capacity": no queue, KV 1-minute max at least this
 GROWTH_RATE = 25.0         # KV growth is read between consecutive no-queue snapshots at this rate or more
 OVERLOAD_RATE = 27.5       # offered to an empty model replica for the queue onset (the README's 27-28 req/s)
+ONSET_SEEDS = 10           # seeds of the queue-onset runs (median and range reported)
 SATURATED_RATE = 30.0      # offered for the model's saturated throughput
 BAND_MINUTES, WARMUP_MINUTES, LONG_MINUTES = 12, 2, 15
 SIZE_CV = 1.0              # spread of the model's request sizes (:func:`workload`)
@@ -386,7 +388,13 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
     ksizes = sizes(snaps)
     over = model_snapshots(params, OVERLOAD_RATE, *ksizes, LONG_MINUTES, seed)
     # the onset as `vllm-scaler profile --rate` reports it (simulations/profile.py: the same arrivals and sizes)
-    onset = at_rate(params, workload(*ksizes), OVERLOAD_RATE, LONG_MINUTES * 60.0, seed)["queue_onset_s"]
+    # over ONSET_SEEDS seeds: one Poisson run's onset swings by minutes near the knee (a queue that forms and clears)
+    onsets = [at_rate(params, workload(*ksizes), OVERLOAD_RATE, LONG_MINUTES * 60.0, seed + i)["queue_onset_s"]
+              for i in range(ONSET_SEEDS)]
+    formed = sorted(o for o in onsets if o is not None)
+    onset_text = ("never" if not formed else
+                  f"{float(np.median(formed)):.0f} (median of {len(formed)}/{ONSET_SEEDS} seeds; "
+                  f"range {formed[0]:.0f}-{formed[-1]:.0f})")
 
     lines += ["### Load bands (single-pod snapshots)", "",
               "Each cell: real / model (error). The model's band: the minutes with no queue of a run at the band's "
@@ -421,8 +429,9 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
               f"1-minute KV max between consecutive minutes with no queue at >= {GROWTH_RATE:g} req/s (real: {gn} "
               f"pairs; model: {mgn} pairs of the {OVERLOAD_RATE:g} req/s run) |",
               f"| queue onset at {OVERLOAD_RATE:g} req/s offered (s) | 180-240 | "
-              f"{'never' if onset is None else f'{onset:.0f}'} | - | model: `queue_onset_s` of `vllm-scaler profile "
-              f"--rate {OVERLOAD_RATE:g} --duration {LONG_MINUTES * 60}` (simulations/profile.py) on the same "
+              f"{onset_text} | - | model: `queue_onset_s` of `vllm-scaler profile "
+              f"--rate {OVERLOAD_RATE:g} --duration {LONG_MINUTES * 60} --seed N` (simulations/profile.py), seeds "
+              f"{seed}-{seed + ONSET_SEEDS - 1}, on the same "
               "workload; real: the testbed README's 3-4 minutes (not in the CSV: it does not log the offered "
               "load) |",
               f"| saturated throughput (req/s) | {fmt(sat, '.1f')} | {fmt(ms, '.1f')} | {pct(ms, sat)} | median completions/s of "

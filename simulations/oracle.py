@@ -15,12 +15,9 @@ Assumptions (what makes it a bound, and what it leaves out):
    cold start is minutes long, so no plan can follow a 10-s burst), and a
    minute whose arrivals come in one 10-s burst overloads a fleet sized on
    the mean for that burst: its queue takes the rest of the minute to drain,
-   far beyond a TTFT SLO of seconds. On the 2023 code trace the busiest 10 s
-   of a minute carries on average 3.6x the minute's mean rate (13x at the
-   trace's peak): sized on the mean, executing the plan met the TTFT SLO for
-   52.5 % of requests; sized on the peak 10 s, 96.7 %. On the bundled week
-   (10-s counts, smoother: 1.2x) the executed plan meets it for 99.998 %.
-   A count trace coarser than 10 s is split evenly, so its peak is its mean.
+   far beyond a TTFT SLO of seconds (how far the peak 10 s sits above the
+   mean on the bundled traces, and what each sizing attains: ``docs/simulation.md``,
+   "The oracle"). A count trace coarser than 10 s is split evenly, so its peak is its mean.
 3. **Exact, deterministic cold start** ``C`` (the configured median): a
    replica needed from minute ``m`` is requested at ``start(m) - C`` and paid
    from then. Replicas are interchangeable, so the cheapest plan is per layer

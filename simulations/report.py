@@ -7,6 +7,8 @@ import math
 import sys
 from typing import TextIO
 
+from tqdm import tqdm
+
 from .runner import RunResult
 
 COLUMNS = (
@@ -108,22 +110,32 @@ def plot(result: RunResult, path: str) -> None:
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr; silent unless enabled (a TTY, or ``--progress``)."""
+    """One tqdm bar per label (a policy's run) on stderr, ``progress(label, fraction)`` with ``fraction`` 0..1;
+    silent unless enabled (``enabled=None``: when the stream is a TTY; ``--progress`` passes True)."""
+
+    STEPS = 1000   # the bar counts thousandths of the run
 
     def __init__(self, enabled: bool | None = None, stream: TextIO | None = None):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self._last = ""
+        self._bar: tqdm | None = None
+        self._label: str | None = None
 
     def __call__(self, label: str, fraction: float) -> None:
         if not self.enabled:
             return
-        n = int(30 * max(0.0, min(1.0, fraction)))
-        line = f"\r{label:<22} [{'#' * n}{'.' * (30 - n)}] {fraction:4.0%}"
-        if line != self._last:
-            self.stream.write(line)
-            self.stream.flush()
-            self._last = line
+        if self._bar is None or label != self._label:
+            self.close()
+            self._bar = tqdm(total=self.STEPS, desc=f"{label:<22}", file=self.stream, leave=True, ascii=" #",
+                             bar_format="{desc} [{bar:30}] {percentage:3.0f}%")
+            self._label = label
+        n = int(self.STEPS * max(0.0, min(1.0, fraction)))
+        if n > self._bar.n:
+            self._bar.update(n - self._bar.n)
         if fraction >= 1.0:
-            self.stream.write("\n")
-            self._last = ""
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import yaml
 
 from scaler.config import ServerDefaults, parse_metadata
 from scaler.policy import PolicyState, decide
@@ -209,15 +208,18 @@ def _load_scaled_object(path: str | Path, max_replicas: int):
 
     A file is parsed once while it is unchanged (same mtime and size): every run of a sweep reads the same
     two files twice (``policy_config`` and ``run_policy``); the results are frozen values."""
-    from .keda import scaled_object_from_yaml, triggers_from_yaml
+    from .keda import load_scaled_object
 
     p = Path(path)
-    st = p.stat()
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read: {exc.strerror or exc}") from None
     key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
     parsed = _PARSED.get(key)
     if parsed is None:
-        doc = yaml.safe_load(p.read_text())
-        parsed = _PARSED[key] = (scaled_object_from_yaml(doc), triggers_from_yaml(doc))
+        so = load_scaled_object(p)
+        parsed = _PARSED[key] = (so.spec, so.triggers)
     spec, trig = parsed
     return replace(spec, max_replica_count=max_replicas), trig
 
@@ -485,12 +487,16 @@ def _finite_or_none(x: float | None) -> float | str | None:
     return float(x) if math.isfinite(x) else "unserved"
 
 
-def parse_metadata_pairs(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+def parse_metadata_pairs(pairs: Sequence[str], flag: str = "--metadata") -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` command-line items (trigger metadata) as ``(key, value)`` pairs, in order (a later key
+    overrides an earlier one once put in a dict). The key is stripped, the value kept as given (it may hold
+    ``=``). ``ValueError`` naming ``flag`` and the item when there is no ``=`` or no key.
+    Every ``--metadata`` flag (``simulate``, ``sweep``, ``replay``) is read here."""
     out = []
-    for p in pairs:
-        if "=" not in p:
-            raise ValueError(f"--metadata {p!r}: expected key=value")
-        k, v = p.split("=", 1)
+    for item in pairs:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
         out.append((k.strip(), v))
     return tuple(out)
 

@@ -48,8 +48,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..errors import Unavailable
 from ..signals import ColdStart, Signals
-from .targets import Target, TargetStore, Unavailable
+from .targets import Target, TargetStore
 
 TARGET_LABELS = ("namespace", "scaledobject", "trigger")
 

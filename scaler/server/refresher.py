@@ -64,7 +64,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from ..config import PolicyConfig
-from ..errors import SourceError, SourceHTTPError
+from ..errors import (InternalSourceError, MissingResult, PolicyFailure, RefreshBudgetExceeded, SourceError,
+                      SourceHTTPError)
 from ..policy import Decision, decide
 from ..redact import redact, redact_text  # the one redaction of addresses (redact importable from here too)
 from ..signals import SignalSource, Signals
@@ -90,30 +91,6 @@ class SignalEnricher(Protocol):
 
     def enrich(self, signals: Signals, config: PolicyConfig, now: float) -> Signals:
         ...
-
-
-class PolicyFailure(SourceError):
-    """``decide`` raised: no decision this refresh (the last good one is kept)."""
-
-    kind = "policy"
-
-
-class MissingResult(SourceError):
-    """The source returned no entry for a target it was asked about."""
-
-    kind = "missing"
-
-
-class InternalSourceError(SourceError):
-    """The source raised something other than a ``SourceError`` (a bug, logged with its traceback)."""
-
-    kind = "internal"
-
-
-class RefreshBudgetExceeded(SourceError):
-    """The target's enrichers and ``decide()`` used more than the refresh budget and were cut off."""
-
-    kind = "budget"
 
 
 #: HTTP statuses by which Prometheus (or a proxy) refuses a query itself: one target's parameters can cause

@@ -1,6 +1,7 @@
 """KEDA's ``externalscaler.ExternalScaler`` service, answered from the target cache.
 
-The only module that imports the generated protobuf code (``scaler._proto``).
+With :mod:`.client` (KEDA's side of the same calls), the only module that imports the generated protobuf
+code (``scaler._proto``).
 Runs on a ``grpc.aio`` server: unary RPCs are a dictionary lookup and a
 message, and long-lived streams cost a coroutine, not a thread.
 
@@ -46,12 +47,12 @@ import grpc
 
 from .._proto import externalscaler_pb2 as pb
 from .._proto import externalscaler_pb2_grpc as pb_grpc
-from ..errors import ConfigError
+from ..errors import ConfigError, TooManyTargets, Unavailable
 from ..policy import Decision
 from ..redact import MAX_VALUE, redact_text, truncate
 from .metrics import ScalerMetrics
 from .refresher import Refresher
-from .targets import Target, TargetStore, TooManyTargets, Unavailable
+from .targets import Target, TargetStore
 
 log = logging.getLogger("scaler.server.rpc")
 
@@ -276,28 +277,25 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         def on_update() -> None:
             loop.call_soon_threadsafe(wake.set)
 
-        target.subscribe(on_update)
-        target.streams += 1
-        self._stream_wakers.add(wake)
-        known: bool | None = None  # the last activation seen from a fresh decision
-        try:
-            while not self._closing:
-                now = self._clock()
-                target.last_asked = max(target.last_asked, now)
-                try:
-                    active = target.current(now).active
-                except Unavailable:
-                    active = None  # unknown or stale: say nothing
-                if active is not None:
-                    if known is None or (active and not known):
-                        yield pb.IsActiveResponse(result=active)
-                    known = active
-                wake.clear()
-                await wake.wait()
-        finally:
-            self._stream_wakers.discard(wake)
-            target.streams -= 1
-            target.unsubscribe(on_update)
+        with target.streaming(on_update):
+            self._stream_wakers.add(wake)
+            known: bool | None = None  # the last activation seen from a fresh decision
+            try:
+                while not self._closing:
+                    now = self._clock()
+                    target.asked(now)
+                    try:
+                        active = target.current(now).active
+                    except Unavailable:
+                        active = None  # unknown or stale: say nothing
+                    if active is not None:
+                        if known is None or (active and not known):
+                            yield pb.IsActiveResponse(result=active)
+                        known = active
+                    wake.clear()
+                    await wake.wait()
+            finally:
+                self._stream_wakers.discard(wake)
 
     async def StreamMetricSpec(self, request: pb.ScaledObjectRef, context):
         try:
@@ -305,16 +303,15 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         except _Fail as fail:
             await context.abort(fail.code, fail.details)
         wake = asyncio.Event()
-        target.streams += 1
-        self._stream_wakers.add(wake)
-        try:
-            yield _SPEC
-            while not self._closing:
-                await wake.wait()
-                wake.clear()
-        finally:
-            self._stream_wakers.discard(wake)
-            target.streams -= 1
+        with target.streaming():
+            self._stream_wakers.add(wake)
+            try:
+                yield _SPEC
+                while not self._closing:
+                    await wake.wait()
+                    wake.clear()
+            finally:
+                self._stream_wakers.discard(wake)
 
 
 def add_to_server(servicer: pb_grpc.ExternalScalerServicer, server: grpc.aio.Server) -> None:

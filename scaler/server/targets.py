@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from ..config import MAX_METADATA, PolicyConfig, ServerDefaults, metadata_size, parse_metadata
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, SourceError, TooManyTargets, Unavailable
 from ..policy import Decision, PolicyState
 from ..signals import Signals
 
@@ -48,19 +49,6 @@ def trigger_hash(tid: TargetId) -> str:
     return hashlib.sha256(repr(tid[2]).encode()).hexdigest()[:8]
 
 
-class Unavailable(Exception):
-    """No answer may be given for this target now (gRPC ``UNAVAILABLE``). ``cold``: no refresh finished yet."""
-
-    def __init__(self, message: str, *, cold: bool = False):
-        super().__init__(message)
-        self.cold = cold
-
-
-class TooManyTargets(Exception):
-    """The store already holds ``max_targets`` live targets: a new one is refused (gRPC ``RESOURCE_EXHAUSTED``).
-    Targets already served keep being answered; the refused one is admitted once idle ones are evicted."""
-
-
 @dataclass(frozen=True)
 class Outcome:
     """A decision computed from good signals at ``at`` (the refresh's ``now``, unix seconds)."""
@@ -73,10 +61,13 @@ class Outcome:
 class Target:
     """One trigger's config and what the background refresh learned about it.
 
-    Written only by the refresher (one refresh at a time per target) and read by
-    RPC handlers and the metrics collector; every field the readers use is
-    replaced by a single assignment, so readers see a consistent value without
-    locking.
+    What a refresh learns (``state``, ``good``, the errors, ``next_due``) is written only by the refresher
+    (one refresh at a time per target) and read by RPC handlers and the metrics collector; every such field
+    is replaced by a single assignment, so readers see a consistent value without locking.
+
+    What the RPC side does with a target is written only through two methods, under the target's lock:
+    :meth:`asked` (``last_asked``, which idle eviction reads) and :meth:`streaming` (``streams``, the open
+    streams that keep it from eviction, and the stream's update listener).
     """
 
     def __init__(self, tid: TargetId, config: PolicyConfig, now: float, state: PolicyState | None = None):
@@ -154,6 +145,27 @@ class Target:
         with self._lock:
             key = (source, kind)
             self.error_counts[key] = self.error_counts.get(key, 0) + 1
+
+    # -- what the RPC side writes ------------------------------------------------------------
+    def asked(self, now: float) -> None:
+        """An RPC asked about this target at ``now`` (``last_asked`` never moves back)."""
+        with self._lock:
+            self.last_asked = max(self.last_asked, now)
+
+    @contextmanager
+    def streaming(self, on_update: Callable[[], None] | None = None) -> Iterator[None]:
+        """While open, one more stream holds this target (``streams``), and ``on_update`` listens."""
+        with self._lock:
+            self.streams += 1
+            if on_update is not None:
+                self._listeners.add(on_update)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.streams -= 1
+                if on_update is not None:
+                    self._listeners.discard(on_update)
 
     # -- listeners (streams, cold-cache waiters) -----------------------------------------------
     def subscribe(self, callback: Callable[[], None]) -> None:
@@ -239,7 +251,7 @@ class TargetStore:
             if target is None:
                 target = created = Target(tid, config, now, state=self._inherited_state(tid, config))
                 self._targets[tid] = target
-            target.last_asked = max(target.last_asked, now)
+            target.asked(now)
         if created is not None and self._on_new_target is not None:
             self._on_new_target(created)
         return target

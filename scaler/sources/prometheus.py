@@ -90,8 +90,9 @@ from urllib3.util.retry import Retry
 
 from scaler import vllm_metrics as vm
 from scaler.config import PolicyConfig
-from scaler.errors import (NoDataError, SeriesVanishedError, SourceConnectionError, SourceError, SourceHTTPError,
-                           SourceTimeout, SourceUnavailable, WindowGapError)
+from scaler.errors import (ActivationQueryError, NoDataError, ScrapeFailingError, SeriesVanishedError,
+                           SourceConnectionError, SourceError, SourceHTTPError, SourceTimeout, SourceUnavailable,
+                           WindowGapError)
 from scaler.signals import Signals
 from scaler.sources import promql
 from scaler.sources.promql import TERM_LABEL, TargetSelector, histogram_quantile
@@ -193,17 +194,6 @@ def query_range(client: PrometheusConnect, expr: str, *, start: float, end: floa
     return _post(client, "query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
                                          "step": promql.duration(step), "timeout": _timeout_param(timeout)},
                  timeout)
-
-
-class ScrapeFailingError(NoDataError):
-    """No pod exports vLLM series and the pods' scrapes have failed (``up == 0``) for longer than the
-    source's ``max_loading``: a broken endpoint, not a model loading (pods failing for less are
-    ``Signals.starting_replicas``). ``pods`` lists them, so a caller can tell this from other no-data.
-    """
-
-    def __init__(self, message: str, *, pods: tuple[str, ...]):
-        self.pods = pods
-        super().__init__(message, source=SOURCE)
 
 
 @dataclass(frozen=True)
@@ -580,29 +570,6 @@ def _memory(config: PolicyConfig) -> float:
     """How far back demand makes missing series "missing data": ``scaleToZeroAfter`` (KEDA scales a target to
     zero only after that long idle), at least ``window`` (so ``scaleToZeroAfter: 0`` still has one)."""
     return max(config.scale_to_zero_after, config.window)
-
-
-class ActivationQueryError(SourceError):
-    """The target's ``activationQuery`` could not be read: Prometheus rejected it, or its result is not one number.
-
-    A typed error, not ``upstream_demand=None``: the activation query is what wakes (and keeps awake) a
-    target whose vLLM pods export nothing, so an unreadable one must not look like "no upstream demand".
-    The server answers from the last good decision within ``maxStaleness``, then ``UNAVAILABLE`` (KEDA's
-    ``fallback``): never inactive because of it. ``signals`` keeps the vLLM snapshot read in the same
-    refresh (``upstream_demand=None``), or None when that failed too, for a caller that can use it.
-    """
-
-    kind = "activation_query"
-
-    def __init__(self, query: str, problem: str, *, signals: Signals | None = None):
-        self.query = query
-        self.problem = problem
-        self.signals = signals
-        super().__init__(f"activationQuery={query!r}: {problem}", source=SOURCE)
-
-    def for_target(self, signals: Signals | None) -> "ActivationQueryError":
-        """The same error carrying one target's vLLM snapshot."""
-        return ActivationQueryError(self.query, self.problem, signals=signals)
 
 
 _BYTES_BODY = re.compile(r"\((b(?:'.*'|\".*\"))\)\s*$", re.S)

@@ -49,17 +49,17 @@ DEFAULT = "llama-3.1-8b-h100"
 # ShareGPT (about 235 prompt / 460 output tokens per request, Poisson).
 #
 # Method: `vllm-scaler calibrate simulations/data/vllm-testbed-h100/reconciles.csv --output-spread 2`
-# (simulations/recording.py: from_testbed_csv converts the file; calibrate's method is in that module's
-# docstring). It prints, over the 647 snapshots with no queue in their window: gamma = 2.14e-5 s per prompt
-# token (R^2 0.78), alpha = 7.69 ms and beta = 0.0572 ms per sequence with the prefill share removed (R^2 0.57
-# on ITL: the snapshots are 1-minute fleet means, noisy at low load), kv_tokens = 413,000 (R^2 0.94). Rounded to
-# 3 digits here. The KV fit needs the output sizes' spread E[O^2]/E[O]^2 (long answers hold their KV longer),
-# which the testbed does not log: 2, outputs as varied as a log-normal with CV 1, ShareGPT-like. The memory
-# arithmetic checks it: 80 GB x 0.9 = 71 GiB, minus 15 GiB of bf16 weights and 3-5 GiB of activations and CUDA
-# graphs, leaves 51-53 GiB; at 128 KiB per token (2 x 32 layers x 8 KV heads x 128 dims x 2 bytes) that is
-# 420,000-430,000 tokens, 2-4 % above the fit (the testbed logs each pod's 1-minute peak usage, which pulls the
-# fit down a little). With fixed sizes (spread 1) the same data give 278,000: not a cache size, the tokens at
-# which fixed-size requests would fill it as these did.
+# (simulations/recording/testbed.py: from_testbed_csv converts the file; calibrate's method is in the docstring
+# of simulations/recording/calibrate.py). It prints, over the 647 snapshots with no queue in their window: gamma
+# = 2.14e-5 s per prompt token (R^2 0.78), alpha = 7.69 ms and beta = 0.0572 ms per sequence with the prefill
+# share removed (R^2 0.57 on ITL: the snapshots are 1-minute fleet means, noisy at low load), kv_tokens =
+# 413,000 (R^2 0.94). Rounded to 3 digits here. The KV fit needs the output sizes' spread E[O^2]/E[O]^2 (long
+# answers hold their KV longer), which the testbed does not log: 2, outputs as varied as a log-normal with CV 1,
+# ShareGPT-like. The memory arithmetic checks it: 80 GB x 0.9 = 71 GiB, minus 15 GiB of bf16 weights and 3-5 GiB
+# of activations and CUDA graphs, leaves 51-53 GiB; at 128 KiB per token (2 x 32 layers x 8 KV heads x 128 dims
+# x 2 bytes) that is 420,000-430,000 tokens, 2-4 % above the fit (the testbed logs each pod's 1-minute peak
+# usage, which pulls the fit down a little). With fixed sizes (spread 1) the same data give 278,000: not a cache
+# size, the tokens at which fixed-size requests would fill it as these did.
 #
 # Checked against (tests/unit/test_calibrate_testbed.py, tests/unit/test_profiles.py):
 # * the testbed README's table: mean ITL and TTFT per load band within 30 %, at each band's mean rate and the

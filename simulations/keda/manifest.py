@@ -4,13 +4,17 @@ Field names and defaults follow ``apis/keda/v1alpha1/scaledobject_types.go`` (ke
 for ``advanced.horizontalPodAutoscalerConfig.behavior``, Kubernetes' ``autoscaling/v2``
 ``HorizontalPodAutoscalerBehavior`` with its per-field defaults (``spec.py``). Every unknown or
 invalid field is reported, all at once, as ``path=value: why`` in a :class:`ManifestError`.
+Every ScaledObject file the project reads (the simulator's ``--scaled-object``, ``vllm-scaler replay
+--scaled-object``, the demo's example) goes through :func:`read_scaled_object_doc`.
 Fields KEDA has but this emulation does not model (``scalingModifiers``, triggers other than
 ``external``, ``external-push`` and ``prometheus``) are errors too, never silently dropped.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
@@ -20,6 +24,7 @@ from .spec import (FALLBACK_BEHAVIORS, POLICY_TYPES, SELECT_POLICIES, Fallback, 
                    ScalingPolicy, ScalingRules, default_scale_down, default_scale_up)
 
 TRIGGER_TYPES = ("external", "external-push", "prometheus")
+EXTERNAL_TYPES = ("external", "external-push")     # the triggers that call an external scaler (this one)
 
 _TOP_KEYS = {"apiVersion", "kind", "metadata", "spec", "status"}
 _SPEC_KEYS = {"scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod", "idleReplicaCount",
@@ -36,9 +41,10 @@ _TRIGGER_KEYS = {"type", "name", "metadata", "metricType", "authenticationRef", 
 class ManifestError(ValueError):
     """A ScaledObject manifest KEDA (or this emulation) would not accept; ``problems`` lists them all."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], source: str | os.PathLike | None = None):
         self.problems = tuple(problems)
-        super().__init__("invalid ScaledObject: " + "; ".join(self.problems))
+        super().__init__(("" if source is None else f"{source}: ") + "invalid ScaledObject: "
+                         + "; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ def _triggers(r: _Reader, raw: Any) -> tuple[TriggerSpec, ...]:
         for k, v in md.items():
             if not isinstance(v, str):
                 r.bad(f"{path}.metadata.{k}", v, "must be a string (quote it in YAML)")
-        if ttype in ("external", "external-push") and "scalerAddress" not in md:
+        if ttype in EXTERNAL_TYPES and "scalerAddress" not in md:
             r.bad(f"{path}.metadata.scalerAddress", None, "required for external triggers")
         if ttype == "prometheus":
             for req in ("serverAddress", "query", "threshold"):
@@ -264,3 +270,56 @@ def scaled_object_from_yaml(doc: Mapping[str, Any] | str) -> ScaledObjectSpec:
 def triggers_from_yaml(doc: Mapping[str, Any] | str) -> tuple[TriggerSpec, ...]:
     """The manifest's ``spec.triggers`` as :class:`TriggerSpec` values (validated like the rest)."""
     return _parse(doc)[1]
+
+
+@dataclass(frozen=True)
+class ScaledObjectManifest:
+    """A ScaledObject read from a file: its ``metadata.name``, spec and triggers, validated."""
+
+    name: str | None
+    spec: ScaledObjectSpec
+    triggers: tuple[TriggerSpec, ...]
+
+
+def read_scaled_object_doc(path: str | os.PathLike) -> dict[str, Any]:
+    """The ScaledObject document of a YAML file, unvalidated (a mapping to edit, or to pass to the readers).
+
+    The file may hold several documents (a kustomize rendering, a ScaledObject beside its
+    TriggerAuthentication): the first of ``kind: ScaledObject`` is taken; a file of one document without a
+    ``kind`` is taken as it is. Raises ``ValueError`` naming the file: unreadable, not YAML, no ScaledObject.
+    """
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d is not None]
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML: {exc}") from None
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "ScaledObject":
+            return doc
+    if len(docs) == 1 and isinstance(docs[0], dict) and "kind" not in docs[0]:
+        return docs[0]
+    raise ValueError(f"{path}: no document of kind ScaledObject")
+
+
+def load_scaled_object(path: str | os.PathLike) -> ScaledObjectManifest:
+    """The ScaledObject in a YAML file (:func:`read_scaled_object_doc`), validated as :func:`scaled_object_from_yaml`
+    does; a :class:`ManifestError` names the file and every bad field."""
+    doc = read_scaled_object_doc(path)
+    try:
+        spec, triggers = _parse(doc)
+    except ManifestError as exc:
+        raise ManifestError(list(exc.problems), source=path) from None
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return ScaledObjectManifest(None if name is None else str(name), spec, triggers)
+
+
+def metadata_from_scaled_object(path: str | os.PathLike) -> tuple[dict[str, str], str | None]:
+    """The metadata of the ScaledObject's first ``external``/``external-push`` trigger, and the ScaledObject's
+    name, from a YAML file (:func:`load_scaled_object`). ``ValueError`` naming the file when there is none."""
+    so = load_scaled_object(path)
+    for trig in so.triggers:
+        if trig.type in EXTERNAL_TYPES:
+            return dict(trig.metadata), so.name
+    raise ValueError(f"{path}: the ScaledObject has no trigger of type {'/'.join(EXTERNAL_TYPES)}")

@@ -20,9 +20,10 @@ from dataclasses import replace
 import pytest
 
 from scaler.config import ServerDefaults, parse_metadata
+from scaler.errors import ActivationQueryError
 from scaler.policy import decide
 from scaler.signals import Signals
-from scaler.sources.prometheus import ActivationQueryError, PrometheusSource
+from scaler.sources.prometheus import PrometheusSource
 from scaler.testing.promserver import PrometheusServer, load_openmetrics
 from simulations.exposition import PodMetrics, write_openmetrics
 

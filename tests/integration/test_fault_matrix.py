@@ -17,8 +17,9 @@ from __future__ import annotations
 import pytest
 
 from scaler.config import ServerDefaults
+from scaler.errors import Unavailable
 from scaler.server.refresher import Refresher
-from scaler.server.targets import TargetStore, Unavailable
+from scaler.server.targets import TargetStore
 from scaler.sources.prometheus import PrometheusSource
 from scaler.testing.faultproxy import FaultProxy
 from scaler.testing.promserver import PrometheusServer

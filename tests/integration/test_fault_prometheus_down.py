@@ -9,11 +9,10 @@ import urllib.request
 import grpc
 import pytest
 
-from scaler._proto import externalscaler_pb2 as pb
-from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.config import ServerDefaults, parse_metadata
 from scaler.policy import decide
 from scaler.server import METRIC_NAME
+from scaler.server.client import CallError, ExternalScalerClient, ScaledObjectRef
 from scaler.signals import Signals
 
 from .test_grpc_prometheus import NS, LivePods, start_server
@@ -45,21 +44,20 @@ def _run(server, pods) -> None:
     want = decide(Signals(observed_at=now, pods_reporting=2, waiting=14, running=10, kv_cache_usage=0.5), None,
                   config, now)
     assert want.desired == 3 and want.active
-    ref = pb.ScaledObjectRef(name="llama", namespace=NS, scalerMetadata=MD)
-    req = pb.GetMetricsRequest(scaledObjectRef=ref, metricName=METRIC_NAME)
+    ref = ScaledObjectRef("llama", NS, MD)
     with grpc.insecure_channel(server.address) as channel:
-        stub = pb_grpc.ExternalScalerStub(channel)
+        client = ExternalScalerClient(channel, deadline=3)
         # Healthy: wait (bounded) until both pods are scraped and the answer is the policy's.
         deadline = time.monotonic() + 20
         while True:
             try:
-                if stub.GetMetrics(req, timeout=3).metricValues[0].metricValue == want.desired:
+                if client.get_metrics(ref, METRIC_NAME)[0].value == want.desired:
                     break
-            except grpc.RpcError:
+            except CallError:
                 pass
             assert time.monotonic() < deadline, "server never answered the expected value"
             time.sleep(0.2)
-        assert stub.IsActive(ref, timeout=3).result is True
+        assert client.is_active(ref) is True
 
         pods.prometheus.stop()
         target = server.store.targets()[0]
@@ -69,13 +67,12 @@ def _run(server, pods) -> None:
         end = time.time() + MAX_STALENESS + 1.5
         while time.time() < end:
             t = time.time()
-            for call in (lambda: stub.GetMetrics(req, timeout=3).metricValues[0].metricValue,
-                         lambda: stub.IsActive(ref, timeout=3).result):
+            for call in (lambda: client.get_metrics(ref, METRIC_NAME)[0].value, lambda: client.is_active(ref)):
                 try:
                     answers.append((t, call()))
-                except grpc.RpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
-                    assert "maxStaleness" in exc.details() and "connection" in exc.details(), exc.details()
+                except CallError as exc:
+                    assert exc.code == grpc.StatusCode.UNAVAILABLE, exc
+                    assert "maxStaleness" in exc.details and "connection" in exc.details, exc.details
                     answers.append((t, "UNAVAILABLE"))
                     if first_unavailable is None:
                         first_unavailable = t

@@ -14,9 +14,9 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 
 from scaler.config import parse_metadata
-from scaler.errors import NoDataError
+from scaler.errors import NoDataError, ScrapeFailingError
 from scaler.signals import Signals
-from scaler.sources.prometheus import PrometheusSource, ScrapeFailingError
+from scaler.sources.prometheus import PrometheusSource
 from scaler.sources.promql import histogram_quantile
 from simulations.exposition import PodMetrics
 

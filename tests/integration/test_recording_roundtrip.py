@@ -97,17 +97,17 @@ def test_record_gives_the_demand_back(backfilled_prometheus, tmp_path, capsys):
         known = sum(demand(min(x, DURATION - 1)) for x in range(s - WINDOW + 1, s + 1)) / WINDOW  # the demand
         realised = sum(arrivals[s - WINDOW + 1: s + 1]) / WINDOW             # what the pods received
         assert tick.error is None and tick.replicas == PODS
-        assert tick.arrival_rate == pytest.approx(realised, abs=1e-9), tick
-        assert abs(tick.arrival_rate - known) <= 1 / WINDOW + 1e-9, (tick.t, tick.arrival_rate, known)
-        worst = max(worst, abs(tick.arrival_rate - known))
-        assert tick.prompt_tokens_mean in (None, pytest.approx(PROMPT))
+        assert tick.signals.arrival_rate == pytest.approx(realised, abs=1e-9), tick
+        assert abs(tick.signals.arrival_rate - known) <= 1 / WINDOW + 1e-9, (tick.t, tick.signals.arrival_rate, known)
+        worst = max(worst, abs(tick.signals.arrival_rate - known))
+        assert tick.signals.prompt_tokens_mean in (None, pytest.approx(PROMPT))
     demand_rows = rec.demand()
     assert [r[0] for r in demand_rows] == [t.t for t in rec.ticks]
-    assert [r[1] for r in demand_rows] == [t.arrival_rate for t in rec.ticks]
+    assert [r[1] for r in demand_rows] == [t.signals.arrival_rate for t in rec.ticks]
     print(f"round trip: {len(rec.ticks)} ticks, worst |arrival - known demand| = {worst:.4f} req/s")
     # the queue built during the 6 req/s phase is visible, and TTFT grew with it
-    peak = max(rec.ticks, key=lambda t: t.waiting or 0)
-    assert 300 <= peak.t - T0 <= 700 and peak.waiting > 100 and peak.ttft_p95 > 10
+    peak = max(rec.ticks, key=lambda t: t.signals.waiting or 0)
+    assert 300 <= peak.t - T0 <= 700 and peak.signals.waiting > 100 and peak.signals.ttft_p95 > 10
 
     # replay the recording through decide() and write JSON
     js = tmp_path / "replay.json"

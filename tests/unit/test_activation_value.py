@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from scaler.errors import NoDataError, SourceError
+from scaler.errors import ActivationQueryError, NoDataError, SourceError
 from scaler.signals import Signals
-from scaler.sources.prometheus import ActivationQueryError, activation_value, with_upstream
+from scaler.sources.prometheus import activation_value, with_upstream
 
 NOW = 1_700_000_000.0
 

@@ -41,7 +41,7 @@ def fleet_recording(params: ModelParams, phases, replicas: int, seed: int = 1) -
         multi = done & (req.output > 1)
         gaps = (req.finish[multi] - req.first[multi]).sum() / (req.output[multi] - 1).sum() if multi.any() else None
         sig = fleet.signals(now, WINDOW)
-        ticks.append(Tick(
+        ticks.append(Tick.of(
             t=now, pods_reporting=replicas, replicas=replicas, waiting=sig.waiting, running=sig.running,
             completion_rate=done.sum() / WINDOW, arrival_rate=sig.arrival_rate,
             prompt_tokens_mean=float(req.prompt[done].mean()) if done.any() else None,

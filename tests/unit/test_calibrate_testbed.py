@@ -56,9 +56,9 @@ def test_fit_quality_is_reported(fit):
 
 def test_knee_within_15_percent(fit):
     rec, _, params = fit
-    quiet = [t for t in rec.ticks if t.prompt_tokens_mean and t.output_tokens_mean]
-    P = np.mean([t.prompt_tokens_mean for t in quiet])
-    L = np.mean([t.output_tokens_mean for t in quiet])
+    quiet = [t for t in rec.ticks if t.signals.prompt_tokens_mean and t.signals.output_tokens_mean]
+    P = np.mean([t.signals.prompt_tokens_mean for t in quiet])
+    L = np.mean([t.signals.output_tokens_mean for t in quiet])
     assert 230 < P < 250 and 430 < L < 470
     lam = knee(params, P, L, SPREAD)
     assert abs(lam / KNEE - 1) <= 0.15, lam
@@ -69,14 +69,14 @@ def test_every_band_within_30_percent(fit):
     # mean completion rate through the step model's steady state. (With each band's own mean sizes instead, the
     # 24-28 req/s band's ITL is 40 % low: its snapshots have 400 output tokens on average, not 460.)
     rec, _, params = fit
-    sized = [t for t in rec.ticks if t.prompt_tokens_mean and t.output_tokens_mean]
-    P = np.mean([t.prompt_tokens_mean for t in sized])
-    L = np.mean([t.output_tokens_mean for t in sized])
+    sized = [t for t in rec.ticks if t.signals.prompt_tokens_mean and t.signals.output_tokens_mean]
+    P = np.mean([t.signals.prompt_tokens_mean for t in sized])
+    L = np.mean([t.signals.output_tokens_mean for t in sized])
     for (lo, hi), (ttft, itl) in readme_bands().items():
         # the band's single-pod snapshots with traffic and no queue, as the README's table
-        ticks = [t for t in rec.ticks if t.replicas == 1 and t.waiting == 0 and t.tpot_mean and t.ttft_mean
-                 and t.completion_rate and lo <= t.completion_rate < hi]
-        rate = np.mean([t.completion_rate for t in ticks])
+        ticks = [t for t in rec.ticks if t.replicas == 1 and t.signals.waiting == 0 and t.tpot_mean and t.ttft_mean
+                 and t.signals.completion_rate and lo <= t.signals.completion_rate < hi]
+        rate = np.mean([t.signals.completion_rate for t in ticks])
         ss = steady_state(params, rate, P, L)
         model_ttft = 1.5 * ss.iteration + params.gamma * P      # simulations/fleet/model.py
         assert ss.iteration == pytest.approx(itl, rel=0.30), (lo, hi, rate, ss.iteration, itl)
@@ -104,10 +104,10 @@ def test_converter_maps_the_columns(fit):
     rec, _, _ = fit
     assert len(rec.ticks) == 1399                     # 1,405 rows, 6 repeated at run boundaries
     assert all(a.t < b.t for a, b in zip(rec.ticks, rec.ticks[1:]))
-    busy = next(t for t in rec.ticks if t.tpot_mean and t.output_tokens_mean and t.replicas == 1)
-    assert busy.running == pytest.approx(busy.completion_rate * busy.output_tokens_mean * busy.tpot_mean)
-    idle = next(t for t in rec.ticks if t.completion_rate == 0)
-    assert idle.tpot_mean is None and idle.ttft_mean is None and idle.completion_rate == 0   # 0 ms = no traffic
+    busy = next(t for t in rec.ticks if t.tpot_mean and t.signals.output_tokens_mean and t.replicas == 1)
+    assert busy.signals.running == pytest.approx(busy.signals.completion_rate * busy.signals.output_tokens_mean * busy.tpot_mean)
+    idle = next(t for t in rec.ticks if t.signals.completion_rate == 0)
+    assert idle.tpot_mean is None and idle.ttft_mean is None and idle.signals.completion_rate == 0   # 0 ms = no traffic
 
 
 def test_converter_names_bad_cells(tmp_path):

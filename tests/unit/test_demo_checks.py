@@ -9,13 +9,13 @@ outage's. (The real loop runs in tests/integration/test_demo_loop.py; there the 
 
 from __future__ import annotations
 
-from simulations.demo import DemoResult, Tick, Timing, check
+from simulations.demo import DemoResult, DemoTick, Timing, check
 
 LO, HI = 17.0, 22.0
 
 
 def _run(replicas_during: int, answers_during: list, events: list) -> DemoResult:
-    ticks = [Tick(t=t / 10, phase="plateau", rate=12.0, replicas=(5 if t / 10 < 21.3 else replicas_during), ready=5,
+    ticks = [DemoTick(t=t / 10, phase="plateau", rate=12.0, replicas=(5 if t / 10 < 21.3 else replicas_during), ready=5,
                   waiting=0, running=10, router=0, desired=4.0, active=True, outage=LO <= t / 10 < HI)
              for t in range(150, 260)]
     calls = [(16.0, "GetMetrics", 4.0), (16.0, "IsActive", True)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -22,8 +23,8 @@ def _rec(ticks) -> Recording:
 
 
 def test_file_round_trip_keeps_nulls_and_errors(tmp_path):
-    rec = _rec([Tick(t=1000.0, pods_reporting=2, waiting=3.0, running=10.0, ttft_p95=None, replicas=2),
-                Tick(t=1015.0, error="no_data: stale")])
+    rec = _rec([Tick.of(t=1000.0, pods_reporting=2, waiting=3.0, running=10.0, ttft_p95=None, replicas=2),
+                Tick.of(t=1015.0, error="no_data: stale")])
     path = tmp_path / "r.jsonl"
     rec.save(path)
     back = Recording.load(path)
@@ -34,15 +35,15 @@ def test_file_round_trip_keeps_nulls_and_errors(tmp_path):
 
 
 def test_starting_replicas_round_trip_and_reach_the_policy_and_old_files_read_them_as_unknown(tmp_path):
-    loading = Tick(t=1000.0, pods_reporting=0, replicas=0, starting_replicas=2)
+    loading = Tick.of(t=1000.0, pods_reporting=0, replicas=0, starting_replicas=2)
     rec = _rec([loading])
     rec.save(tmp_path / "r.jsonl")
     assert Recording.load(tmp_path / "r.jsonl") == rec
-    sig = loading.signals()
+    sig = loading.signals
     assert (sig.pods_reporting, sig.starting_replicas, sig.waiting) == (0, 2, None)   # unknown, not zero
     head = json.dumps({"format": "vllm-scaler-recording", "version": 1, **HEADER.__dict__})
     (tmp_path / "old.jsonl").write_text(head + '\n{"t": 1000, "pods_reporting": 1, "waiting": 0}\n')
-    assert Recording.load(tmp_path / "old.jsonl").ticks[0].starting_replicas is None
+    assert Recording.load(tmp_path / "old.jsonl").ticks[0].signals.starting_replicas is None
 
 
 @pytest.mark.parametrize("body,message", [
@@ -70,23 +71,23 @@ def _config(**md):
 
 def test_needed_worked_example():
     cfg = _config(ttftP95="2.5")
-    tick = Tick(t=1.0, pods_reporting=2, waiting=0.0, running=20.0, ttft_p95=3.1, tpot_p95=0.05, replicas=2)
+    tick = Tick.of(t=1.0, pods_reporting=2, waiting=0.0, running=20.0, ttft_p95=3.1, tpot_p95=0.05, replicas=2)
     assert needed_replicas(tick, cfg) == (3, True)
-    ok = Tick(t=1.0, pods_reporting=2, waiting=0.0, running=20.0, ttft_p95=1.0, tpot_p95=0.05, replicas=2)
+    ok = Tick.of(t=1.0, pods_reporting=2, waiting=0.0, running=20.0, ttft_p95=1.0, tpot_p95=0.05, replicas=2)
     assert needed_replicas(ok, cfg) == (1, False)           # requests in flight: at least one replica
-    idle = Tick(t=1.0, pods_reporting=0, replicas=0)
+    idle = Tick.of(t=1.0, pods_reporting=0, replicas=0)
     assert needed_replicas(idle, cfg) == (0, False)
-    queued = Tick(t=1.0, pods_reporting=2, waiting=14.0, running=20.0, replicas=2)   # 14 > 6.7 * 2 (default q*)
+    queued = Tick.of(t=1.0, pods_reporting=2, waiting=14.0, running=20.0, replicas=2)   # 14 > 6.7 * 2 (default q*)
     assert needed_replicas(queued, cfg) == (3, True)
-    assert needed_replicas(Tick(t=1.0, error="no_data: x"), cfg) == (None, False)
+    assert needed_replicas(Tick.of(t=1.0, error="no_data: x"), cfg) == (None, False)
 
 
 def test_replay_marks_ticks_where_the_policy_asks_too_few():
     # reactive policy with runningPerReplica=32: running 20 -> 1 replica, but the TTFT SLO was missed with 2 running
     cfg = _config(ttftP95="2.5", tpotP95="10", kvCacheTarget="1", minReplicas="0", policy="reactive")
-    ticks = [Tick(t=1000.0 + 15 * i, pods_reporting=2, waiting=0.0, running=20.0, kv_cache_usage=0.1,
+    ticks = [Tick.of(t=1000.0 + 15 * i, pods_reporting=2, waiting=0.0, running=20.0, kv_cache_usage=0.1,
                   ttft_p95=3.0 if i == 2 else 1.0, tpot_p95=0.05, replicas=2) for i in range(4)]
-    ticks.append(Tick(t=1060.0, error="no_data: stale"))
+    ticks.append(Tick.of(t=1060.0, error="no_data: stale"))
     rows = replay(_rec(ticks), cfg)
     assert [r.under for r in rows] == [False, False, False, False, False]   # latency term asks 2*3/2.5 -> 3
     assert rows[2].short and rows[2].needed == 3 and rows[2].desired >= 3
@@ -103,10 +104,10 @@ def test_replay_output_explains_each_decision(tmp_path, capsys):
     from scaler.policy import decide
 
     cfg = _config(policy="predictive", capacityPerReplica="4", coldStart="180")
-    ticks = [Tick(t=1000.0 + 15 * i, pods_reporting=2, waiting=12.0, running=40.0, kv_cache_usage=0.3,
+    ticks = [Tick.of(t=1000.0 + 15 * i, pods_reporting=2, waiting=12.0, running=40.0, kv_cache_usage=0.3,
                   ttft_p95=1.0, tpot_p95=0.05, completion_rate=6.0, replicas=2) for i in range(6)]
     rows = replay(_rec(ticks), cfg)
-    first = decide(ticks[0].signals(), None, cfg, ticks[0].t)
+    first = decide(ticks[0].signals, None, cfg, ticks[0].t)
     assert rows[0].terms == dict(first.terms) and rows[0].reasons == tuple(first.reasons)
     assert set(rows[-1].terms) >= {"forecast", "backlog", "latency", "kv"}
     line = rows[-1].explain()
@@ -131,7 +132,7 @@ def _steady_ticks(alpha, beta, gamma, n=30, kv_tokens=None):
         P, L = 200.0 + 10 * i, 100.0 + 20 * (i % 7)
         t = alpha / (1 - lam * (beta * L + gamma * P))
         kv = None if kv_tokens is None else lam * L * t * (P + L / 2 + 8) / kv_tokens   # kappa, block_size 16
-        ticks.append(Tick(t=15.0 * i, pods_reporting=replicas, replicas=replicas, waiting=0.0,
+        ticks.append(Tick.of(t=15.0 * i, pods_reporting=replicas, replicas=replicas, waiting=0.0,
                           running=lam * L * t * replicas, completion_rate=lam * replicas, arrival_rate=lam * replicas,
                           tpot_mean=t, prompt_tokens_mean=P, output_tokens_mean=L, ttft_mean=1.5 * t + gamma * P,
                           kv_cache_usage=kv))
@@ -161,7 +162,7 @@ def test_calibrate_does_not_count_prefill_twice():
 
     alpha, beta, gamma = 0.007, 0.00005, 0.0001
     ticks = _steady_ticks(alpha, beta, gamma)
-    n = np.array([t.running / t.replicas for t in ticks[1:]])
+    n = np.array([t.signals.running / t.replicas for t in ticks[1:]])
     y = np.array([t.tpot_mean for t in ticks[1:]])
     old_beta = np.polyfit(n, y, 1)[0]
     assert old_beta > 1.5 * beta                       # what the old calibration reported
@@ -195,12 +196,17 @@ def test_calibrate_bad_flags_exit_2_naming_the_flag(tmp_path, capsys):
 
 def test_calibrate_says_what_is_missing():
     with pytest.raises(ValueError, match="only 0 ticks with no queue over their window have replicas > 0"):
-        calibrate(_rec([Tick(t=1.0, replicas=1, running=3.0)]))
+        calibrate(_rec([Tick.of(t=1.0, replicas=1, running=3.0)]))
 
 
 def test_scaled_object_yaml_gives_external_trigger_metadata(tmp_path):
     path = tmp_path / "so.yaml"
+    # a TriggerAuthentication beside it, as in deploy/examples: the ScaledObject document is the one read
     path.write_text("""
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {name: tls}
+---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {name: chat}
@@ -208,15 +214,37 @@ spec:
   scaleTargetRef: {name: chat}
   triggers:
     - type: external
-      metadata: {scalerAddress: "vllm-scaler:9090", ttftP95: "1.0", maxReplicas: 8}
+      metadata: {scalerAddress: "vllm-scaler:9090", ttftP95: "1.0", maxReplicas: "8"}
 """)
     md, name = metadata_from_scaled_object(path)
     assert name == "chat" and md == {"scalerAddress": "vllm-scaler:9090", "ttftP95": "1.0", "maxReplicas": "8"}
     cfg = replay_config(_rec([]), md, name)
     assert cfg.ttft_p95 == 1.0 and cfg.max_replicas == 8 and cfg.namespace == "serving" and cfg.window == 60
-    path.write_text("kind: ScaledObject\nspec: {triggers: [{type: prometheus, metadata: {}}]}\n")
+    path.write_text("kind: ScaledObject\nspec:\n  scaleTargetRef: {name: chat}\n  triggers: [{type: prometheus, "
+                    "metadata: {serverAddress: 'http://p:9090', query: 'up', threshold: '1'}}]\n")
     with pytest.raises(ValueError, match="no trigger of type external"):
         metadata_from_scaled_object(path)
+
+
+@pytest.mark.parametrize("text, names", [
+    # KEDA's trigger metadata is map[string]string: the API server refuses an unquoted number
+    ("kind: ScaledObject\nspec: {scaleTargetRef: {name: c}, triggers: [{type: external, metadata: "
+     "{scalerAddress: 's:9090', maxReplicas: 8}}]}\n", "spec.triggers[0].metadata.maxReplicas=8"),
+    ("kind: ScaledObject\nspec: {scaleTargetRef: {name: c}, triggers: [{type: external, metadata: [1]}]}\n",
+     "spec.triggers[0].metadata=[1]"),
+    ("kind: Deployment\n", "no document of kind ScaledObject"),
+    ("spec: [\n", "not YAML"),
+])
+def test_scaled_object_errors_name_the_file_and_the_item(tmp_path, capsys, text, names):
+    path = tmp_path / "so.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(names)) as exc:
+        metadata_from_scaled_object(path)
+    assert str(exc.value).startswith(str(path))
+    rec = tmp_path / "r.jsonl"
+    _rec([]).save(rec)
+    assert main(["replay", str(rec), "--scaled-object", str(path)]) == 2
+    assert f"--scaled-object {path}" in capsys.readouterr().err
 
 
 def test_parse_time_accepts_unix_and_iso():
@@ -236,9 +264,11 @@ def test_cli_errors_name_the_flag(tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     assert "--step '0'" in capsys.readouterr().err
     rec = tmp_path / "r.jsonl"
-    _rec([Tick(t=1.0)]).save(rec)
+    _rec([Tick.of(t=1.0)]).save(rec)
     assert main(["replay", str(rec), "--metadata", "ttftP95"]) == 2
     assert "--metadata 'ttftP95': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["replay", str(rec), "--metadata", " =1"]) == 2     # no key: named, not passed on as ""
+    assert "--metadata ' =1': expected KEY=VALUE" in capsys.readouterr().err
     assert main(["replay", str(rec), "--metadata", "ttftP95=-1"]) == 2
     assert "ttftP95='-1'" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "missing.jsonl")]) == 2
@@ -256,3 +286,17 @@ def test_record_reports_an_unreachable_prometheus(tmp_path, capsys):
                "--start", "1700000000", "--end", "1700000600", "--timeout", "1s", "--out", str(tmp_path / "x")])
     assert rc == 1 and "(connection)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_tick_lines_hold_the_signals_vllm_aggregates_in_field_order() -> None:
+    """A tick line's keys are t, pods_reporting, Signals' vLLM aggregates (field order), then the tick's own."""
+    from scaler.signals import VLLM_AGGREGATES
+    from simulations.recording.format import COLUMNS
+
+    assert COLUMNS[2:2 + len(VLLM_AGGREGATES)] == VLLM_AGGREGATES and "waiting" in VLLM_AGGREGATES
+    tick = Tick.of(t=5.0, pods_reporting=1, waiting=2.0, replicas=1, replicas_spec=2, ttft_mean=0.5)
+    assert list(tick.row()) == list(COLUMNS)
+    assert (tick.t, tick.replicas, tick.signals.ready_replicas, tick.signals.waiting) == (5.0, 1, 1, 2.0)
+    assert Tick.of(**tick.row()) == tick
+    with pytest.raises(TypeError, match="unknown field.*upstream_demand"):
+        Tick.of(t=5.0, upstream_demand=1.0)      # a Signals field the format does not hold

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulations.keda import (Fallback, ScaledObjectSpec, ScalingPolicy, scaled_object_from_yaml,
+from simulations.keda import (Fallback, ScaledObjectSpec, ScalingPolicy, load_scaled_object, scaled_object_from_yaml,
                               triggers_from_yaml)
 from simulations.keda.manifest import ManifestError
 from simulations.keda.spec import default_scale_down, default_scale_up
@@ -179,3 +179,29 @@ def test_repository_examples_parse(path) -> None:
         types = {t.type for t in triggers_from_yaml(d)}
         assert so.push == ("external-push" in types)
         assert so.max_replica_count >= max(so.min_replica_count, 1)
+
+
+def test_load_scaled_object_reads_the_scaled_object_document_of_a_file(tmp_path) -> None:
+    """The one file reader (simulate/sweep --scaled-object, replay --scaled-object, the demo)."""
+    path = tmp_path / "so.yaml"
+    path.write_text("kind: TriggerAuthentication\nmetadata: {name: tls}\n---\n" + FULL)
+    so = load_scaled_object(path)
+    assert so.name == "llama" and so.spec == scaled_object_from_yaml(FULL)
+    assert so.triggers == triggers_from_yaml(FULL)
+    path.write_text(MINIMAL.replace("kind: ScaledObject\n", ""))     # one document without a kind: taken
+    assert load_scaled_object(path).spec == scaled_object_from_yaml(MINIMAL)
+    path.write_text(MINIMAL.replace("scaler:6000", "scaler:6000\", maxReplicas: 8, x: \"1"))
+    with pytest.raises(ManifestError, match=f"^{path}: invalid ScaledObject: "
+                                            r"spec.triggers\[0\].metadata.maxReplicas=8: must be a string"):
+        load_scaled_object(path)
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'none.yaml'}: cannot read"):
+        load_scaled_object(tmp_path / "none.yaml")
+
+
+def test_simulate_names_the_scaled_object_file_it_cannot_use(tmp_path, capsys) -> None:
+    from scaler.cli import main
+
+    path = tmp_path / "so.yaml"
+    path.write_text(MINIMAL.replace("scalerAddress", "scalerAdress"))
+    assert main(["simulate", "--scaled-object", str(path)]) == 2
+    assert f"{path}: invalid ScaledObject: spec.triggers[0].metadata.scalerAddress" in capsys.readouterr().err

@@ -111,7 +111,8 @@ def test_unknown_metric_name_is_invalid_argument_but_keda_prefix_is_accepted(sca
 @pytest.mark.parametrize("scaler", [{"cold_wait": 0.5}], indirect=True)
 def test_cold_cache_waits_a_bounded_time_then_unavailable(scaler) -> None:
     _, stub, source, _ = scaler
-    source.delay = 1.5  # a slow Prometheus: the first refresh takes longer than the cold wait
+    slow = threading.Event()
+    source.hook = lambda configs: slow.wait(5)  # a slow Prometheus: the first refresh outlasts the cold wait
     source.set("ml", "llama", BUSY)
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as exc:
@@ -119,6 +120,7 @@ def test_cold_cache_waits_a_bounded_time_then_unavailable(scaler) -> None:
     took = time.monotonic() - started
     assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "first refresh" in exc.value.details()
     assert 0.45 < took < 2.0  # the 0.5 s bound plus RPC overhead, well inside the 3 s deadline
+    slow.set()
     # Once the slow refresh lands, answers come from the cache.
     deadline = time.monotonic() + 5
     while True:
@@ -250,7 +252,15 @@ def test_health_reflection_and_metrics_endpoint(scaler) -> None:
 
 
 def test_graceful_shutdown_health_not_serving_streams_closed_inflight_finished() -> None:
-    source = ScriptedSource({("ml", "llama"): BUSY}, delay=0.6)
+    source = ScriptedSource({("ml", "llama"): BUSY})
+    fetching, proceed = threading.Event(), threading.Event()
+
+    def hold_llama(configs):   # the first refresh of ml/llama waits until shutdown has begun
+        if any(c.deployment == "llama" for c in configs):
+            fetching.set()
+            proceed.wait(5)
+
+    source.hook = hold_llama
     settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=None, cold_wait=2.0,
                               defaults=ServerDefaults(prometheus_url="http://127.0.0.1:9"))
     server = ScalerServer(settings, source_factory=lambda address: source).start()
@@ -260,13 +270,14 @@ def test_graceful_shutdown_health_not_serving_streams_closed_inflight_finished()
         health_pb2.HealthCheckRequest(service="externalscaler.ExternalScaler"))
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
     reader = StreamReader(stub.StreamIsActive(ref(name="other")))
-    # An RPC in flight when shutdown starts: a cold target whose first refresh takes 0.6 s.
+    # An RPC in flight when shutdown starts: a cold target whose first refresh is under way.
     inflight = stub.GetMetrics.future(metrics_req(ref()), timeout=DEADLINE)
-    time.sleep(0.1)
+    assert fetching.wait(DEADLINE)
     stopper = threading.Thread(target=server.stop, kwargs={"grace": 2.0})
     stopper.start()
     assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
     watch.cancel()
+    proceed.set()
     assert inflight.result().metricValues[0].metricValue == policy(BUSY).desired
     stopper.join(10)
     assert not stopper.is_alive()
@@ -276,12 +287,12 @@ def test_graceful_shutdown_health_not_serving_streams_closed_inflight_finished()
     channel.close()
 
 
-def start_busy(**settings):
+def start_busy(clock=time.time, **settings):
     """A started server without /metrics whose one source answers BUSY for ml/llama; (server, source)."""
     source = ScriptedSource({("ml", "llama"): BUSY})
     settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=None,
                               defaults=ServerDefaults(prometheus_url="http://127.0.0.1:9"), **settings)
-    return ScalerServer(settings, source_factory=lambda address: source).start(), source
+    return ScalerServer(settings, source_factory=lambda address: source, clock=clock).start(), source
 
 
 def test_max_concurrent_rpcs_bounds_work_open_streams_included() -> None:
@@ -303,11 +314,14 @@ def test_max_concurrent_rpcs_bounds_work_open_streams_included() -> None:
 def test_health_is_not_serving_while_the_refresh_is_hopelessly_behind() -> None:
     """A refresh stuck (here: a fetch that never returns) makes health NOT_SERVING, and SERVING once it recovers.
 
-    A failing Prometheus does not: its targets are refreshed on time, with errors.
+    A failing Prometheus does not: its targets are refreshed on time, with errors. Time is the server's injected
+    clock, moved by the test; the background refresh and the health check read it, so nothing waits for real
+    seconds to pass (only for the refresh thread and the health task to act).
     """
-    release = threading.Event()
-    server, source = start_busy(health_interval=0.05)
-    source.hook = lambda configs: release.wait(30)
+    fetching, release = threading.Event(), threading.Event()
+    clock = Clock(T0)
+    server, source = start_busy(health_interval=0.05, clock=clock)
+    source.hook = lambda configs: (fetching.set(), release.wait(30))
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.ExternalScalerStub(channel)
@@ -324,6 +338,9 @@ def test_health_is_not_serving_while_the_refresh_is_hopelessly_behind() -> None:
                 threading.Thread(target=watch, args=(service,), daemon=True).start()
             md = {"refreshInterval": "1s", "maxStaleness": "2s"}
             stub.GetMetricSpec(ref(**md), timeout=DEADLINE)  # registers the target: its first fetch blocks
+            target = server.store.targets()[0]
+            refreshed = threading.Event()
+            target.subscribe(refreshed.set)   # called when a refresh attempt of the target finished
             seen = {}
 
             def until(want):  # both services' latest status is `want`
@@ -336,17 +353,36 @@ def test_health_is_not_serving_while_the_refresh_is_hopelessly_behind() -> None:
                     except queue.Empty:
                         pass
 
+            def refresh_lands(done):  # the background refresh (woken now) finishes one satisfying `done()`
+                server.refresher.kick()
+                deadline = time.monotonic() + 15
+                while not done():
+                    assert time.monotonic() < deadline, (target.good, target.last_error_at, clock.t)
+                    refreshed.wait(0.5)
+                    refreshed.clear()
+
+            assert fetching.wait(15)   # the first refresh started at T0 (due again at T0 + 1) and is stuck
+            clock.t = T0 + 3.5         # 2.5 s overdue: beyond maxStaleness (2 s)
             until(health_pb2.HealthCheckResponse.NOT_SERVING)
             assert server.serving is False
             release.set()  # the fetch returns: the refresh catches up
             source.hook = None
+            refresh_lands(lambda: target.good is not None and target.good.at == clock.t)
             until(health_pb2.HealthCheckResponse.SERVING)
             assert stub.GetMetrics(metrics_req(ref(**md)), timeout=DEADLINE).metricValues[0].metricValue == \
                 policy(BUSY, md).desired
             # A Prometheus that fails fast keeps the refresh on time: health stays SERVING.
             source.fail_all(SourceConnectionError("refused", source="scripted"))
-            time.sleep(3.5)
+            for _ in range(4):
+                clock.t += 1.0
+                refresh_lands(lambda: target.last_error_at == clock.t)
+                assert server.refresher.lag(clock.t)[1] == 0
             assert server.serving is True and statuses.empty()
+            # ... while one not refreshed for longer than maxStaleness turns it NOT_SERVING: the health check
+            # reads this clock, so the four seconds above were really checked.
+            server.refresher.stop()
+            clock.t += 3.5   # 2.5 s past its next refresh
+            until(health_pb2.HealthCheckResponse.NOT_SERVING)
     finally:
         release.set()
         server.stop(grace=0.5)

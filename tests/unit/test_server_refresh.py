@@ -7,13 +7,13 @@ import pytest
 
 from scaler.config import ServerDefaults, parse_metadata
 from scaler.errors import (ConfigError, NoDataError, SourceConnectionError, SourceError, SourceHTTPError,
-                           SourceTimeout)
+                           SourceTimeout, Unavailable)
 from scaler.policy import decide
 from scaler.server.fake_source import ScriptedSource
 from scaler.server.logs import JsonFormatter
 from scaler.server.metrics import ScalerMetrics
 from scaler.server.refresher import Refresher
-from scaler.server.targets import TargetStore, Unavailable
+from scaler.server.targets import TargetStore
 from scaler.signals import Signals
 
 T0 = 1_800_000_000.0
