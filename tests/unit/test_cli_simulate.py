@@ -29,19 +29,20 @@ def test_simulate_json_schema(tmp_path, capsys):
 
 def test_initial_replicas_default_is_the_oracles_count_at_the_start(tmp_path, capsys):
     # Every policy starts on what the oracle's plan holds at the trace's start (2 on the conversation trace at
-    # 4x its rate: oracle.replicas_at_start), not on one replica that the oracle never has to wait for.
+    # 6x its rate with the default cold start: oracle.replicas_at_start), not on one replica that the oracle
+    # never has to wait for.
     import numpy as np
 
-    from simulations.fleet import ModelParams
+    from simulations.fleet import ColdStartModel, ModelParams
     from simulations.oracle import replicas_at_start
     from simulations.traces import load
 
-    trace = load("azure-2023-conv", seed=0).sliced(300).scaled(4, np.random.default_rng(0))   # as cli._trace
-    want = replicas_at_start(trace, params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1, cold_start=180.0,
-                             max_replicas=50)
+    trace = load("azure-2023-conv", seed=0).sliced(300).scaled(6, np.random.default_rng(0))   # as cli._trace
+    want = replicas_at_start(trace, params=ModelParams(), slo_ttft=2.5, slo_tpot=0.1,
+                             cold_start=ColdStartModel().median, max_replicas=50)
     assert want == 2
     out = tmp_path / "s.json"
-    base = ["simulate", "--duration", "300", "--rate-scale", "4", "--policy", "oracle"]
+    base = ["simulate", "--duration", "300", "--rate-scale", "6", "--policy", "oracle"]
     assert main(base + ["--json", str(out)]) == 0
     assert json.loads(out.read_text())["settings"]["initial_replicas"] == want
     assert main(base + ["--initial-replicas", "3", "--json", str(out)]) == 0
