@@ -333,8 +333,8 @@ KEYS: tuple[Key, ...] = (
     Key("prometheusAddress", "prometheus_address", _url, None, "URL",
         "Prometheus base URL. Default: the server's `--prometheus-url`."),
     Key("namespace", "namespace", _k8s_name(_DNS1123_LABEL, "namespace", 63), None, "string",
-        "Namespace of the vLLM pods. Default: the ScaledObject's namespace. The server refuses other namespaces "
-        "unless listed in `--allowed-namespaces`."),
+        "Namespace of the vLLM pods. Default: the ScaledObject's namespace. The server refuses another namespace "
+        "unless `--allowed-namespaces` has a `FROM=TO` pair that lets the ScaledObject's namespace read it."),
     Key("deploymentName", "deployment", _k8s_name(_DNS1123_SUBDOMAIN, "Deployment name", 253), None, "string",
         "The vLLM Deployment; exactly the pods of its ReplicaSets are read (`<name>-<pod-template-hash>-<5 random>`, "
         "or StatefulSet `<name>-<ordinal>`), so `m005` never reads `m005-big`'s pods. Default: the ScaledObject's name."),
