@@ -37,8 +37,8 @@ samples 100, 120, 140, 160, 400 s: P50 = 140 s; P90 sits at rank 0.9 × 4 =
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .signals import ColdStart
 

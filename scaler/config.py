@@ -27,8 +27,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ConfigError, ConfigProblem
 from .redact import redact

@@ -106,8 +106,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from .frozen import fast_init
 
@@ -196,7 +196,7 @@ class DemandForecaster:
     # states sharing a ring share it (_evolve).
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
-    def _evolve(self, **changes) -> "DemandForecaster":
+    def _evolve(self, **changes) -> DemandForecaster:
         """``dataclasses.replace`` without its per-call introspection (this runs several times per decision).
         The memo is shared while the season ring is unchanged (token levels, pending bucket, level and
         trend do not enter it) and starts empty when the ring changes, unless the caller passes the
@@ -231,11 +231,11 @@ class DemandForecaster:
     # ---- building the state -------------------------------------------------------------------
     @classmethod
     def warm_start(cls, history: Iterable[tuple[float, float]],
-                   params: ForecastParams | None = None) -> "DemandForecaster":
+                   params: ForecastParams | None = None) -> DemandForecaster:
         """A forecaster folded from ``(t, rate)`` points (e.g. a 1-minute-step range query), oldest first."""
         return cls(params=params or ForecastParams()).extend(history)
 
-    def extend(self, history: Iterable[tuple[float, float]]) -> "DemandForecaster":
+    def extend(self, history: Iterable[tuple[float, float]]) -> DemandForecaster:
         """Fold history points newer than the last folded bucket, in order (one point per bucket)."""
         points = history if isinstance(history, (list, tuple)) else list(history)
         start = 0
@@ -250,7 +250,7 @@ class DemandForecaster:
         return fc
 
     def observe(self, now: float, rate: float, *, prompt_tokens: float | None = None,
-                output_tokens: float | None = None) -> "DemandForecaster":
+                output_tokens: float | None = None) -> DemandForecaster:
         """Add a live observation (req/s at ``now``). Observations of one minute are averaged into its
         bucket, which is folded when the first observation of a later minute arrives."""
         if not math.isfinite(rate) or rate < 0:
@@ -268,7 +268,7 @@ class DemandForecaster:
         closed = fc.fold(fc.pending_bucket, fc.pending_sum / fc.pending_count)
         return closed._evolve(pending_bucket=b, pending_sum=rate, pending_count=1)
 
-    def observe_tokens(self, prompt: float | None, output: float | None) -> "DemandForecaster":
+    def observe_tokens(self, prompt: float | None, output: float | None) -> DemandForecaster:
         """Update the EWMA levels of the mean prompt and output token sizes (None: not observed)."""
         w = self.params.token_weight
         p, o = self.prompt_tokens, self.output_tokens
@@ -280,7 +280,7 @@ class DemandForecaster:
             return self
         return self._evolve(prompt_tokens=p, output_tokens=o)
 
-    def fold(self, bucket: int, y: float) -> "DemandForecaster":
+    def fold(self, bucket: int, y: float) -> DemandForecaster:
         """Fold one closed bucket's mean rate ``y`` (see the update equations). Older buckets are ignored."""
         if not math.isfinite(y) or y < 0:
             raise ValueError(f"bucket rate must be a finite non-negative number, got {y!r}")
@@ -441,7 +441,7 @@ class DemandForecaster:
             out.append(ForecastPoint(at=t, rate=rate, upper=upper, ahead=h))
         return tuple(out)
 
-    def outlook(self, now: float, window: float, horizon: float) -> "Outlook":
+    def outlook(self, now: float, window: float, horizon: float) -> Outlook:
         """What a decision reads from the forecast, in one pass over :meth:`path` ``(now, window)``: the
         largest upper bound over the window, the largest point forecast up to ``now + horizon``, and the
         forecast at ``now + horizon``. Same numbers as reading :meth:`path` and :meth:`at`, without

@@ -59,7 +59,7 @@ def fast_init(cls: T) -> T:
     post = "\n    self.__post_init__()" if hasattr(cls, "__post_init__") else ""
     source = (f"def __init__(self, {', '.join(params)}):\n"
               f"    self.__dict__.update({{{', '.join(items)}}}){post}\n")
-    exec(source, namespace)   # noqa: S102 - source built above from the class's own field names
+    exec(source, namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__

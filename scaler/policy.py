@@ -209,12 +209,18 @@ latency = 0; kv = 3 * 0.5 / 0.8 = 1.875. desired = ceil(4.25) = 5, dominant
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Mapping
+from typing import Any
 
-from .capacity import (DEFAULT_QUEUE_PER_REPLICA, DEFAULT_RUNNING_PER_REPLICA, Capacity, CapacityLearner,
-                       model_targets, resolve_capacity)
+from .capacity import (
+    DEFAULT_QUEUE_PER_REPLICA,
+    DEFAULT_RUNNING_PER_REPLICA,
+    Capacity,
+    CapacityLearner,
+    model_targets,
+    resolve_capacity,
+)
 from .coldstart import resolve_cold_start
 from .config import PolicyConfig
 from .forecast import MAX_LOOKAHEAD, DemandForecaster, bucket_of

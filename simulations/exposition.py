@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, TextIO
+from typing import TextIO
 
 from scaler import vllm_metrics as vm
 
@@ -98,7 +99,7 @@ class Histogram:
             out.append(acc)
         return tuple(out)
 
-    def copy(self) -> "Histogram":
+    def copy(self) -> Histogram:
         h = Histogram(self.edges)
         h._per_bucket = list(self._per_bucket)
         h.sum, h.count = self.sum, self.count
@@ -130,7 +131,7 @@ class PodMetrics:
     scraped: bool = True
 
     @classmethod
-    def new(cls, pod: str, namespace: str, model_name: str, *, names: str = "v1") -> "PodMetrics":
+    def new(cls, pod: str, namespace: str, model_name: str, *, names: str = "v1") -> PodMetrics:
         """A pod that just started: zero gauges and counters, the bucket edges of ``names``' vLLM."""
         b = vm.BUCKETS[_check_names(names)]
         return cls(pod=pod, namespace=namespace, model_name=model_name, waiting=0, running=0,

@@ -56,9 +56,9 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -384,7 +384,6 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
              f"sequence, gamma {params.gamma * 1000:.4f} ms per prompt token, kv_tokens {params.kv_tokens:,}, "
              f"max_num_seqs {params.max_num_seqs}, max_batched_tokens {params.max_batched_tokens}. Real: "
              f"`simulations/data/vllm-testbed-h100/reconciles.csv`, {len(snaps):,} snapshots.", ""]
-    one = single_pod(snaps)
     ksizes = sizes(snaps)
     over = model_snapshots(params, OVERLOAD_RATE, *ksizes, LONG_MINUTES, seed)
     # the onset as `vllm-scaler profile --rate` reports it (simulations/profile.py: the same arrivals and sizes)

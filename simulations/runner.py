@@ -32,9 +32,9 @@ Tests: ``tests/unit/test_runner.py``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,8 @@ from scaler.policy import PolicyState, decide
 
 from .fleet import AggregateFleet, ColdStartModel, FleetOutcome, ModelParams, RequestFleet
 from .fleet.base import AfterIdle, FleetBase
-from .oracle import OraclePlan, plan as oracle_plan
+from .oracle import OraclePlan
+from .oracle import plan as oracle_plan
 from .traces import Trace
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"

@@ -25,9 +25,9 @@ import logging
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from http.server import ThreadingHTTPServer
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,7 +38,7 @@ from prometheus_client.exposition import MetricsHandler
 
 from ..config import ServerDefaults
 from .metrics import ScalerMetrics
-from .refresher import RefreshObserver, Refresher, SignalEnricher, SourceFactory
+from .refresher import Refresher, RefreshObserver, SignalEnricher, SourceFactory
 from .servicer import SERVICE_NAME, ExternalScalerServicer, add_to_server
 from .targets import TargetStore
 from .tls import TlsFiles
@@ -117,7 +117,7 @@ class ScalerServer:
         return f"{host}:{self.port}"
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> "ScalerServer":
+    def start(self, timeout: float = 10.0) -> ScalerServer:
         if self.settings.gil_switch_interval is not None:
             sys.setswitchinterval(min(sys.getswitchinterval(), self.settings.gil_switch_interval))
         self._loop = asyncio.new_event_loop()
@@ -261,7 +261,7 @@ class ScalerServer:
         if not loop.is_running():
             loop.close()
 
-    def __enter__(self) -> "ScalerServer":
+    def __enter__(self) -> ScalerServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

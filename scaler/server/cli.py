@@ -15,8 +15,9 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..config import ServerDefaults, _url, parse_duration
 from ..redact import redact_text

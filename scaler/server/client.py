@@ -14,8 +14,8 @@ Tests: ``tests/unit/test_server_client.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc

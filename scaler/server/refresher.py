@@ -59,16 +59,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..config import PolicyConfig
-from ..errors import (InternalSourceError, MissingResult, PolicyFailure, RefreshBudgetExceeded, SourceError,
-                      SourceHTTPError)
+from ..errors import (
+    InternalSourceError,
+    MissingResult,
+    PolicyFailure,
+    RefreshBudgetExceeded,
+    SourceError,
+    SourceHTTPError,
+)
 from ..policy import Decision, decide
 from ..redact import redact, redact_text  # the one redaction of addresses (redact importable from here too)
-from ..signals import SignalSource, Signals
+from ..signals import Signals, SignalSource
 from .budget import Budget, BudgetExceeded
 from .targets import Outcome, Target, TargetId, TargetStore
 

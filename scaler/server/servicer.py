@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
@@ -206,7 +206,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                 updated.clear()
                 try:
                     await asyncio.wait_for(updated.wait(), timeout=left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             target.unsubscribe(on_update)

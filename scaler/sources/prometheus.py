@@ -79,9 +79,10 @@ import logging
 import math
 import re
 from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import requests
@@ -90,9 +91,18 @@ from urllib3.util.retry import Retry
 
 from scaler import vllm_metrics as vm
 from scaler.config import PolicyConfig
-from scaler.errors import (ActivationQueryError, NoDataError, ScrapeFailingError, SeriesVanishedError,
-                           SourceConnectionError, SourceError, SourceHTTPError, SourceTimeout, SourceUnavailable,
-                           WindowGapError)
+from scaler.errors import (
+    ActivationQueryError,
+    NoDataError,
+    ScrapeFailingError,
+    SeriesVanishedError,
+    SourceConnectionError,
+    SourceError,
+    SourceHTTPError,
+    SourceTimeout,
+    SourceUnavailable,
+    WindowGapError,
+)
 from scaler.signals import Signals
 from scaler.sources import promql
 from scaler.sources.promql import TERM_LABEL, TargetSelector, histogram_quantile
@@ -174,7 +184,7 @@ def _post(client: PrometheusConnect, api: str, form: dict[str, str], timeout: fl
                                 auth=client.auth, verify=session.verify, cert=session.cert, timeout=timeout)
         if response.status_code != 200:
             raise PrometheusApiClientException(
-                "HTTP Status Code {} ({!r})".format(response.status_code, response.content[:2000]))
+                f"HTTP Status Code {response.status_code} ({response.content[:2000]!r})")
         rows = response.json()["data"]["result"]
     if not isinstance(rows, list):
         raise SourceUnavailable(f"malformed answer from {_shown(client.url)}: result is {type(rows).__name__}",

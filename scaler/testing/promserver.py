@@ -37,8 +37,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"
@@ -200,7 +200,7 @@ class PrometheusServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         self.start()
         return self
 

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import urllib.request
-from typing import Sequence
+from collections.abc import Sequence
 
 from kubernetes import client, config
 
@@ -18,6 +18,7 @@ from simulations.podserver import TextHTTPServer
 from .arrivals import arrivals
 from .exporter import PodExporter
 from .story import ROUTER_METRIC, Phase, demo_model
+
 
 def cluster_phases(peak: float, scale: float) -> tuple[Phase, ...]:
     """The kind story, 0 -> 1 -> N -> 0, in seconds: the loop's phases from zero, stretched by ``scale``."""

@@ -10,8 +10,9 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -28,6 +29,7 @@ from .result import DemoResult, DemoTick
 from .scaler_process import ScalerProcess
 from .story import DEPLOYMENT, NAMESPACE, OUTAGE, ROUTER_METRIC, Timing, demo_model, scaled_object, traffic_phases
 from .trigger import GrpcTrigger, PushListener
+
 
 def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12.0, seed: int = 7,
         workdir: Path | None = None, progress: Callable[[str], None] | None = None) -> DemoResult:
@@ -88,7 +90,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
         ticks: list[DemoTick] = []
         outage_state = False
         applied = 1
-        say("traffic starts in %.0f s; the story takes about a minute" % lead)
+        say(f"traffic starts in {lead:.0f} s; the story takes about a minute")
         while True:
             now = time.time()
             t = now - start

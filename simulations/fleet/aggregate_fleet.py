@@ -79,8 +79,7 @@ from scaler.signals import Signals
 
 from .base import AfterIdle, FleetBase, FleetOutcome, first_after_idle, window_attainment
 from .lifecycle import ColdStartModel, Replica, ReplicaSet
-from .model import ModelParams, kv_per_sequence, knee, preemption_ratio, saturation
-
+from .model import ModelParams, knee, kv_per_sequence, preemption_ratio, saturation
 
 STEADY_KV = 0.9     # a steady state holding more of the KV cache than this is followed in the dynamic state
 SUBSTEP = 5.0       # seconds: the dynamic state's sub-step and cohort spacing
@@ -688,8 +687,6 @@ class AggregateFleet(FleetBase):
         n_ready = self.rs.count("ready")
         pods = n_ready + self.rs.count("draining")
         n, t, P = self._state
-        b = self._bin_index(now - 1e-9)
-        L = self.L[b] if b is not None else 1.0
         history_pairs: tuple[tuple[float, float], ...] = ()
         if history > 0:
             history_pairs = self._history(now, history)

@@ -13,15 +13,26 @@ Fields KEDA has but this emulation does not model (``scalingModifiers``, trigger
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from .hpa import METRIC_TYPES
-from .spec import (FALLBACK_BEHAVIORS, POLICY_TYPES, SELECT_POLICIES, Fallback, HpaBehavior, ScaledObjectSpec,
-                   ScalingPolicy, ScalingRules, default_scale_down, default_scale_up)
+from .spec import (
+    FALLBACK_BEHAVIORS,
+    POLICY_TYPES,
+    SELECT_POLICIES,
+    Fallback,
+    HpaBehavior,
+    ScaledObjectSpec,
+    ScalingPolicy,
+    ScalingRules,
+    default_scale_down,
+    default_scale_up,
+)
 
 TRIGGER_TYPES = ("external", "external-push", "prometheus")
 EXTERNAL_TYPES = ("external", "external-push")     # the triggers that call an external scaler (this one)

@@ -44,7 +44,8 @@ as the faster loop (every 15 s or more often) with the fleet's current figures.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from scaler.errors import SourceError
 
@@ -142,7 +143,7 @@ class KedaHpa:
     # -- KEDA's scale loop ------------------------------------------------------------------------
     def _poll(self, t: float) -> None:
         active = error = False
-        for i, trig in enumerate(self.triggers):
+        for i in range(len(self.triggers)):
             try:
                 read = self._read(i, t)
             except SourceError as err:

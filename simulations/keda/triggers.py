@@ -15,7 +15,8 @@ Sources (kedacore/keda):
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from scaler.errors import SourceError
 

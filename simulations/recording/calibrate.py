@@ -42,14 +42,16 @@ Round trip and real data: ``tests/unit/test_calibrate_fleet.py`` (a simulated fl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from simulations.fleet.model import ModelParams, kv_per_sequence
 
 from .format import Recording, Tick
+
 
 @dataclass(frozen=True)
 class Fit:
