@@ -3,7 +3,7 @@
 #   bash tests/run.sh [pytest args...]
 # - installs Debian's `prometheus` (server + promtool) when missing (needs root or sudo);
 # - creates .venv with the package and its test extras;
-# - runs the static checks (ruff; configured in pyproject.toml), failing on any finding;
+# - runs the static checks (ruff, then mypy; both configured in pyproject.toml), failing on any finding;
 # - runs pytest (integration tests start their own Prometheus and gRPC servers on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +30,6 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 echo "[tests/run.sh] ruff check"
 .venv/bin/ruff check --quiet .
+echo "[tests/run.sh] mypy"
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"
