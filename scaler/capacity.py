@@ -279,6 +279,8 @@ def little_capacity(signals: Signals, running_per_replica: float,
                     learner: CapacityLearner | None = None) -> float | None:
     """r* λ_obs / R (requests/s per replica) from the learner's EWMAs when it has them, else from this
     snapshot; None when it cannot be formed (no load)."""
+    rate: float | None
+    running: float | None
     if learner is not None and learner.mean_rate is not None and learner.mean_running is not None:
         rate, running = learner.mean_rate, learner.mean_running
     else:

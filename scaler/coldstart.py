@@ -83,7 +83,7 @@ def summarize(pods: Iterable[PodStart], *, now: float, source: str, lookback: fl
     kept = kept[:max_pods]
     if not kept:
         return None
-    secs = [p.seconds for p in kept]  # type: ignore[misc]
+    secs = [p.seconds for p in kept if p.seconds is not None]   # all of them (kept above)
     return ColdStart(p50=percentile(secs, 50), p90=percentile(secs, 90), source=source, samples=len(secs))
 
 

@@ -106,8 +106,9 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from .frozen import fast_init
 
@@ -135,7 +136,7 @@ class ForecastParams:
     token_weight: float = 0.1
     wake_jitter: int = 30
     # memo of (round(h), _spread(alpha, beta, h)) by h (DemandForecaster.outlook): not a parameter, not compared
-    _spreads: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _spreads: dict[float, tuple[int, float]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "residual_weight", "token_weight"):
@@ -161,6 +162,10 @@ class ForecastPoint:
 def bucket_of(t: float) -> int:
     """Minute bucket holding time ``t`` (unix s): ``floor(t / Δ)``."""
     return int(math.floor(t / STEP))
+
+
+# DemandForecaster's memo: Y(j) by bucket j (int keys), yesterday_peak by ("peak", lo, hi); None is a value.
+_Memo = dict[int | tuple[str, int, int], float | None]
 
 
 @dataclass(frozen=True)
@@ -194,9 +199,9 @@ class DemandForecaster:
     # Derived values (yesterday's smoothed rates, yesterday's peaks) memoised: a pure function of
     # ``params`` and the season ring, so not part of equality; a state with a new ring gets an empty memo,
     # states sharing a ring share it (_evolve).
-    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+    _memo: _Memo = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
-    def _evolve(self, **changes) -> DemandForecaster:
+    def _evolve(self, **changes: object) -> DemandForecaster:
         """``dataclasses.replace`` without its per-call introspection (this runs several times per decision).
         The memo is shared while the season ring is unchanged (token levels, pending bucket, level and
         trend do not enter it) and starts empty when the ring changes, unless the caller passes the
@@ -209,7 +214,7 @@ class DemandForecaster:
             d["_memo"] = {}
         return new
 
-    def _memo_after_fold(self, bucket: int, evicted: int) -> dict:
+    def _memo_after_fold(self, bucket: int, evicted: int) -> _Memo:
         """The memoised ``Y(j)`` still true once ``bucket`` is written to its slot, which held ``evicted``.
 
         ``Y(j)`` reads the slots of buckets ``j - w .. j + w``, each counted when the slot holds that bucket.
@@ -221,7 +226,7 @@ class DemandForecaster:
         then computes only the newest ``Y`` instead of all of them
         (``tests/unit/test_forecast.py::test_memo_carried_through_a_fold_is_what_the_new_ring_gives``)."""
         w = self.params.season_window
-        keep = {}
+        keep: _Memo = {}
         for j, v in self._memo.items():
             if type(j) is int and j >= bucket - SEASON and not (j - w <= bucket <= j + w) \
                     and not (j - w <= evicted <= j + w):
@@ -290,7 +295,7 @@ class DemandForecaster:
         season = self.season or _EMPTY_SEASON
         season_at = self.season_at or _EMPTY_SEASON_AT
         slot = bucket % RING
-        stored = dict(season=_set(season, slot, y), season_at=_set(season_at, slot, bucket))
+        stored: dict[str, object] = dict(season=_set(season, slot, y), season_at=_set(season_at, slot, bucket))
         if self.pending_bucket is not None and self.pending_bucket <= bucket:
             stored.update(pending_bucket=None, pending_sum=0.0, pending_count=0)
         if self.last_bucket is None:
@@ -352,9 +357,8 @@ class DemandForecaster:
         hi = bucket_of(now + horizon) - SEASON + j
         key = ("peak", lo, hi)
         memo = self._memo
-        best = memo.get(key, memo)     # the memo itself: "not memoised" (None is a value)
-        if best is not memo:
-            return best
+        if key in memo:     # None is a value: "no bucket folded"
+            return memo[key]
         season, season_at = self.season, self.season_at
         # max over the buckets i in [lo, hi] still held in the ring (season_at[i mod RING] == i), walked as
         # contiguous runs of slots (at most two: the range may wrap around the ring), in increasing i; a
@@ -407,12 +411,14 @@ class DemandForecaster:
         """(F, U, h) at time ``t``: the forecast equations of the module docstring, ``then`` = Y(k - m),
         ``sd`` = z σ when the caller has it (a path reads it once)."""
         p = self.params
-        h = (t - (self.last_bucket + 0.5) * STEP) / STEP
+        last = self.last_bucket
+        assert last is not None, "callers check that a bucket was folded"
+        h = (t - (last + 0.5) * STEP) / STEP
         if h < 1.0:
             h = 1.0
         change = 0.0
         if then is not None:
-            later = self._yesterday(self.last_bucket + max(1, round(h)) - SEASON)
+            later = self._yesterday(last + max(1, round(h)) - SEASON)
             if later is not None:
                 change = later - then
         ahead = h * self.trend
@@ -540,8 +546,11 @@ _EMPTY_SEASON = array("d", [0.0]) * RING
 _EMPTY_SEASON_AT = array("q", [-1]) * RING
 
 
-def _set(ring: array, i: int, v) -> array:
+_N = TypeVar("_N", int, float)
+
+
+def _set(ring: Sequence[_N], i: int, v: _N) -> Sequence[_N]:
     """A copy of ``ring`` with slot ``i`` set to ``v`` (the original is never written)."""
-    out = ring[:]
+    out = cast(MutableSequence[_N], ring[:])   # ring: an array (the empty ring or a copy made here)
     out[i] = v
     return out

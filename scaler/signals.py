@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
-from .config import PolicyConfig
+from .config import PolicyConfig, TargetKey
 from .errors import SourceError
 from .frozen import fast_init
 
@@ -142,5 +142,5 @@ class SignalSource(Protocol):
 
     name: str
 
-    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> Mapping[tuple, Signals | SourceError]:
+    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> Mapping[TargetKey, Signals | SourceError]:
         ...

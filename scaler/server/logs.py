@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 from ..redact import redact_text
 
@@ -53,7 +54,7 @@ class TextFormatter(logging.Formatter):
         return redact_text(text)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Route the root logger to ``stream`` (stderr) in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -141,8 +141,10 @@ class TargetCollector(Collector):
                                     value=hopeless)
 
     @staticmethod
-    def _one(t: Target, now: float, desired, active, answering, terms, dominant, inputs, signal, age, errors,
-             refreshes) -> None:
+    def _one(t: Target, now: float, desired: GaugeMetricFamily, active: GaugeMetricFamily,
+             answering: GaugeMetricFamily, terms: GaugeMetricFamily, dominant: GaugeMetricFamily,
+             inputs: GaugeMetricFamily, signal: GaugeMetricFamily, age: GaugeMetricFamily,
+             errors: CounterMetricFamily, refreshes: CounterMetricFamily) -> None:
         base = [t.namespace, t.scaled_object, t.trigger]
         try:
             t.current(now)

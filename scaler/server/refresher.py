@@ -64,7 +64,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..config import PolicyConfig
+from ..config import PolicyConfig, TargetKey
 from ..errors import (
     InternalSourceError,
     MissingResult,
@@ -288,7 +288,7 @@ class Refresher:
             return
         name = getattr(source, "name", "source")
         for group in fetch_groups(targets, self._solo):
-            batch: dict[tuple, Target] = {}
+            batch: dict[TargetKey, Target] = {}
             for t in group:
                 batch.setdefault(t.config.target_key, t)
             results = self.fetch_isolated(source, address, batch, now)
@@ -301,8 +301,8 @@ class Refresher:
                 work.append((t, result))
             self._apply_all(work, now, name)
 
-    def fetch_isolated(self, source: SignalSource, address: str, batch: dict[tuple, Target],
-                       now: float) -> dict[tuple, Signals | SourceError]:
+    def fetch_isolated(self, source: SignalSource, address: str, batch: dict[TargetKey, Target],
+                       now: float) -> dict[TargetKey, Signals | SourceError]:
         """One fetch for ``batch`` (compatible targets by ``target_key``); on a query fault, halves, recursively.
 
         Returns a result for every key of ``batch``. A query fault (see the module docstring) of a fetch of
@@ -433,7 +433,7 @@ def fetch_groups(targets: Sequence[Target], solo: set[TargetId] | frozenset[Targ
     asked for it). Targets in ``solo`` (they failed alone before) get a call of their own. Two triggers
     reading the same series in one group share its result (same ``target_key``, same fetch).
     """
-    groups: dict[tuple, list[Target]] = {}
+    groups: dict[tuple[object, ...], list[Target]] = {}
     for t in targets:
         key = ("solo", t.id) if t.id in solo else ("shared", t.config.window, t.config.activation_query or "")
         groups.setdefault(key, []).append(t)
