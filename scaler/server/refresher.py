@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from ..config import PolicyConfig, TargetKey
 from ..errors import (
@@ -80,6 +80,7 @@ from .budget import Budget, BudgetExceeded
 from .targets import Outcome, Target, TargetId, TargetStore
 
 log = logging.getLogger("scaler.server.refresh")
+_T = TypeVar("_T")
 
 SourceFactory = Callable[[str], SignalSource]
 """Prometheus address (``PolicyConfig.prometheus_address``) -> the source reading it."""
@@ -380,7 +381,7 @@ class Refresher:
         finally:
             target.notify()
 
-    def _run_budgeted(self, work):
+    def _run_budgeted(self, work: Callable[[], _T]) -> _T:
         return work() if self._budget is None else self._budget.run(work)
 
     def _decide(self, target: Target, signals: Signals, now: float) -> tuple[Signals, Decision]:
