@@ -161,6 +161,7 @@ def ratio(x) -> str:
 
 def policy_rows(job: Job, names=None) -> list[str]:
     rows = []
+    assert job.result is not None, "rows are drawn for finished jobs"
     for name, r in job.result["policies"].items():
         if names and name not in names:
             continue

@@ -243,8 +243,8 @@ def write_openmetrics(frames: Iterable[tuple[float, Iterable[PodMetrics]]], out:
                 samples = _family_samples(family, p, names)
                 if family.kind == "histogram":
                     # one MetricPoint: every bucket, count and sum of this pod at this instant
-                    key = tuple(_series_labels(p, names))
-                    grouped[family.key].setdefault(key, []).extend(
+                    labels = tuple(_series_labels(p, names))
+                    grouped[family.key].setdefault(labels, []).extend(
                         f"{s}{_labels(lab)} {format_value(v)} {ts}" for s, lab, v in samples)
                 else:
                     for s, lab, v in samples:

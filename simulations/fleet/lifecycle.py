@@ -395,6 +395,7 @@ class ReplicaSet:
     def _replan(self) -> None:
         """Ready times of the pods still downloading, from the link's state (:meth:`_Link.plan`): a pod is
         Ready its engine start after its download ends. Then the loading pods are sorted again."""
+        assert self._link is not None, "called only with a shared link"
         for f, end in self._link.plan():
             r = f[2]
             r.downloaded_at = end

@@ -69,6 +69,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from scaler.capacity import FleetModel
 
@@ -125,7 +126,7 @@ class ModelParams:
     def with_overrides(self, overrides: Mapping[str, str]) -> ModelParams:
         """A copy with ``{"alpha": "0.03", ...}`` applied; unknown names or bad values raise ValueError."""
         kinds = {f.name: f.type for f in fields(self)}
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}   # int or float by key
         for key, raw in overrides.items():
             if key not in kinds:
                 raise ValueError(f"unknown model parameter {key!r} (known: {', '.join(sorted(kinds))})")

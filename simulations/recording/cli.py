@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from scaler.capacity import FleetModel
-from scaler.config import ConfigError, parse_duration, parse_metadata
-from scaler.errors import SourceError
+from scaler.config import parse_duration, parse_metadata
+from scaler.errors import ConfigError, SourceError
 from scaler.sources.prometheus import PrometheusSource
 from simulations.cli import add_model_flags, model_params
 from simulations.keda import metadata_from_scaled_object

@@ -33,7 +33,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from scaler.signals import VLLM_AGGREGATES, Signals
 
@@ -86,7 +86,7 @@ class Tick:
         if unknown:
             raise TypeError(f"Tick.of: unknown field(s) {', '.join(unknown)}")
         return cls(Signals(observed_at=t, pods_reporting=pods_reporting, ready_replicas=replicas,
-                           starting_replicas=starting_replicas, **aggregates),
+                           starting_replicas=starting_replicas, **cast(dict[str, Any], aggregates)),  # checked above
                    ttft_mean, tpot_mean, replicas_spec, error)
 
     @property
