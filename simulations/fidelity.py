@@ -402,13 +402,14 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
               "|---|---|---|---|---|---|---|"]
     for b in bands(snaps).values():
         if b.name == "queue > 0":
-            msnap = [s for s in over if s.waiting_max > 0 and s.rate > 0]
+            msnap = [s for s in over
+                     if s.waiting_max is not None and s.waiting_max > 0 and s.rate is not None and s.rate > 0]
         else:
             msnap = [s for s in model_snapshots(params, b.rate, *ksizes, BAND_MINUTES, seed)[WARMUP_MINUTES:]
                      if s.waiting_max == 0]      # as the real band: minutes with no queue
         mb = _band(b.name, msnap, (b.prompt, b.output))
-        lines.append(f"{band_row_start(b)} {cell(b.ttft_ms, mb and mb.ttft_ms, ',.1f')} | "
-                     f"{cell(b.itl_ms, mb and mb.itl_ms, '.1f')} | {cell(b.kv, mb and mb.kv, '.2f')} |")
+        lines.append(f"{band_row_start(b)} {cell(b.ttft_ms, mb.ttft_ms if mb else None, ',.1f')} | "
+                     f"{cell(b.itl_ms, mb.itl_ms if mb else None, '.1f')} | {cell(b.kv, mb.kv if mb else None, '.2f')} |")
     lines += ["", f"The model's `queue > 0` row: the minutes with a queue of the overload run ({OVERLOAD_RATE:g} "
               f"req/s offered to an empty replica for {LONG_MINUTES} minutes, {ksizes[0]:.0f} / {ksizes[1]:.0f} "
               "tokens). Its TTFT depends on how long the overload lasts, in the model as on the testbed.", ""]
