@@ -66,8 +66,10 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
     while not stop.wait(0.5):
         now = time.time()
         pods = api.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={deployment}").items
-        ready = sorted(p.metadata.name for p in pods if p.metadata.deletion_timestamp is None and any(
-            c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])))
+        ready = sorted(p.metadata.name for p in pods
+                       if p.metadata is not None and p.metadata.name is not None and p.status is not None
+                       and p.metadata.deletion_timestamp is None
+                       and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])))
         fleet.advance_to(now)
         if len(ready) != applied:
             fleet.scale_to(len(ready), now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -58,7 +59,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
                              cold_start=ColdStartModel.single(timing.cold_start), start=time.time(),
                              initial_replicas=1, seed=seed, request_timeout=30.0, deployment=DEPLOYMENT)
         exporter = PodExporter(fleet, slots)
-        ports = [metrics_port(lambda i=i: exporter.text(i)) for i in range(slots)]
+        ports = [metrics_port(functools.partial(exporter.text, i)) for i in range(slots)]
         router_text = {"v": ""}
         ports.append(metrics_port(lambda: router_text["v"]))
         cleanup += [p.close for p in ports]
@@ -68,6 +69,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
                                 scrape_interval=timing.scrape_interval, tsdb_dir=work / "tsdb")
         prom.start()
         cleanup.append(prom.stop)
+        assert prom.port is not None, "set by start()"
         gate = TcpGate(prom.port)
         cleanup.append(gate.close)
 

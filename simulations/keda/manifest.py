@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
@@ -89,8 +89,15 @@ class _Reader:
                 self.bad(f"{path}.{k}", value[k], f"unknown field (known: {', '.join(sorted(allowed))})")
         return dict(value)
 
+    @overload
+    def integer(self, m: Mapping, key: str, path: str, default: int, *, lo: int | None = None,
+                hi: int | None = None) -> int: ...
+    @overload
+    def integer(self, m: Mapping, key: str, path: str, default: None, *, lo: int | None = None,
+                hi: int | None = None) -> int | None: ...
     def integer(self, m: Mapping, key: str, path: str, default: int | None, *, lo: int | None = None,
                 hi: int | None = None) -> int | None:
+        """The integer at ``m[key]``, ``default`` when absent or bad (a bad one is recorded as a problem)."""
         if key not in m or m[key] is None:
             return default
         v = m[key]
