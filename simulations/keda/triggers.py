@@ -108,6 +108,8 @@ class ThresholdTrigger:
     activation_threshold=2)``.
     """
 
+    same_answer_within_instant = False   # see Trigger; a caller whose value_fn qualifies sets it
+
     def __init__(self, value_fn: Callable[[float], float], *, threshold: float, activation_threshold: float = 0,
                  metric_type: str = AVERAGE_VALUE, use_cached_metrics: bool = False):
         if not (threshold > 0 and math.isfinite(threshold)):
