@@ -8,7 +8,7 @@ The public surface: :func:`decide` (the one policy), :class:`Signals`,
 from .config import PolicyConfig, ServerDefaults, parse_metadata
 from .errors import ConfigError, NoDataError, ScalerError, SourceError, SourceUnavailable
 from .policy import Decision, PolicyState, decide
-from .signals import ColdStart, SignalSource, Signals
+from .signals import ColdStart, Signals, SignalSource
 
 __all__ = [
     "ColdStart", "ConfigError", "Decision", "NoDataError", "PolicyConfig", "PolicyState", "ScalerError",

@@ -235,7 +235,7 @@ class CapacityLearner:
     mean_running: float | None = None   # EWMA of R while pods report
 
     def observe(self, signals: Signals, *, now: float, window: float, ttft_slo: float,
-                tpot_slo: float) -> "CapacityLearner":
+                tpot_slo: float) -> CapacityLearner:
         n = signals.pods_reporting
         pods, pods_since = (self.pods, self.pods_since) if n == self.pods else (n, now)
         mean_rate, mean_running = self.mean_rate, self.mean_running
@@ -276,9 +276,11 @@ class CapacityLearner:
 
 
 def little_capacity(signals: Signals, running_per_replica: float,
-                    learner: "CapacityLearner | None" = None) -> float | None:
+                    learner: CapacityLearner | None = None) -> float | None:
     """r* λ_obs / R (requests/s per replica) from the learner's EWMAs when it has them, else from this
     snapshot; None when it cannot be formed (no load)."""
+    rate: float | None
+    running: float | None
     if learner is not None and learner.mean_rate is not None and learner.mean_running is not None:
         rate, running = learner.mean_rate, learner.mean_running
     else:

@@ -37,8 +37,8 @@ samples 100, 120, 140, 160, 400 s: P50 = 140 s; P90 sits at rank 0.9 × 4 =
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .signals import ColdStart
 
@@ -83,7 +83,7 @@ def summarize(pods: Iterable[PodStart], *, now: float, source: str, lookback: fl
     kept = kept[:max_pods]
     if not kept:
         return None
-    secs = [p.seconds for p in kept]  # type: ignore[misc]
+    secs = [p.seconds for p in kept if p.seconds is not None]   # all of them (kept above)
     return ColdStart(p50=percentile(secs, 50), p90=percentile(secs, 90), source=source, samples=len(secs))
 
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ConfigError, ConfigProblem
 from .redact import redact
@@ -38,6 +39,10 @@ from .redact import redact
 KEDA_OWNED_KEYS = frozenset({"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey"})
 
 POLICIES = ("reactive", "predictive")
+
+# What identifies the series a config reads (PolicyConfig.target_key): Prometheus address, namespace,
+# deployment, model name (None: every model) and policy.
+TargetKey = tuple[str, str, str, str | None, str]
 
 # Kubernetes object names (RFC 1123 labels/subdomains).
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -452,7 +457,7 @@ class PolicyConfig:
     keda_keys: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
-    def target_key(self) -> tuple[str, str, str, str | None, str]:
+    def target_key(self) -> TargetKey:
         """What identifies the series this config reads (shared refresh and cache key)."""
         return (self.prometheus_address, self.namespace, self.deployment, self.model_name, self.policy)
 

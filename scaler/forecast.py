@@ -106,8 +106,9 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from .frozen import fast_init
 
@@ -135,7 +136,7 @@ class ForecastParams:
     token_weight: float = 0.1
     wake_jitter: int = 30
     # memo of (round(h), _spread(alpha, beta, h)) by h (DemandForecaster.outlook): not a parameter, not compared
-    _spreads: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _spreads: dict[float, tuple[int, float]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "residual_weight", "token_weight"):
@@ -161,6 +162,10 @@ class ForecastPoint:
 def bucket_of(t: float) -> int:
     """Minute bucket holding time ``t`` (unix s): ``floor(t / Δ)``."""
     return int(math.floor(t / STEP))
+
+
+# DemandForecaster's memo: Y(j) by bucket j (int keys), yesterday_peak by ("peak", lo, hi); None is a value.
+_Memo = dict[int | tuple[str, int, int], float | None]
 
 
 @dataclass(frozen=True)
@@ -194,9 +199,9 @@ class DemandForecaster:
     # Derived values (yesterday's smoothed rates, yesterday's peaks) memoised: a pure function of
     # ``params`` and the season ring, so not part of equality; a state with a new ring gets an empty memo,
     # states sharing a ring share it (_evolve).
-    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+    _memo: _Memo = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
-    def _evolve(self, **changes) -> "DemandForecaster":
+    def _evolve(self, **changes: object) -> DemandForecaster:
         """``dataclasses.replace`` without its per-call introspection (this runs several times per decision).
         The memo is shared while the season ring is unchanged (token levels, pending bucket, level and
         trend do not enter it) and starts empty when the ring changes, unless the caller passes the
@@ -209,7 +214,7 @@ class DemandForecaster:
             d["_memo"] = {}
         return new
 
-    def _memo_after_fold(self, bucket: int, evicted: int) -> dict:
+    def _memo_after_fold(self, bucket: int, evicted: int) -> _Memo:
         """The memoised ``Y(j)`` still true once ``bucket`` is written to its slot, which held ``evicted``.
 
         ``Y(j)`` reads the slots of buckets ``j - w .. j + w``, each counted when the slot holds that bucket.
@@ -221,7 +226,7 @@ class DemandForecaster:
         then computes only the newest ``Y`` instead of all of them
         (``tests/unit/test_forecast.py::test_memo_carried_through_a_fold_is_what_the_new_ring_gives``)."""
         w = self.params.season_window
-        keep = {}
+        keep: _Memo = {}
         for j, v in self._memo.items():
             if type(j) is int and j >= bucket - SEASON and not (j - w <= bucket <= j + w) \
                     and not (j - w <= evicted <= j + w):
@@ -231,11 +236,11 @@ class DemandForecaster:
     # ---- building the state -------------------------------------------------------------------
     @classmethod
     def warm_start(cls, history: Iterable[tuple[float, float]],
-                   params: ForecastParams | None = None) -> "DemandForecaster":
+                   params: ForecastParams | None = None) -> DemandForecaster:
         """A forecaster folded from ``(t, rate)`` points (e.g. a 1-minute-step range query), oldest first."""
         return cls(params=params or ForecastParams()).extend(history)
 
-    def extend(self, history: Iterable[tuple[float, float]]) -> "DemandForecaster":
+    def extend(self, history: Iterable[tuple[float, float]]) -> DemandForecaster:
         """Fold history points newer than the last folded bucket, in order (one point per bucket)."""
         points = history if isinstance(history, (list, tuple)) else list(history)
         start = 0
@@ -250,7 +255,7 @@ class DemandForecaster:
         return fc
 
     def observe(self, now: float, rate: float, *, prompt_tokens: float | None = None,
-                output_tokens: float | None = None) -> "DemandForecaster":
+                output_tokens: float | None = None) -> DemandForecaster:
         """Add a live observation (req/s at ``now``). Observations of one minute are averaged into its
         bucket, which is folded when the first observation of a later minute arrives."""
         if not math.isfinite(rate) or rate < 0:
@@ -268,7 +273,7 @@ class DemandForecaster:
         closed = fc.fold(fc.pending_bucket, fc.pending_sum / fc.pending_count)
         return closed._evolve(pending_bucket=b, pending_sum=rate, pending_count=1)
 
-    def observe_tokens(self, prompt: float | None, output: float | None) -> "DemandForecaster":
+    def observe_tokens(self, prompt: float | None, output: float | None) -> DemandForecaster:
         """Update the EWMA levels of the mean prompt and output token sizes (None: not observed)."""
         w = self.params.token_weight
         p, o = self.prompt_tokens, self.output_tokens
@@ -280,7 +285,7 @@ class DemandForecaster:
             return self
         return self._evolve(prompt_tokens=p, output_tokens=o)
 
-    def fold(self, bucket: int, y: float) -> "DemandForecaster":
+    def fold(self, bucket: int, y: float) -> DemandForecaster:
         """Fold one closed bucket's mean rate ``y`` (see the update equations). Older buckets are ignored."""
         if not math.isfinite(y) or y < 0:
             raise ValueError(f"bucket rate must be a finite non-negative number, got {y!r}")
@@ -290,7 +295,7 @@ class DemandForecaster:
         season = self.season or _EMPTY_SEASON
         season_at = self.season_at or _EMPTY_SEASON_AT
         slot = bucket % RING
-        stored = dict(season=_set(season, slot, y), season_at=_set(season_at, slot, bucket))
+        stored: dict[str, object] = dict(season=_set(season, slot, y), season_at=_set(season_at, slot, bucket))
         if self.pending_bucket is not None and self.pending_bucket <= bucket:
             stored.update(pending_bucket=None, pending_sum=0.0, pending_count=0)
         if self.last_bucket is None:
@@ -352,9 +357,8 @@ class DemandForecaster:
         hi = bucket_of(now + horizon) - SEASON + j
         key = ("peak", lo, hi)
         memo = self._memo
-        best = memo.get(key, memo)     # the memo itself: "not memoised" (None is a value)
-        if best is not memo:
-            return best
+        if key in memo:     # None is a value: "no bucket folded"
+            return memo[key]
         season, season_at = self.season, self.season_at
         # max over the buckets i in [lo, hi] still held in the ring (season_at[i mod RING] == i), walked as
         # contiguous runs of slots (at most two: the range may wrap around the ring), in increasing i; a
@@ -407,12 +411,14 @@ class DemandForecaster:
         """(F, U, h) at time ``t``: the forecast equations of the module docstring, ``then`` = Y(k - m),
         ``sd`` = z σ when the caller has it (a path reads it once)."""
         p = self.params
-        h = (t - (self.last_bucket + 0.5) * STEP) / STEP
+        last = self.last_bucket
+        assert last is not None, "callers check that a bucket was folded"
+        h = (t - (last + 0.5) * STEP) / STEP
         if h < 1.0:
             h = 1.0
         change = 0.0
         if then is not None:
-            later = self._yesterday(self.last_bucket + max(1, round(h)) - SEASON)
+            later = self._yesterday(last + max(1, round(h)) - SEASON)
             if later is not None:
                 change = later - then
         ahead = h * self.trend
@@ -441,7 +447,7 @@ class DemandForecaster:
             out.append(ForecastPoint(at=t, rate=rate, upper=upper, ahead=h))
         return tuple(out)
 
-    def outlook(self, now: float, window: float, horizon: float) -> "Outlook":
+    def outlook(self, now: float, window: float, horizon: float) -> Outlook:
         """What a decision reads from the forecast, in one pass over :meth:`path` ``(now, window)``: the
         largest upper bound over the window, the largest point forecast up to ``now + horizon``, and the
         forecast at ``now + horizon``. Same numbers as reading :meth:`path` and :meth:`at`, without
@@ -540,8 +546,11 @@ _EMPTY_SEASON = array("d", [0.0]) * RING
 _EMPTY_SEASON_AT = array("q", [-1]) * RING
 
 
-def _set(ring: array, i: int, v) -> array:
+_N = TypeVar("_N", int, float)
+
+
+def _set(ring: Sequence[_N], i: int, v: _N) -> Sequence[_N]:
     """A copy of ``ring`` with slot ``i`` set to ``v`` (the original is never written)."""
-    out = ring[:]
+    out = cast(MutableSequence[_N], ring[:])   # ring: an array (the empty ring or a copy made here)
     out[i] = v
     return out

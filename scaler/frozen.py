@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T", bound=type)
 
 
 def fast_init(cls: T) -> T:
     """Replace the ``__init__`` of the frozen dataclass ``cls`` (see the module docstring)."""
-    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+    if not (dataclasses.is_dataclass(cls) and getattr(cls, "__dataclass_params__").frozen):  # noqa: B009 (typed as `type`)
         raise TypeError(f"fast_init applies to frozen dataclasses, not {cls.__name__}")
     generated = [n for n in inspect.signature(cls.__init__).parameters][1:]
     if generated != [f.name for f in dataclasses.fields(cls) if f.init]:
         raise TypeError(f"fast_init: {cls.__name__}.__init__ takes {generated}, not its fields (InitVar?)")
-    namespace: dict = {"_MISSING": dataclasses.MISSING}
+    namespace: dict[str, Any] = {"_MISSING": dataclasses.MISSING}
     params, items = [], []
     for f in dataclasses.fields(cls):
         if f.kw_only:
@@ -59,11 +59,11 @@ def fast_init(cls: T) -> T:
     post = "\n    self.__post_init__()" if hasattr(cls, "__post_init__") else ""
     source = (f"def __init__(self, {', '.join(params)}):\n"
               f"    self.__dict__.update({{{', '.join(items)}}}){post}\n")
-    exec(source, namespace)   # noqa: S102 - source built above from the class's own field names
+    exec(source, namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
     init.__annotations__ = dict(cls.__init__.__annotations__)
-    cls._dataclass_init = cls.__init__
-    cls.__init__ = init
+    setattr(cls, "_dataclass_init", cls.__init__)  # noqa: B010 (mypy: a class's methods are not assignable)
+    setattr(cls, "__init__", init)  # noqa: B010
     return cls

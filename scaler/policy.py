@@ -209,12 +209,18 @@ latency = 0; kv = 3 * 0.5 / 0.8 = 1.875. desired = ceil(4.25) = 5, dominant
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Mapping
+from typing import Any
 
-from .capacity import (DEFAULT_QUEUE_PER_REPLICA, DEFAULT_RUNNING_PER_REPLICA, Capacity, CapacityLearner,
-                       model_targets, resolve_capacity)
+from .capacity import (
+    DEFAULT_QUEUE_PER_REPLICA,
+    DEFAULT_RUNNING_PER_REPLICA,
+    Capacity,
+    CapacityLearner,
+    model_targets,
+    resolve_capacity,
+)
 from .coldstart import resolve_cold_start
 from .config import PolicyConfig
 from .forecast import MAX_LOOKAHEAD, DemandForecaster, bucket_of
@@ -278,7 +284,7 @@ class Reasons(Sequence[str]):
             self._text = tuple(t.format(*v) if v else t for t, v in self._lines)
         return self._text
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]  # no slices: a Reasons is read by line
         return self._strings()[index]
 
     def __len__(self) -> int:
@@ -684,7 +690,7 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
     inputs["demand_rate"] = demand_rate
 
     terms: dict[str, float] = {}
-    if per_replica is not None and per_replica > 0:
+    if cap is not None and per_replica is not None and per_replica > 0:   # per_replica comes from cap
         terms["forecast"] = demand_rate / (per_replica * u)
         terms["backlog"] = (observed_or_0 + waiting / (ttft_slo + (p50 if p50 > 0 else 0.0))) / per_replica
         inputs["capacity_per_replica"] = per_replica
@@ -715,13 +721,15 @@ def _predictive(signals: Signals, state: PolicyState, config: PolicyConfig, now:
         shortage = loaded or cap is None
     else:
         shortage = False
-    shortage_since = extra_in.get("shortage_since") if shortage else None
-    if shortage and shortage_since is None:
-        shortage_since = now
+    shortage_since: float | None = None     # set exactly when there is a shortage
+    if shortage:
+        shortage_since = extra_in.get("shortage_since")
+        if shortage_since is None:
+            shortage_since = now
     terms["latency"] = 0.0
-    if shortage and now - shortage_since >= LATENCY_PERSISTENCE:
+    if shortage_since is not None and now - shortage_since >= LATENCY_PERSISTENCE:
         terms["latency"] = latency_correction(n, ratio)
-    elif shortage:
+    elif shortage_since is not None:
         reasons.add("latency {:.3g}x the SLO on a loaded fleet for {:.0f}s < {:g}s: a burst shorter than that "
                     "is gone before a replica could load, no correction yet", ratio, now - shortage_since,
                     LATENCY_PERSISTENCE)

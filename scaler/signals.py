@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from .config import PolicyConfig
+from .config import PolicyConfig, TargetKey
 from .errors import SourceError
 from .frozen import fast_init
 
@@ -141,5 +142,5 @@ class SignalSource(Protocol):
 
     name: str
 
-    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> Mapping[tuple, Signals | SourceError]:
+    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> Mapping[TargetKey, Signals | SourceError]:
         ...

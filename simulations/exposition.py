@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, TextIO
+from typing import TextIO
 
 from scaler import vllm_metrics as vm
 
@@ -98,7 +99,7 @@ class Histogram:
             out.append(acc)
         return tuple(out)
 
-    def copy(self) -> "Histogram":
+    def copy(self) -> Histogram:
         h = Histogram(self.edges)
         h._per_bucket = list(self._per_bucket)
         h.sum, h.count = self.sum, self.count
@@ -130,7 +131,7 @@ class PodMetrics:
     scraped: bool = True
 
     @classmethod
-    def new(cls, pod: str, namespace: str, model_name: str, *, names: str = "v1") -> "PodMetrics":
+    def new(cls, pod: str, namespace: str, model_name: str, *, names: str = "v1") -> PodMetrics:
         """A pod that just started: zero gauges and counters, the bucket edges of ``names``' vLLM."""
         b = vm.BUCKETS[_check_names(names)]
         return cls(pod=pod, namespace=namespace, model_name=model_name, waiting=0, running=0,
@@ -242,8 +243,8 @@ def write_openmetrics(frames: Iterable[tuple[float, Iterable[PodMetrics]]], out:
                 samples = _family_samples(family, p, names)
                 if family.kind == "histogram":
                     # one MetricPoint: every bucket, count and sum of this pod at this instant
-                    key = tuple(_series_labels(p, names))
-                    grouped[family.key].setdefault(key, []).extend(
+                    labels = tuple(_series_labels(p, names))
+                    grouped[family.key].setdefault(labels, []).extend(
                         f"{s}{_labels(lab)} {format_value(v)} {ts}" for s, lab, v in samples)
                 else:
                     for s, lab, v in samples:

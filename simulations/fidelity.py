@@ -56,9 +56,9 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -384,7 +384,6 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
              f"sequence, gamma {params.gamma * 1000:.4f} ms per prompt token, kv_tokens {params.kv_tokens:,}, "
              f"max_num_seqs {params.max_num_seqs}, max_batched_tokens {params.max_batched_tokens}. Real: "
              f"`simulations/data/vllm-testbed-h100/reconciles.csv`, {len(snaps):,} snapshots.", ""]
-    one = single_pod(snaps)
     ksizes = sizes(snaps)
     over = model_snapshots(params, OVERLOAD_RATE, *ksizes, LONG_MINUTES, seed)
     # the onset as `vllm-scaler profile --rate` reports it (simulations/profile.py: the same arrivals and sizes)
@@ -403,13 +402,14 @@ def render(profile: str, params: ModelParams, cold: ColdStartModel, snaps: list[
               "|---|---|---|---|---|---|---|"]
     for b in bands(snaps).values():
         if b.name == "queue > 0":
-            msnap = [s for s in over if s.waiting_max > 0 and s.rate > 0]
+            msnap = [s for s in over
+                     if s.waiting_max is not None and s.waiting_max > 0 and s.rate is not None and s.rate > 0]
         else:
             msnap = [s for s in model_snapshots(params, b.rate, *ksizes, BAND_MINUTES, seed)[WARMUP_MINUTES:]
                      if s.waiting_max == 0]      # as the real band: minutes with no queue
         mb = _band(b.name, msnap, (b.prompt, b.output))
-        lines.append(f"{band_row_start(b)} {cell(b.ttft_ms, mb and mb.ttft_ms, ',.1f')} | "
-                     f"{cell(b.itl_ms, mb and mb.itl_ms, '.1f')} | {cell(b.kv, mb and mb.kv, '.2f')} |")
+        lines.append(f"{band_row_start(b)} {cell(b.ttft_ms, mb.ttft_ms if mb else None, ',.1f')} | "
+                     f"{cell(b.itl_ms, mb.itl_ms if mb else None, '.1f')} | {cell(b.kv, mb.kv if mb else None, '.2f')} |")
     lines += ["", f"The model's `queue > 0` row: the minutes with a queue of the overload run ({OVERLOAD_RATE:g} "
               f"req/s offered to an empty replica for {LONG_MINUTES} minutes, {ksizes[0]:.0f} / {ksizes[1]:.0f} "
               "tokens). Its TTFT depends on how long the overload lasts, in the model as on the testbed.", ""]

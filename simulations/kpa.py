@@ -58,7 +58,6 @@ from collections import deque
 
 from scaler.capacity import FleetModel, model_batch
 
-
 KNATIVE_TARGET_UTILIZATION = 0.7
 """Knative's ``container-concurrency-target-percentage`` default (70 %)."""
 

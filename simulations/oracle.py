@@ -73,7 +73,9 @@ class OraclePlan:
         steps = self.__dict__.get("_steps")
         if steps is None:
             ev = sorted([(a, 1) for a, _ in self.hold] + [(b, -1) for _, b in self.hold])
-            times, level, cur = [], [], 0
+            times: list[float] = []
+            level: list[int] = []
+            cur = 0
             for t, d in ev:
                 cur += d
                 if times and times[-1] == t:

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from .exposition import render_text
 from .fleet.metrics import pod_metrics
-
 
 EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -42,7 +41,7 @@ class TextHTTPServer:
     def __init__(self, respond: Respond, *, host: str = "127.0.0.1", port: int = 0, name: str = "http",
                  poll_interval: float = 0.5):
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 answer = respond(self.path.split("?")[0])
                 if answer is None:
                     self.send_error(404)
@@ -75,7 +74,7 @@ def metrics_only(body: Callable[[], str]) -> Respond:
     return lambda path: (200, body().encode()) if path == "/metrics" else None
 
 
-def _pod_http(owner: "PodServer", pod: str) -> TextHTTPServer:
+def _pod_http(owner: PodServer, pod: str) -> TextHTTPServer:
     return TextHTTPServer(metrics_only(lambda: owner.render(pod)), name=f"pod-{pod}")
 
 
@@ -138,7 +137,7 @@ class PodServer:
             h.close()
         self._pods.clear()
 
-    def __enter__(self) -> "PodServer":
+    def __enter__(self) -> PodServer:
         self.start()
         return self
 

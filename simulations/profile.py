@@ -34,13 +34,13 @@ Worked example (``tests/unit/test_profile_cmd.py::test_burst_worked_example``): 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

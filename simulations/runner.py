@@ -32,18 +32,21 @@ Tests: ``tests/unit/test_runner.py``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from scaler.config import ServerDefaults, parse_metadata
-from scaler.policy import PolicyState, decide
+from scaler.policy import Decision, PolicyState, decide
+from scaler.signals import Signals
 
 from .fleet import AggregateFleet, ColdStartModel, FleetOutcome, ModelParams, RequestFleet
 from .fleet.base import AfterIdle, FleetBase
-from .oracle import OraclePlan, plan as oracle_plan
+from .oracle import OraclePlan
+from .oracle import plan as oracle_plan
 from .traces import Trace
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -148,13 +151,17 @@ def build_fleet(trace: Trace, s: Settings, initial: int) -> FleetBase:
                           seed=s.seed, request_timeout=s.request_timeout)
 
 
+def _no_scrape(fleet: FleetBase, t: float) -> None:
+    """The scrape of a run without one (never called: its interval is infinite)."""
+
+
 class _SignalCache:
     """One ``signals()`` per instant, however many times KEDA reads it."""
 
     def __init__(self, fleet: FleetBase, window: float, upstream: bool = False, history: float = 0.0):
         self.fleet, self.window, self.upstream, self.history = fleet, window, upstream, history
         self._at: float | None = None
-        self._sig = None
+        self._sig: Signals | None = None
 
     def __call__(self, now: float):
         if self._at != now:
@@ -176,7 +183,7 @@ class DecideTrigger:
         self.refresh_interval = config.refresh_interval   # a frozen config: read once, not per read
         self.signals = signals
         self.state: PolicyState | None = None
-        self.decision = None
+        self.decision: Decision | None = None
         self.decided_at = -math.inf
         self.decisions = 0
 
@@ -270,6 +277,7 @@ class KpaController(Controller):
         from .kpa import KnativeKpa
 
         self.fleet = fleet
+        assert s.kpa_target is not None, "set by with_kpa_target"
         self.kpa = KnativeKpa(target_concurrency=s.kpa_target, min_scale=0, max_scale=s.max_replicas,
                               scale_down_delay=s.kpa_scale_down_delay)
         self.tick = tick
@@ -359,19 +367,22 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
             last[0], last[1] = now, v
             return v
 
-        trig = ThresholdTrigger(avg_waiting, threshold=s.keda_threshold, activation_threshold=s.keda_activation)
+        threshold = ThresholdTrigger(avg_waiting, threshold=s.keda_threshold,
+                                     activation_threshold=s.keda_activation)
         # and the HPA sync at a poll's instant reads what the poll read (simulations.keda.triggers.Trigger)
-        trig.same_answer_within_instant = True
-        ctrl = KedaController(fleet, spec, [trig], start, initial, s.tick)
+        threshold.same_answer_within_instant = True
+        ctrl = KedaController(fleet, spec, [threshold], start, initial, s.tick)
     elif name == "kpa":
         ctrl = KpaController(fleet, s, min(s.tick, 2.0))
     else:
+        assert oracle is not None, "planned above"
         ctrl = OracleController(fleet, oracle, s.tick)
 
     result = PolicyResult(name)
     tl = result.timeline
     next_tl = start + s.timeline_step
-    next_scrape = start + scrape[0] if scrape else math.inf
+    scrape_every, scrape_fn = scrape if scrape else (math.inf, _no_scrape)
+    next_scrape = start + scrape_every
     t = start
     steps = max(1, int((end - start) / ctrl.tick))
     k = 0
@@ -384,17 +395,17 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
                 t = end
             while next_scrape <= t:
                 advance(next_scrape)
-                scrape[1](fleet, next_scrape)
-                next_scrape += scrape[0]
+                scrape_fn(fleet, next_scrape)
+                next_scrape += scrape_every
             advance(t)
             control(t)
             k += 1
             if t >= next_tl - 1e-9:
-                cache = getattr(ctrl, "cache", None)
-                if cache is not None and cache.window == s.timeline_step:
+                ctrl_cache = getattr(ctrl, "cache", None)
+                if ctrl_cache is not None and ctrl_cache.window == s.timeline_step:
                     # the signals KEDA just read at this instant (arrival rate and P95 TTFT do not depend on
                     # the demand history the predictive cache also carries)
-                    sig = cache(t)
+                    sig = ctrl_cache(t)
                     rate, ttft_p95 = sig.arrival_rate, sig.ttft_p95
                 else:
                     rate, ttft_p95 = fleet.rate_and_ttft_p95(t, s.timeline_step)
@@ -411,7 +422,7 @@ def run_policy(name: str, trace: Trace, s: Settings, *, progress: Callable[[floa
         return result
     out = fleet.outcome(end, s.slo_ttft, s.slo_tpot, AfterIdle(s.idle_gap, s.idle_first_n))
     result.outcome = out
-    result.gpu_hours = (oracle.gpu_seconds if name == "oracle" else out.gpu_seconds) / 3600.0
+    result.gpu_hours = (oracle.gpu_seconds if name == "oracle" and oracle is not None else out.gpu_seconds) / 3600.0
     if name == "oracle":
         notes.append(f"executing the plan in the fleet used {out.gpu_seconds / 3600:.3f} GPU-hours")
     result.notes = tuple(notes)
@@ -430,7 +441,7 @@ class RunResult:
     def summary(self) -> dict:
         """The ``--json`` document."""
         oracle_h = self.oracle.gpu_seconds / 3600.0
-        pols = {}
+        pols: dict[str, dict[str, Any]] = {}
         for name, r in self.policies.items():
             if r.outcome is None:
                 pols[name] = {"unavailable": r.unavailable}
@@ -443,7 +454,7 @@ class RunResult:
                 "tpot_slo_attainment": (o.tpot_ok / req) if req else None,
                 "p95_ttft_window_attainment": o.window_attainment,
                 "gpu_hours": r.gpu_hours,
-                "gpu_hours_vs_oracle": (r.gpu_hours / oracle_h) if oracle_h > 0 else None,
+                "gpu_hours_vs_oracle": (r.gpu_hours / oracle_h) if oracle_h > 0 and r.gpu_hours is not None else None,
                 "cold_starts": o.cold_starts,
                 "scale_events": o.scale_events,
                 "seconds_at_zero": o.seconds_at_zero,

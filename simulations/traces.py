@@ -133,7 +133,7 @@ class Trace:
         p, o = self.tokens.draw(total, rng)
         return arr, p, o
 
-    def scaled(self, x: float, rng: np.random.Generator) -> "Trace":
+    def scaled(self, x: float, rng: np.random.Generator) -> Trace:
         if not (math.isfinite(x) and x > 0):
             raise ValueError(f"--rate-scale must be a finite number > 0, got {x!r}")
         if x == 1:
@@ -154,7 +154,7 @@ class Trace:
         return replace(self, arrivals=new_a[order], prompt=p[idx][order], output=o[idx][order],
                        notes=self.notes + (note,))
 
-    def sliced(self, duration: float, offset: float = 0.0) -> "Trace":
+    def sliced(self, duration: float, offset: float = 0.0) -> Trace:
         """The part of the trace in ``[start + offset, start + offset + duration)``."""
         if duration <= 0 or offset < 0:
             raise ValueError(f"--duration must be > 0 (got {duration!r}) and the offset >= 0 (got {offset!r})")

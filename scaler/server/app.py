@@ -25,9 +25,9 @@ import logging
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from http.server import ThreadingHTTPServer
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,8 +38,8 @@ from prometheus_client.exposition import MetricsHandler
 
 from ..config import ServerDefaults
 from .metrics import ScalerMetrics
-from .refresher import RefreshObserver, Refresher, SignalEnricher, SourceFactory
-from .servicer import SERVICE_NAME, ExternalScalerServicer, add_to_server
+from .refresher import Refresher, RefreshObserver, SignalEnricher, SourceFactory
+from .servicer import SERVICE_NAME, ExternalScalerServicer, ServicerBase, add_to_server
 from .targets import TargetStore
 from .tls import TlsFiles
 
@@ -80,7 +80,7 @@ class ScalerServer:
 
     def __init__(self, settings: ServerSettings, *, source_factory: SourceFactory,
                  enrichers: Sequence[SignalEnricher] = (), clock: Callable[[], float] = time.time,
-                 background_refresh: bool = True, servicer_factory: Callable[..., object] | None = None):
+                 background_refresh: bool = True, servicer_factory: Callable[[], ServicerBase] | None = None):
         self.settings = settings
         self.clock = clock
         self.store = TargetStore(settings.defaults, max_targets=settings.max_targets)
@@ -100,9 +100,9 @@ class ScalerServer:
         self._health: health_aio.HealthServicer | None = None
         self._health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
-        self._metrics_http = None
+        self._metrics_http: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
-        self._health_task: asyncio.Task | None = None
+        self._health_task: asyncio.Task[None] | None = None
         self.serving: bool | None = None  # what health last said (None before start)
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -117,7 +117,7 @@ class ScalerServer:
         return f"{host}:{self.port}"
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> "ScalerServer":
+    def start(self, timeout: float = 10.0) -> ScalerServer:
         if self.settings.gil_switch_interval is not None:
             sys.setswitchinterval(min(sys.getswitchinterval(), self.settings.gil_switch_interval))
         self._loop = asyncio.new_event_loop()
@@ -261,10 +261,10 @@ class ScalerServer:
         if not loop.is_running():
             loop.close()
 
-    def __enter__(self) -> "ScalerServer":
+    def __enter__(self) -> ScalerServer:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop(grace=1.0)
 
 

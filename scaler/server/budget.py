@@ -35,7 +35,8 @@ import ctypes
 import logging
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 log = logging.getLogger("scaler.server.refresh")
 

@@ -15,14 +15,22 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from ..config import ServerDefaults, _url, parse_duration
 from ..redact import redact_text
 from .logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from .prometheus import PrometheusSourceFactory
 from .tls import TlsConfigError, tls_files
+
+if TYPE_CHECKING:   # imported where used (startup cost of `vllm-scaler --help`)
+    from kubernetes.client import ApiClient
+
+    from .app import ServerSettings
+    from .refresher import SignalEnricher
 
 log = logging.getLogger("scaler.server")
 
@@ -216,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the KEDA external scaler gRPC server",
@@ -254,7 +262,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     return values
 
 
-def build_settings(values: Mapping[str, Any]):
+def build_settings(values: Mapping[str, Any]) -> ServerSettings:
     from .app import ServerSettings
 
     try:
@@ -277,11 +285,11 @@ def build_settings(values: Mapping[str, Any]):
 
 
 def build_enrichers(values: Mapping[str, Any], factory: PrometheusSourceFactory,
-                    environ: Mapping[str, str] | None = None) -> list:
+                    environ: Mapping[str, str] | None = None) -> list[SignalEnricher]:
     """The enrichers ``--cold-start-source`` and ``--demand-history`` ask for, in the order they run."""
     environ = os.environ if environ is None else environ
     timeout = values["prometheus_timeout"]
-    enrichers: list = []
+    enrichers: list[SignalEnricher] = []
     choice = values["cold_start_source"]
     if choice in ("auto", "kubernetes"):
         api = _kubernetes_api_client(environ, required=choice == "kubernetes")
@@ -303,7 +311,7 @@ def build_enrichers(values: Mapping[str, Any], factory: PrometheusSourceFactory,
     return enrichers
 
 
-def _kubernetes_api_client(environ: Mapping[str, str], *, required: bool):
+def _kubernetes_api_client(environ: Mapping[str, str], *, required: bool) -> ApiClient | None:
     """In-cluster service account, else the kubeconfig; None (or, when required, ValueError) without either."""
     from kubernetes import client, config
 
@@ -348,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     received: list[str] = []
 
-    def on_signal(signum, frame) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signal.Signals(signum).name)
         if stop.is_set():  # a second signal: no more waiting
             _exit_now(1, "second signal: exiting at once")

@@ -14,10 +14,12 @@ Tests: ``tests/unit/test_server_client.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scaler._proto import externalscaler_pb2 as pb
@@ -65,7 +67,7 @@ class ActiveStream:
     Iteration ends when the call is cancelled; any other failure raises :class:`CallError`.
     """
 
-    def __init__(self, call):
+    def __init__(self, call: Any) -> None:   # the generated stub's response iterator (untyped)
         self._call = call
 
     def __iter__(self) -> Iterator[bool]:
@@ -90,7 +92,7 @@ class ExternalScalerClient:
         self.deadline = deadline
         self._stub = pb_grpc.ExternalScalerStub(channel)
 
-    def _unary(self, rpc: str, request):
+    def _unary(self, rpc: str, request: Message) -> Any:   # the generated stub's response (untyped)
         try:
             return getattr(self._stub, rpc)(request, timeout=self.deadline)
         except grpc.RpcError as exc:
@@ -122,4 +124,4 @@ class ExternalScalerClient:
                 health_pb2.HealthCheckRequest(service=service), timeout=self.deadline).status
         except grpc.RpcError:
             return False
-        return status == health_pb2.HealthCheckResponse.SERVING
+        return bool(status == health_pb2.HealthCheckResponse.SERVING)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from ..config import PolicyConfig
+from ..config import PolicyConfig, TargetKey
 from ..errors import NoDataError, SourceError
 from ..signals import Signals
 
@@ -59,7 +59,7 @@ class ScriptedSource:
             else:
                 self._target_errors[(namespace, deployment)] = error
 
-    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> Mapping[tuple, Signals | SourceError]:
+    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> Mapping[TargetKey, Signals | SourceError]:
         with self._lock:
             self.calls.append((now, tuple(targets)))
         if self.delay:
@@ -68,7 +68,7 @@ class ScriptedSource:
             self.hook(targets)
         if self._error is not None:
             raise self._error
-        out: dict[tuple, Signals | SourceError] = {}
+        out: dict[TargetKey, Signals | SourceError] = {}
         with self._lock:
             for config in targets:
                 key = (config.namespace, config.deployment)

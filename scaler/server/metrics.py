@@ -42,7 +42,7 @@ vllm_scaler_refresh_hopeless_targets            gauge    targets overdue by more
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -141,8 +141,10 @@ class TargetCollector(Collector):
                                     value=hopeless)
 
     @staticmethod
-    def _one(t: Target, now: float, desired, active, answering, terms, dominant, inputs, signal, age, errors,
-             refreshes) -> None:
+    def _one(t: Target, now: float, desired: GaugeMetricFamily, active: GaugeMetricFamily,
+             answering: GaugeMetricFamily, terms: GaugeMetricFamily, dominant: GaugeMetricFamily,
+             inputs: GaugeMetricFamily, signal: GaugeMetricFamily, age: GaugeMetricFamily,
+             errors: CounterMetricFamily, refreshes: CounterMetricFamily) -> None:
         base = [t.namespace, t.scaled_object, t.trigger]
         try:
             t.current(now)

@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
 from urllib3.util.retry import Retry
+
+if TYPE_CHECKING:   # imported where used (startup cost, import cycle)
+    from prometheus_api_client import PrometheusConnect
+
+    from ..sources.prometheus import PrometheusSource
 
 
 class BearerTokenFile(requests.auth.AuthBase):
@@ -75,7 +81,7 @@ class PrometheusSourceFactory:
             raise ValueError(f"--prometheus-ca-file={ca_file!r}: no such file")
         self.ca_file = ca_file
 
-    def client(self, address: str):
+    def client(self, address: str) -> PrometheusConnect:
         """A ``PrometheusConnect`` for ``address`` with the server's CA, and its token when it is the server's own."""
         from prometheus_api_client import PrometheusConnect
 
@@ -87,7 +93,7 @@ class PrometheusSourceFactory:
             retry=Retry(total=0, connect=0, read=0, status=0, redirect=0, raise_on_status=False),
             auth=self.auth if same_origin else None)
 
-    def __call__(self, address: str):
+    def __call__(self, address: str) -> PrometheusSource:
         from ..sources.prometheus import PrometheusSource
 
         return PrometheusSource(self.client(address), timeout=self.timeout)

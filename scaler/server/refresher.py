@@ -59,20 +59,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
-from ..config import PolicyConfig
-from ..errors import (InternalSourceError, MissingResult, PolicyFailure, RefreshBudgetExceeded, SourceError,
-                      SourceHTTPError)
+from ..config import PolicyConfig, TargetKey
+from ..errors import (
+    InternalSourceError,
+    MissingResult,
+    PolicyFailure,
+    RefreshBudgetExceeded,
+    SourceError,
+    SourceHTTPError,
+)
 from ..policy import Decision, decide
 from ..redact import redact, redact_text  # the one redaction of addresses (redact importable from here too)
-from ..signals import SignalSource, Signals
+from ..signals import Signals, SignalSource
 from .budget import Budget, BudgetExceeded
 from .targets import Outcome, Target, TargetId, TargetStore
 
 log = logging.getLogger("scaler.server.refresh")
+_T = TypeVar("_T")
 
 SourceFactory = Callable[[str], SignalSource]
 """Prometheus address (``PolicyConfig.prometheus_address``) -> the source reading it."""
@@ -281,7 +289,7 @@ class Refresher:
             return
         name = getattr(source, "name", "source")
         for group in fetch_groups(targets, self._solo):
-            batch: dict[tuple, Target] = {}
+            batch: dict[TargetKey, Target] = {}
             for t in group:
                 batch.setdefault(t.config.target_key, t)
             results = self.fetch_isolated(source, address, batch, now)
@@ -294,8 +302,8 @@ class Refresher:
                 work.append((t, result))
             self._apply_all(work, now, name)
 
-    def fetch_isolated(self, source: SignalSource, address: str, batch: dict[tuple, Target],
-                       now: float) -> dict[tuple, Signals | SourceError]:
+    def fetch_isolated(self, source: SignalSource, address: str, batch: dict[TargetKey, Target],
+                       now: float) -> dict[TargetKey, Signals | SourceError]:
         """One fetch for ``batch`` (compatible targets by ``target_key``); on a query fault, halves, recursively.
 
         Returns a result for every key of ``batch``. A query fault (see the module docstring) of a fetch of
@@ -373,7 +381,7 @@ class Refresher:
         finally:
             target.notify()
 
-    def _run_budgeted(self, work):
+    def _run_budgeted(self, work: Callable[[], _T]) -> _T:
         return work() if self._budget is None else self._budget.run(work)
 
     def _decide(self, target: Target, signals: Signals, now: float) -> tuple[Signals, Decision]:
@@ -426,7 +434,7 @@ def fetch_groups(targets: Sequence[Target], solo: set[TargetId] | frozenset[Targ
     asked for it). Targets in ``solo`` (they failed alone before) get a call of their own. Two triggers
     reading the same series in one group share its result (same ``target_key``, same fetch).
     """
-    groups: dict[tuple, list[Target]] = {}
+    groups: dict[tuple[object, ...], list[Target]] = {}
     for t in targets:
         key = ("solo", t.id) if t.id in solo else ("shared", t.config.window, t.config.activation_query or "")
         groups.setdefault(key, []).append(t)

@@ -41,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -55,6 +56,10 @@ from .refresher import Refresher
 from .targets import Target, TargetStore
 
 log = logging.getLogger("scaler.server.rpc")
+
+# a gRPC call context (request and response types are the generated messages, not tracked here)
+_Context = grpc.aio.ServicerContext[Any, Any]
+_R = TypeVar("_R")
 
 METRIC_NAME = "vllm-desired-replicas"
 """The one metric this scaler reports (the HPA sees it as ``s<N>-vllm-desired-replicas``)."""
@@ -206,12 +211,12 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                 updated.clear()
                 try:
                     await asyncio.wait_for(updated.wait(), timeout=left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             target.unsubscribe(on_update)
 
-    async def _unary(self, method: str, context: grpc.aio.ServicerContext, answer):
+    async def _unary(self, method: str, context: _Context, answer: Callable[[], Awaitable[_R]]) -> _R:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -234,14 +239,14 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                 self._metrics.observe_rpc(method, code.name, time.perf_counter() - started)
 
     # -- unary RPCs ---------------------------------------------------------------------------
-    async def GetMetricSpec(self, request: pb.ScaledObjectRef, context) -> pb.GetMetricSpecResponse:
+    async def GetMetricSpec(self, request: pb.ScaledObjectRef, context: _Context) -> pb.GetMetricSpecResponse:
         async def answer() -> pb.GetMetricSpecResponse:
             self._resolve(request, self._clock())
             return _SPEC
 
         return await self._unary("GetMetricSpec", context, answer)
 
-    async def GetMetrics(self, request: pb.GetMetricsRequest, context) -> pb.GetMetricsResponse:
+    async def GetMetrics(self, request: pb.GetMetricsRequest, context: _Context) -> pb.GetMetricsResponse:
         async def answer() -> pb.GetMetricsResponse:
             if not _accepts_metric_name(request.metricName):
                 raise self._refuse(request.scaledObjectRef, grpc.StatusCode.INVALID_ARGUMENT, ("metricName",),
@@ -257,7 +262,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
 
         return await self._unary("GetMetrics", context, answer)
 
-    async def IsActive(self, request: pb.ScaledObjectRef, context) -> pb.IsActiveResponse:
+    async def IsActive(self, request: pb.ScaledObjectRef, context: _Context) -> pb.IsActiveResponse:
         async def answer() -> pb.IsActiveResponse:
             target = self._resolve(request, self._clock())
             d = await self._decision(target)
@@ -266,7 +271,8 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         return await self._unary("IsActive", context, answer)
 
     # -- streams ------------------------------------------------------------------------------
-    async def StreamIsActive(self, request: pb.ScaledObjectRef, context):
+    async def StreamIsActive(self, request: pb.ScaledObjectRef,
+                             context: _Context) -> AsyncIterator[pb.IsActiveResponse]:
         try:
             target = self._resolve(request, self._clock())
         except _Fail as fail:
@@ -297,7 +303,8 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
             finally:
                 self._stream_wakers.discard(wake)
 
-    async def StreamMetricSpec(self, request: pb.ScaledObjectRef, context):
+    async def StreamMetricSpec(self, request: pb.ScaledObjectRef,
+                               context: _Context) -> AsyncIterator[pb.GetMetricSpecResponse]:
         try:
             target = self._resolve(request, self._clock())
         except _Fail as fail:
@@ -314,7 +321,11 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                 self._stream_wakers.discard(wake)
 
 
-def add_to_server(servicer: pb_grpc.ExternalScalerServicer, server: grpc.aio.Server) -> None:
+# what add_to_server registers (the generated base class)
+ServicerBase = pb_grpc.ExternalScalerServicer
+
+
+def add_to_server(servicer: ServicerBase, server: grpc.aio.Server) -> None:
     """Register an ExternalScaler servicer (keeps the generated code imported here only)."""
     pb_grpc.add_ExternalScalerServicer_to_server(servicer, server)
 
@@ -325,11 +336,11 @@ class ConstantServicer(pb_grpc.ExternalScalerServicer):
     _METRICS = pb.GetMetricsResponse(metricValues=[pb.MetricValue(metricName=METRIC_NAME, metricValue=1,
                                                                   metricValueFloat=1.0)])
 
-    async def GetMetricSpec(self, request, context):
+    async def GetMetricSpec(self, request: pb.ScaledObjectRef, context: _Context) -> pb.GetMetricSpecResponse:
         return _SPEC
 
-    async def GetMetrics(self, request, context):
+    async def GetMetrics(self, request: pb.GetMetricsRequest, context: _Context) -> pb.GetMetricsResponse:
         return self._METRICS
 
-    async def IsActive(self, request, context):
+    async def IsActive(self, request: pb.ScaledObjectRef, context: _Context) -> pb.IsActiveResponse:
         return pb.IsActiveResponse(result=True)

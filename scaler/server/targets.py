@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping
 
 from ..config import MAX_METADATA, PolicyConfig, ServerDefaults, metadata_size, parse_metadata
 from ..errors import ConfigError, SourceError, TooManyTargets, Unavailable

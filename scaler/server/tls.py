@@ -29,6 +29,9 @@ from pathlib import Path
 
 import grpc
 
+# (mtime_ns, size, inode) of each file, None when it cannot be read
+_Stamp = tuple[tuple[int, int, int] | None, ...]
+
 log = logging.getLogger("scaler.server.tls")
 
 
@@ -49,7 +52,8 @@ class TlsFiles:
     def server_credentials(self) -> grpc.ServerCredentials:
         """Credentials that load the files now (errors name the flag) and reload them when they change."""
         reloader = _Reloader(self)
-        return grpc.dynamic_ssl_server_credentials(reloader.initial, reloader.fetch,
+        # gRPC's fetcher may return None (keep the configuration); the grpcio stubs do not say so
+        return grpc.dynamic_ssl_server_credentials(reloader.initial, reloader.fetch,  # type: ignore[arg-type]
                                                    require_client_authentication=self.mutual)
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
@@ -63,8 +67,8 @@ class TlsFiles:
                                  f"certificate and private key ({exc})") from None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
-    def _stamp(self) -> tuple:
-        out = []
+    def _stamp(self) -> _Stamp:
+        out: list[tuple[int, int, int] | None] = []
         for path in (self.cert, self.key, self.client_ca):
             if path is None:
                 continue
@@ -82,7 +86,7 @@ class _Reloader:
     def __init__(self, files: TlsFiles):
         self._files = files
         self._stamp = files._stamp()
-        self._bad_stamp: tuple | None = None
+        self._bad_stamp: _Stamp | None = None
         self.initial = files._load()
         self._lock = threading.Lock()
 

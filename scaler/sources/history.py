@@ -37,17 +37,18 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Generic, TypeVar
 
 from prometheus_api_client import PrometheusConnect
 
 from scaler import vllm_metrics as vm
 from scaler.coldstart import DEFAULT_LOOKBACK, DEFAULT_MAX_PODS, summarize_seconds
-from scaler.config import PolicyConfig
+from scaler.config import PolicyConfig, TargetKey
 from scaler.errors import SourceUnavailable
 from scaler.forecast import RING, STEP
-from scaler.signals import Signals
+from scaler.signals import ColdStart, Signals
 from scaler.sources.prometheus import prometheus_client_for, query
 from scaler.sources.promql import TargetSelector, duration
 
@@ -79,10 +80,13 @@ def parse_matrix(rows: list[dict[str, Any]], *, source: str) -> tuple[tuple[floa
     return tuple(out)
 
 
+V = TypeVar("V")
+
+
 @dataclass
-class _Cached:
+class _Cached(Generic[V]):
     at: float
-    value: Any
+    value: V
 
 
 class DemandHistoryReader:
@@ -94,7 +98,7 @@ class DemandHistoryReader:
                  lookback: float = RING * STEP, step: float = STEP):
         self._factory = client_factory or (lambda url: prometheus_client_for(url, timeout))
         self._clients: dict[str, PrometheusConnect] = {}
-        self._cache: dict[tuple, _Cached] = {}
+        self._cache: dict[TargetKey, _Cached[tuple[tuple[float, float], ...]]] = {}
         self._lock = threading.Lock()
         self.timeout, self.lookback, self.step = timeout, lookback, step
 
@@ -148,11 +152,11 @@ class KubeStateColdStartReader:
                  lookback: float = DEFAULT_LOOKBACK, max_pods: int = DEFAULT_MAX_PODS, ttl: float = 300.0):
         self._factory = client_factory or (lambda url: prometheus_client_for(url, timeout))
         self._clients: dict[str, PrometheusConnect] = {}
-        self._cache: dict[tuple, _Cached] = {}
+        self._cache: dict[tuple[str, str, str], _Cached[ColdStart | None]] = {}
         self._lock = threading.Lock()
         self.timeout, self.lookback, self.max_pods, self.ttl = timeout, lookback, max_pods, ttl
 
-    def read(self, config: PolicyConfig, now: float):
+    def read(self, config: PolicyConfig, now: float) -> ColdStart | None:
         """The ColdStart of the target's recent pods, or None when kube-state-metrics has none."""
         key = (config.prometheus_address, config.namespace, config.deployment)
         with self._lock:

@@ -35,9 +35,10 @@ The metadata override (``coldStart``) wins: then the pods are not listed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -49,6 +50,7 @@ from scaler.errors import SourceConnectionError, SourceError, SourceHTTPError, S
 from scaler.signals import ColdStart, Signals
 
 SOURCE = "kubernetes"
+_R = TypeVar("_R")
 
 
 def label_selector(selector: Any) -> str:
@@ -105,7 +107,7 @@ class KubernetesColdStartReader:
         self._measured: dict[tuple[str, str], _Measured] = {}
         self._lock = threading.Lock()
 
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
         try:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as exc:

@@ -79,9 +79,10 @@ import logging
 import math
 import re
 from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import requests
@@ -89,10 +90,19 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from scaler import vllm_metrics as vm
-from scaler.config import PolicyConfig
-from scaler.errors import (ActivationQueryError, NoDataError, ScrapeFailingError, SeriesVanishedError,
-                           SourceConnectionError, SourceError, SourceHTTPError, SourceTimeout, SourceUnavailable,
-                           WindowGapError)
+from scaler.config import PolicyConfig, TargetKey
+from scaler.errors import (
+    ActivationQueryError,
+    NoDataError,
+    ScrapeFailingError,
+    SeriesVanishedError,
+    SourceConnectionError,
+    SourceError,
+    SourceHTTPError,
+    SourceTimeout,
+    SourceUnavailable,
+    WindowGapError,
+)
 from scaler.signals import Signals
 from scaler.sources import promql
 from scaler.sources.promql import TERM_LABEL, TargetSelector, histogram_quantile
@@ -138,7 +148,7 @@ def _shown(url: str) -> str:
 
 
 @contextmanager
-def typed_errors(client: PrometheusConnect, timeout: float):
+def typed_errors(client: PrometheusConnect, timeout: float) -> Iterator[None]:
     """Map what ``requests``/prometheus-api-client raise to the typed :class:`SourceError` family."""
     url = _shown(client.url)
     try:
@@ -174,7 +184,7 @@ def _post(client: PrometheusConnect, api: str, form: dict[str, str], timeout: fl
                                 auth=client.auth, verify=session.verify, cert=session.cert, timeout=timeout)
         if response.status_code != 200:
             raise PrometheusApiClientException(
-                "HTTP Status Code {} ({!r})".format(response.status_code, response.content[:2000]))
+                f"HTTP Status Code {response.status_code} ({response.content[:2000]!r})")
         rows = response.json()["data"]["result"]
     if not isinstance(rows, list):
         raise SourceUnavailable(f"malformed answer from {_shown(client.url)}: result is {type(rows).__name__}",
@@ -278,12 +288,12 @@ class PrometheusSource:
         self._probes: dict[str, _Probe] = {}
         self.queries_sent = 0  # for tests and the server's own metrics
         # Per target_key (see _screen): when demand was last reported, in Prometheus' history, failures.
-        self._seen: dict[tuple, float] = {}
-        self._history_demand: dict[tuple, bool] = {}   # this fetch: demand within scaleToZeroAfter in history
-        self._failed_at: dict[tuple, float] = {}
-        self._recovered_at: dict[tuple, float] = {}
-        self._ticks: dict[tuple, deque] = {}
-        self._newest: dict[tuple, float] = {}   # filled by _fetch_group for the current fetch
+        self._seen: dict[TargetKey, float] = {}
+        self._history_demand: dict[TargetKey, bool] = {}   # this fetch: demand within scaleToZeroAfter in history
+        self._failed_at: dict[TargetKey, float] = {}
+        self._recovered_at: dict[TargetKey, float] = {}
+        self._ticks: dict[TargetKey, deque[float]] = {}
+        self._newest: dict[TargetKey, float] = {}   # filled by _fetch_group for the current fetch
         self._pruned_at = -math.inf
 
     # -- probing --------------------------------------------------------------------------------
@@ -334,7 +344,7 @@ class PrometheusSource:
         return query(self.client, expr, at=now, timeout=self.timeout)
 
     # -- fetch ---------------------------------------------------------------------------------
-    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> dict[tuple, Signals | SourceError]:
+    def fetch(self, targets: Sequence[PolicyConfig], now: float) -> dict[TargetKey, Signals | SourceError]:
         """Signals (or the per-target :class:`SourceError`) for ``targets`` at ``now``.
 
         Raises :class:`SourceUnavailable` subclasses when Prometheus can not be asked.
@@ -346,7 +356,7 @@ class PrometheusSource:
         server keeps one source per address). Each result then passes :meth:`_screen` (missing data after
         demand, and the window after a failure, are typed errors, never zeros).
         """
-        out: dict[tuple, Signals | SourceError] = {}
+        out: dict[TargetKey, Signals | SourceError] = {}
         by_window: dict[float, list[PolicyConfig]] = defaultdict(list)
         for t in targets:
             by_window[t.window].append(t)
@@ -477,7 +487,8 @@ class PrometheusSource:
         except ValueError as exc:
             return ActivationQueryError(expr, str(exc))
 
-    def _fetch_group(self, configs: Sequence[PolicyConfig], window: float, now: float) -> dict:
+    def _fetch_group(self, configs: Sequence[PolicyConfig], window: float,
+                     now: float) -> dict[TargetKey, Signals | SourceError]:
         """One chunk's two queries, split in halves while a query is over :data:`MAX_QUERY_BYTES` or
         Prometheus rejects it (400/422: the failing target ends up alone, answered with the error)."""
         sels = {c.target_key: TargetSelector(c.namespace, c.deployment, c.model_name) for c in configs}
@@ -538,7 +549,7 @@ class PrometheusSource:
                 pods = stamps[labels.get(vm.LABEL_NAMESPACE, "")]
                 pod = labels.get(vm.LABEL_POD, "")
                 pods[pod] = max(float(r["value"][1]), pods.get(pod, -math.inf))
-        out: dict[tuple, Signals | SourceError] = {}
+        out: dict[TargetKey, Signals | SourceError] = {}
         gauge_index, rate_index = index_rows(gauge_rows), index_rows(rate_rows)
         for i, c in enumerate(configs):
             sel = sels[c.target_key]
@@ -652,11 +663,14 @@ def with_upstream(result: Signals | SourceError, value: float | None | Activatio
     return result
 
 
-RowIndex = dict[str, dict[tuple[str, str | None], list]]
+Row = dict[str, Any]
+"""One series of a Prometheus query result, as its JSON API returns it (``{"metric": {...}, "value": [t, "v"]}``)."""
+
+RowIndex = dict[str, dict[tuple[str, str | None], list[Row]]]
 """Result rows by namespace, then by (pod, model_name): the labels :meth:`TargetSelector.matches` reads."""
 
 
-def index_rows(rows: list) -> RowIndex:
+def index_rows(rows: list[Row]) -> RowIndex:
     """Group one query's rows once per fetch, so each target looks at its own pods' rows only.
 
     Without it every target scanned every row of the shared queries: n targets x ~60 rows per pod, about
@@ -672,17 +686,16 @@ def index_rows(rows: list) -> RowIndex:
     return index
 
 
-def rows_for(sel: TargetSelector, index: RowIndex) -> list:
+def rows_for(sel: TargetSelector, index: RowIndex) -> list[Row]:
     """The rows of ``index`` whose series may be ``sel``'s (``matches`` without the model; the caller checks all)."""
-    out: list = []
-    for (pod, model), rows in index.get(sel.namespace, {}).items():
-        if sel.matches({vm.LABEL_NAMESPACE: sel.namespace, vm.LABEL_POD: pod, vm.LABEL_MODEL_NAME: model},
-                       with_model=False):
+    out: list[Row] = []
+    for (pod, _model), rows in index.get(sel.namespace, {}).items():
+        if sel.matches({vm.LABEL_NAMESPACE: sel.namespace, vm.LABEL_POD: pod}, with_model=False):
             out.extend(rows)
     return out
 
 
-def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rate_rows: list, window: float,
+def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list[Row], rate_rows: list[Row], window: float,
                   now: float, *, loading_bound: float | None = None) -> Signals:
     """One target's :class:`Signals` from the rows of the gauges and rates queries (see the module table).
 
@@ -693,8 +706,8 @@ def build_signals(sel: TargetSelector, names: MetricNames, gauge_rows: list, rat
               "ttft": vm.TTFT.new, "itl": names.itl}
     pods: dict[str, _PodSeries] = defaultdict(_PodSeries)
     # One entry per scrape target (a pod may have several, e.g. a sidecar's): up, up_max, up_then.
-    up_series: dict[frozenset, dict[str, float]] = defaultdict(dict)
-    up_pod: dict[frozenset, str] = {}
+    up_series: dict[frozenset[tuple[str, str]], dict[str, float]] = defaultdict(dict)
+    up_pod: dict[frozenset[tuple[str, str]], str] = {}
     for r in gauge_rows:
         labels = r["metric"]
         term, _, metric = labels.get(TERM_LABEL, "").partition("@")

@@ -41,8 +41,8 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from scaler import vllm_metrics as vm
 
@@ -156,7 +156,7 @@ def pods_pattern(deployments: Iterable[str]) -> str:
 
 
 @functools.lru_cache(maxsize=65536)
-def _pod_re(deployment: str) -> "re.Pattern[str]":
+def _pod_re(deployment: str) -> re.Pattern[str]:
     return re.compile(pod_pattern(deployment))
 
 

@@ -151,7 +151,7 @@ class FaultProxy:
         self._stopping.set()   # wakes requests sleeping in the delay fault
         self._close()
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self.start()
         return self
 

@@ -37,8 +37,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import BinaryIO
 
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"
@@ -53,7 +54,7 @@ def prometheus_available() -> str | None:
     return None
 
 
-def load_openmetrics(text_or_path: str | os.PathLike, tsdb_dir: str | os.PathLike, *, timeout: float = 120) -> None:
+def load_openmetrics(text_or_path: str | os.PathLike[str], tsdb_dir: str | os.PathLike[str], *, timeout: float = 120) -> None:
     """Create TSDB blocks in ``tsdb_dir`` from OpenMetrics text (a string holding ``# EOF``) or a file path.
 
     Raises ``RuntimeError`` with promtool's output when promtool rejects the input.
@@ -85,7 +86,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _yaml_str(s: str) -> str:
@@ -111,7 +113,7 @@ def scrape_config(targets: Sequence[tuple[str, Mapping[str, str]]], scrape_inter
 class PrometheusServer:
     """A real Prometheus on ``127.0.0.1:<free port>`` with a temporary (or given) TSDB; a context manager."""
 
-    def __init__(self, *, tsdb_dir: str | os.PathLike | None = None,
+    def __init__(self, *, tsdb_dir: str | os.PathLike[str] | None = None,
                  scrape_targets: Sequence[tuple[str, Mapping[str, str]]] = (), scrape_interval: float = 1.0,
                  extra_args: Sequence[str] = ()):
         self._given_tsdb = Path(tsdb_dir) if tsdb_dir is not None else None
@@ -119,8 +121,8 @@ class PrometheusServer:
         self.scrape_interval = scrape_interval
         self.extra_args = tuple(extra_args)
         self._workdir: Path | None = None
-        self._proc: subprocess.Popen | None = None
-        self._log = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
         self.port: int | None = None
 
     @property
@@ -200,7 +202,7 @@ class PrometheusServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         self.start()
         return self
 

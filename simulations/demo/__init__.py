@@ -67,8 +67,20 @@ from .gate import TcpGate
 from .result import Check, DemoResult, DemoTick
 from .run import run
 from .scaler_process import ScalerProcess, free_port
-from .story import (DEPLOYMENT, EXAMPLE, MODEL, NAMESPACE, OUTAGE, REPO, ROUTER_METRIC, Phase, Timing, demo_model,
-                    scaled_object, traffic_phases)
+from .story import (
+                    DEPLOYMENT,
+                    EXAMPLE,
+                    MODEL,
+                    NAMESPACE,
+                    OUTAGE,
+                    REPO,
+                    ROUTER_METRIC,
+                    Phase,
+                    Timing,
+                    demo_model,
+                    scaled_object,
+                    traffic_phases,
+)
 from .trigger import GrpcTrigger, PushListener
 
 __all__ = [

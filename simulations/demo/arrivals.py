@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .story import Phase
+
 
 def arrivals(phases: Sequence[Phase], start: float, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Poisson arrivals with the phases' piecewise-linear rate (thinning), and token sizes.

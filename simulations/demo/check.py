@@ -7,6 +7,7 @@ import math
 from .result import Check, DemoResult
 from .story import traffic_phases
 
+
 def _event(e: tuple[float, str, int, int, str] | None) -> str:
     return "none" if e is None else f"t={e[0]:.1f}s {e[1]} {e[2]} -> {e[3]} ({e[4]})"
 

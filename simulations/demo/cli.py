@@ -15,6 +15,7 @@ from .cluster import serve_loadgen, serve_pod
 from .run import run
 from .story import DEPLOYMENT
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import urllib.request
-from typing import Sequence
+from collections.abc import Sequence
 
 from kubernetes import client, config
 
@@ -18,6 +18,7 @@ from simulations.podserver import TextHTTPServer
 from .arrivals import arrivals
 from .exporter import PodExporter
 from .story import ROUTER_METRIC, Phase, demo_model
+
 
 def cluster_phases(peak: float, scale: float) -> tuple[Phase, ...]:
     """The kind story, 0 -> 1 -> N -> 0, in seconds: the loop's phases from zero, stretched by ``scale``."""
@@ -65,8 +66,10 @@ def serve_loadgen(port: int, namespace: str, deployment: str, scale: float, peak
     while not stop.wait(0.5):
         now = time.time()
         pods = api.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={deployment}").items
-        ready = sorted(p.metadata.name for p in pods if p.metadata.deletion_timestamp is None and any(
-            c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])))
+        ready = sorted(p.metadata.name for p in pods
+                       if p.metadata is not None and p.metadata.name is not None and p.status is not None
+                       and p.metadata.deletion_timestamp is None
+                       and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])))
         fleet.advance_to(now)
         if len(ready) != applied:
             fleet.scale_to(len(ready), now)

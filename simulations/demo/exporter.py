@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from simulations.exposition import render_text
 from simulations.fleet.metrics import pod_metrics
 from simulations.podserver import TextHTTPServer, metrics_only
 
 from .story import MODEL, NAMESPACE
+
 
 class PodExporter:
     """Each simulated pod's vLLM exposition, in a fixed set of slots (one scrape port each).

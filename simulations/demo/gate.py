@@ -6,6 +6,7 @@ import selectors
 import socket
 import threading
 
+
 class TcpGate:
     """A TCP forwarder 127.0.0.1:port -> upstream; :meth:`cut` refuses and drops connections (the outage).
 
@@ -36,7 +37,7 @@ class TcpGate:
         while not self.stopped.is_set():
             try:
                 client, _ = self.listener.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             with self.lock:
                 if not self.open:

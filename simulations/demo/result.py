@@ -8,6 +8,7 @@ from typing import Any
 
 from .story import Timing
 
+
 @dataclass
 class DemoTick:
     t: float                 # seconds from the start of traffic

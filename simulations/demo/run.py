@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -10,8 +11,9 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -28,6 +30,7 @@ from .result import DemoResult, DemoTick
 from .scaler_process import ScalerProcess
 from .story import DEPLOYMENT, NAMESPACE, OUTAGE, ROUTER_METRIC, Timing, demo_model, scaled_object, traffic_phases
 from .trigger import GrpcTrigger, PushListener
+
 
 def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12.0, seed: int = 7,
         workdir: Path | None = None, progress: Callable[[str], None] | None = None) -> DemoResult:
@@ -56,7 +59,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
                              cold_start=ColdStartModel.single(timing.cold_start), start=time.time(),
                              initial_replicas=1, seed=seed, request_timeout=30.0, deployment=DEPLOYMENT)
         exporter = PodExporter(fleet, slots)
-        ports = [metrics_port(lambda i=i: exporter.text(i)) for i in range(slots)]
+        ports = [metrics_port(functools.partial(exporter.text, i)) for i in range(slots)]
         router_text = {"v": ""}
         ports.append(metrics_port(lambda: router_text["v"]))
         cleanup += [p.close for p in ports]
@@ -66,6 +69,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
                                 scrape_interval=timing.scrape_interval, tsdb_dir=work / "tsdb")
         prom.start()
         cleanup.append(prom.stop)
+        assert prom.port is not None, "set by start()"
         gate = TcpGate(prom.port)
         cleanup.append(gate.close)
 
@@ -88,7 +92,7 @@ def run(timing: Timing = Timing(), *, policy: str = "reactive", peak: float = 12
         ticks: list[DemoTick] = []
         outage_state = False
         applied = 1
-        say("traffic starts in %.0f s; the story takes about a minute" % lead)
+        say(f"traffic starts in {lead:.0f} s; the story takes about a minute")
         while True:
             now = time.time()
             t = now - start

@@ -17,6 +17,7 @@ from scaler.server.client import ExternalScalerClient
 
 from .story import REPO
 
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

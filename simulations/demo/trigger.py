@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from scaler.errors import SourceError
 from scaler.server.client import DEADLINE, CallError, ExternalScalerClient, ScaledObjectRef
+
 
 class GrpcTrigger:
     """A ``type: external`` trigger as KEDA runs it: the three calls on a shared channel, 3 s deadline each.
@@ -63,7 +65,7 @@ class PushListener:
 
     def __init__(self, channel: grpc.Channel, ref: ScaledObjectRef, clock: Callable[[], float]):
         self.clock = clock
-        self.trues: "queue.Queue[float]" = queue.Queue()
+        self.trues: queue.Queue[float] = queue.Queue()
         self.received: list[tuple[float, bool]] = []
         self._stream = ExternalScalerClient(channel).stream_is_active(ref)
         self.thread = threading.Thread(target=self._run, name="stream-is-active", daemon=True)

@@ -79,8 +79,7 @@ from scaler.signals import Signals
 
 from .base import AfterIdle, FleetBase, FleetOutcome, first_after_idle, window_attainment
 from .lifecycle import ColdStartModel, Replica, ReplicaSet
-from .model import ModelParams, kv_per_sequence, knee, preemption_ratio, saturation
-
+from .model import ModelParams, knee, kv_per_sequence, preemption_ratio, saturation
 
 STEADY_KV = 0.9     # a steady state holding more of the KV cache than this is followed in the dynamic state
 SUBSTEP = 5.0       # seconds: the dynamic state's sub-step and cohort spacing
@@ -292,14 +291,14 @@ class AggregateFleet(FleetBase):
             if mk is not None and mk[0] == b and mk[1] == R and mk[2] == a and self.backlog_total <= 1e-9:
                 # Same bin, same replicas, no backlog: the steady state is unchanged; extend the last slice.
                 arrivals = a * dt
-                share = self._merge_share
+                merged = self._merge_share
                 self.s_dt[-1] += dt
                 self.s_arr[-1] += arrivals
                 self.s_served[-1] += arrivals
-                self.s_ttft_ok[-1] += arrivals * share[0]
-                self.s_tpot_ok[-1] += arrivals * share[1]
+                self.s_ttft_ok[-1] += arrivals * merged[0]
+                self.s_tpot_ok[-1] += arrivals * merged[1]
                 self.s_rec_served[-1] += arrivals
-                self.s_rec_base[-1] += arrivals * share[2]
+                self.s_rec_base[-1] += arrivals * merged[2]
                 return
             P = self.P[b]
             L = self.L[b]
@@ -341,6 +340,7 @@ class AggregateFleet(FleetBase):
             self._mode = "steady"
             self._cohorts = []
             return
+        assert b is not None, "with replicas ready, b is the trace's bin or its nearest end (above)"
         lam_sat, t_sat, nmax = self._lam_sat[b], self._t_sat[b], self._nmax[b]
         cap = R * lam_sat
         mode = self._mode
@@ -688,8 +688,6 @@ class AggregateFleet(FleetBase):
         n_ready = self.rs.count("ready")
         pods = n_ready + self.rs.count("draining")
         n, t, P = self._state
-        b = self._bin_index(now - 1e-9)
-        L = self.L[b] if b is not None else 1.0
         history_pairs: tuple[tuple[float, float], ...] = ()
         if history > 0:
             history_pairs = self._history(now, history)
@@ -724,9 +722,10 @@ class AggregateFleet(FleetBase):
         the tuple is the one the direct computation gives
         (``tests/unit/test_aggregate_history.py::test_memoised_history_matches_the_direct_computation``).
         """
-        if self._cum is None:
-            self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
-            self._edges = self.start + self.bin * np.arange(len(self._cum))
+        cum, edges = self._cum, self._edges     # built together, on the first call
+        if cum is None or edges is None:
+            cum = self._cum = np.concatenate([[0.0], np.cumsum(self.counts)])
+            edges = self._edges = self.start + self.bin * np.arange(len(cum))
         at = self.history_minute(now)
         last = self._history_last
         if last is not None and last[0] == at and last[1] == history:
@@ -740,7 +739,7 @@ class AggregateFleet(FleetBase):
                 stride = t - self._history_last_miss
                 self._history_last_miss = t
                 batch = [t + k * stride for k in range(256)] if 0 < stride <= 3600 else [t]
-                c = np.interp(np.array(batch + [x - 60.0 for x in batch]), self._edges, self._cum).tolist()
+                c = np.interp(np.array(batch + [x - 60.0 for x in batch]), edges, cum).tolist()
                 n = len(batch)
                 for k, x in enumerate(batch):
                     memo[x] = (x, (c[k] - c[n + k]) / 60.0)

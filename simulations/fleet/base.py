@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scaler.forecast import STEP as HISTORY_STEP
 from scaler.signals import Signals
+
+if TYPE_CHECKING:
+    from .lifecycle import ReplicaSet
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,13 @@ class FleetBase:
     """Shared queries over ``self.rs`` (a :class:`~simulations.fleet.lifecycle.ReplicaSet`)."""
 
     fidelity = "?"
+    # set by each fleet's __init__
+    rs: ReplicaSet
+    start: float
+
+    def outcome(self, end: float, slo_ttft: float, slo_tpot: float, after_idle: AfterIdle = AfterIdle()) -> FleetOutcome:
+        """What the run achieved up to ``end`` (each fleet computes it its own way)."""
+        raise NotImplementedError
 
     def status_replicas(self) -> int:
         return self.rs.count("loading") + self.rs.count("ready")

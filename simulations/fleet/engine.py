@@ -169,7 +169,7 @@ class Engine:
         p, req = self.p, self.req
         alpha, beta, gamma = p.alpha, p.beta, p.gamma
         budget0, mns, bs, nblocks = p.max_batched_tokens, p.max_num_seqs, self.bs, self.blocks
-        P, O = req.P, req.O
+        P = req.P
         state, base, fstep, need, done, gen = req.state, req.base, req.fstep, req.need, req.done, req.gen
         running, waiting, heap, cnt, prefilling = self.running, self.waiting, self.heap, self.cnt, self.prefilling
         while (running or waiting) and self.t_next < T:
@@ -301,7 +301,7 @@ class Engine:
 
     def _complete_prefills(self, completes: list[int], it: int, end: float) -> None:
         req, bs, cnt, running, heap = self.req, self.bs, self.cnt, self.running, self.heap
-        first, A, gen, O, state = req.first, req.A, req.gen, req.O, req.state
+        first, A, gen, O, state = req.first, req.A, req.gen, req.O, req.state  # noqa: E741 (O: output tokens, as in the model)
         for rid in completes:
             g = gen[rid] + 1
             gen[rid] = g

@@ -24,8 +24,8 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -126,7 +126,7 @@ class ColdStartModel:
                 f"{self.scheduling + self.download_alone:.1f} s; raise the median or the bandwidth, or lower a size")
 
     @classmethod
-    def single(cls, median: float, sigma: float = 0.0) -> "ColdStartModel":
+    def single(cls, median: float, sigma: float = 0.0) -> ColdStartModel:
         """No phases: a log-normal cold start with this median and log-sd, every pod independent."""
         return cls(median, sigma, scheduling=0.0, image_gb=0.0, weights_gb=0.0)
 
@@ -395,6 +395,7 @@ class ReplicaSet:
     def _replan(self) -> None:
         """Ready times of the pods still downloading, from the link's state (:meth:`_Link.plan`): a pod is
         Ready its engine start after its download ends. Then the loading pods are sorted again."""
+        assert self._link is not None, "called only with a shared link"
         for f, end in self._link.plan():
             r = f[2]
             r.downloaded_at = end

@@ -67,8 +67,9 @@ prefills it: ``ttft ~ 1.5 * t + gamma * p`` (plus any queueing wait).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Mapping
+from typing import Any
 
 from scaler.capacity import FleetModel
 
@@ -122,10 +123,10 @@ class ModelParams:
         return FleetModel(alpha=self.alpha, beta=self.beta, gamma=self.gamma, max_num_seqs=self.max_num_seqs,
                           kv_tokens=self.kv_tokens)
 
-    def with_overrides(self, overrides: Mapping[str, str]) -> "ModelParams":
+    def with_overrides(self, overrides: Mapping[str, str]) -> ModelParams:
         """A copy with ``{"alpha": "0.03", ...}`` applied; unknown names or bad values raise ValueError."""
         kinds = {f.name: f.type for f in fields(self)}
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}   # int or float by key
         for key, raw in overrides.items():
             if key not in kinds:
                 raise ValueError(f"unknown model parameter {key!r} (known: {', '.join(sorted(kinds))})")

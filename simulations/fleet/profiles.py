@@ -21,8 +21,8 @@ within its tolerance of the measurements it cites, on their own workloads).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .model import ModelParams
 

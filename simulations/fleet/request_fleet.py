@@ -86,10 +86,10 @@ class RequestFleet(FleetBase):
     # -- time ----------------------------------------------------------------------------------
     def _route(self, rid: int, at: float) -> None:
         best = None
-        best_key = None
+        best_key: tuple[int, int] | None = None   # set with best
         for e in self.routable:
             key = (len(e.waiting), len(e.running))
-            if best is None or key < best_key:
+            if best_key is None or key < best_key:
                 best, best_key = e, key
         if best is None:
             self.gateway.append(rid)

@@ -6,8 +6,15 @@ Public names (the contract in notes/interfaces.md): ``ScalingPolicy``, ``Scaling
 """
 
 from .hpa import HorizontalPodAutoscaler, HpaOutcome, MetricReading, Tolerances
-from .manifest import (ManifestError, ScaledObjectManifest, load_scaled_object, metadata_from_scaled_object,
-                       read_scaled_object_doc, scaled_object_from_yaml, triggers_from_yaml)
+from .manifest import (
+                       ManifestError,
+                       ScaledObjectManifest,
+                       load_scaled_object,
+                       metadata_from_scaled_object,
+                       read_scaled_object_doc,
+                       scaled_object_from_yaml,
+                       triggers_from_yaml,
+)
 from .operator import KedaHpa, ScaleEvent
 from .spec import Fallback, HpaBehavior, ScaledObjectSpec, ScalingPolicy, ScalingRules
 from .triggers import ThresholdTrigger, Trigger, sanitize

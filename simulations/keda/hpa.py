@@ -48,8 +48,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .spec import HpaBehavior, ScalingRules
 
@@ -94,7 +94,7 @@ class MetricReading:
             raise ValueError(f"target={self.target_milli / 1000!r}: Kubernetes rejects a target <= 0")
 
     @classmethod
-    def of(cls, usage: float, target: float, metric_type: str = AVERAGE_VALUE) -> "MetricReading":
+    def of(cls, usage: float, target: float, metric_type: str = AVERAGE_VALUE) -> MetricReading:
         return cls(to_milli(usage), to_milli(target), metric_type)
 
 

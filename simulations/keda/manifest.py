@@ -13,15 +13,26 @@ Fields KEDA has but this emulation does not model (``scalingModifiers``, trigger
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, overload
 
 import yaml
 
 from .hpa import METRIC_TYPES
-from .spec import (FALLBACK_BEHAVIORS, POLICY_TYPES, SELECT_POLICIES, Fallback, HpaBehavior, ScaledObjectSpec,
-                   ScalingPolicy, ScalingRules, default_scale_down, default_scale_up)
+from .spec import (
+    FALLBACK_BEHAVIORS,
+    POLICY_TYPES,
+    SELECT_POLICIES,
+    Fallback,
+    HpaBehavior,
+    ScaledObjectSpec,
+    ScalingPolicy,
+    ScalingRules,
+    default_scale_down,
+    default_scale_up,
+)
 
 TRIGGER_TYPES = ("external", "external-push", "prometheus")
 EXTERNAL_TYPES = ("external", "external-push")     # the triggers that call an external scaler (this one)
@@ -78,8 +89,15 @@ class _Reader:
                 self.bad(f"{path}.{k}", value[k], f"unknown field (known: {', '.join(sorted(allowed))})")
         return dict(value)
 
+    @overload
+    def integer(self, m: Mapping, key: str, path: str, default: int, *, lo: int | None = None,
+                hi: int | None = None) -> int: ...
+    @overload
+    def integer(self, m: Mapping, key: str, path: str, default: None, *, lo: int | None = None,
+                hi: int | None = None) -> int | None: ...
     def integer(self, m: Mapping, key: str, path: str, default: int | None, *, lo: int | None = None,
                 hi: int | None = None) -> int | None:
+        """The integer at ``m[key]``, ``default`` when absent or bad (a bad one is recorded as a problem)."""
         if key not in m or m[key] is None:
             return default
         v = m[key]

@@ -44,7 +44,8 @@ as the faster loop (every 15 s or more often) with the fleet's current figures.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from scaler.errors import SourceError
 
@@ -142,7 +143,7 @@ class KedaHpa:
     # -- KEDA's scale loop ------------------------------------------------------------------------
     def _poll(self, t: float) -> None:
         active = error = False
-        for i, trig in enumerate(self.triggers):
+        for i in range(len(self.triggers)):
             try:
                 read = self._read(i, t)
             except SourceError as err:
@@ -220,9 +221,9 @@ class KedaHpa:
                 return err
             return self._fallback_reading(i, err, ready_replicas)
         self.failures[i] = 0
-        if self.hpa_targets[i] is None:
-            self.hpa_targets[i] = read.target
         hpa_target = self.hpa_targets[i]
+        if hpa_target is None:
+            hpa_target = self.hpa_targets[i] = read.target
         key = (read.usage, hpa_target, trig.metric_type)
         last = self._last_reading[i]   # an immutable value: the previous sync's when nothing changed
         if last is None or last[0] != key:
@@ -240,12 +241,13 @@ class KedaHpa:
         try:
             target = float(trig.target())   # KEDA scales the fallback by the live metric spec's target
         except SourceError:
-            if self._known_targets[i] is None:
+            known = self._known_targets[i]
+            if known is None:
                 return err
-            target = self._known_targets[i]
-        if self.hpa_targets[i] is None:
-            self.hpa_targets[i] = target
+            target = known
         hpa_target = self.hpa_targets[i]
+        if hpa_target is None:
+            hpa_target = self.hpa_targets[i] = target
         per = float(replicas)
         if trig.metric_type != AVERAGE_VALUE:
             if ready_replicas <= 0:

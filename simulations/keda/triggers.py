@@ -15,7 +15,8 @@ Sources (kedacore/keda):
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from scaler.errors import SourceError
 
@@ -106,6 +107,8 @@ class ThresholdTrigger:
     Example (the seeds' trigger): ``ThresholdTrigger(lambda t: waiting(t), threshold=5,
     activation_threshold=2)``.
     """
+
+    same_answer_within_instant = False   # see Trigger; a caller whose value_fn qualifies sets it
 
     def __init__(self, value_fn: Callable[[float], float], *, threshold: float, activation_threshold: float = 0,
                  metric_type: str = AVERAGE_VALUE, use_cached_metrics: bool = False):

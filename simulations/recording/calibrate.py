@@ -42,14 +42,17 @@ Round trip and real data: ``tests/unit/test_calibrate_fleet.py`` (a simulated fl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from simulations.fleet.model import ModelParams, kv_per_sequence
 
 from .format import Recording, Tick
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -61,7 +64,7 @@ class Fit:
     ticks: int
 
 
-def _lstsq(columns: Sequence[Sequence[float]], y: Sequence[float], names: Sequence[str], *,
+def _lstsq(columns: Sequence[npt.ArrayLike], y: npt.ArrayLike, names: Sequence[str], *,
            intercept: bool) -> Fit:
     """Least squares; R^2 is centred with an intercept, uncentred (about 0) through the origin, and None
     when the observed values do not vary (nothing to explain)."""

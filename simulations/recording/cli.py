@@ -9,13 +9,13 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from scaler.capacity import FleetModel
-from scaler.config import ConfigError, parse_duration, parse_metadata
-from scaler.errors import SourceError
+from scaler.config import parse_duration, parse_metadata
+from scaler.errors import ConfigError, SourceError
 from scaler.sources.prometheus import PrometheusSource
 from simulations.cli import add_model_flags, model_params
 from simulations.keda import metadata_from_scaled_object
@@ -41,7 +41,7 @@ def parse_time(text: str, flag: str) -> float:
     except ValueError:
         raise ValueError(f"{flag} {text!r}: not unix seconds or an ISO 8601 time") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -138,7 +138,7 @@ def _run_replay(args: argparse.Namespace) -> int:
         print(f"{'t (UTC)':20} {'ran':>4} {'desired':>7} {'needed':>6} {'short':>5} {'under':>5}  dominant: terms; "
               "horizon, forecast, capacity / note")
         for r in shown:
-            ts = datetime.fromtimestamp(r.t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            ts = datetime.fromtimestamp(r.t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
             why = f"{r.dominant}: {r.explain()}" if r.dominant else ""
             print(f"{ts:20} {_fmt(r.replicas):>4} {_fmt(r.desired):>7} {_fmt(r.needed):>6} {_fmt(r.short):>5} "
                   f"{_fmt(r.under):>5}  {why}{r.note}")

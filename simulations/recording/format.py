@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO, cast
 
 from scaler.signals import VLLM_AGGREGATES, Signals
 
@@ -79,13 +80,13 @@ class Tick:
     @classmethod
     def of(cls, t: float, *, pods_reporting: int = 0, replicas: int | None = None,
            starting_replicas: int | None = None, ttft_mean: float | None = None, tpot_mean: float | None = None,
-           replicas_spec: int | None = None, error: str | None = None, **aggregates: float | None) -> "Tick":
+           replicas_spec: int | None = None, error: str | None = None, **aggregates: float | None) -> Tick:
         """A tick from the keys of a tick line (:data:`COLUMNS`); ``aggregates`` are Signals' vLLM aggregates."""
         unknown = sorted(set(aggregates) - set(VLLM_AGGREGATES))
         if unknown:
             raise TypeError(f"Tick.of: unknown field(s) {', '.join(unknown)}")
         return cls(Signals(observed_at=t, pods_reporting=pods_reporting, ready_replicas=replicas,
-                           starting_replicas=starting_replicas, **aggregates),
+                           starting_replicas=starting_replicas, **cast(dict[str, Any], aggregates)),  # checked above
                    ttft_mean, tpot_mean, replicas_spec, error)
 
     @property
@@ -129,7 +130,7 @@ class Recording:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Recording":
+    def load(cls, path: str | os.PathLike) -> Recording:
         """Read a recording; every problem names the file, the line and the field."""
         p = Path(path)
         try:

@@ -8,7 +8,8 @@ latencies for calibration. File format: :mod:`simulations.recording.format`.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from scaler import vllm_metrics as vm
 from scaler.errors import NoDataError

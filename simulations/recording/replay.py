@@ -18,13 +18,15 @@ over a 2.5 s SLO -> short -> needed 3; a policy answering 2 is under, 3 is not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from scaler.config import ServerDefaults, parse_metadata
 from scaler.policy import TermsText, decide, planning_targets
 
 from .format import Recording, Tick
+
 
 @dataclass(frozen=True)
 class ReplayTick:

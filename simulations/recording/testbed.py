@@ -77,7 +77,7 @@ def from_testbed_csv(path: str | os.PathLike) -> Recording:
         ttft, itl = num(i, row, "ttft_ms", zero_is_none=True), num(i, row, "itl_ms", zero_is_none=True)
         out_tok = num(i, row, "out_tok")
         itl_s = None if itl is None else itl / 1000.0
-        running = None if None in (rate, out_tok, itl_s) else rate * out_tok * itl_s
+        running = None if rate is None or out_tok is None or itl_s is None else rate * out_tok * itl_s
         if rate == 0:
             running = 0.0
         by_t[t] = Tick.of(t, pods_reporting=pods, replicas=pods, waiting=num(i, row, "waiting_sum"), running=running,

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import simulations.runner as runner  # noqa: E402
-from scaler.policy import decide  # noqa: E402
-from simulations.traces import load  # noqa: E402
+import simulations.runner as runner
+from scaler.policy import decide
+from simulations.traces import load
 
 
 def record(trace_name: str):

@@ -45,10 +45,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import grpc  # noqa: E402
+import grpc
 
-from scaler._proto import externalscaler_pb2 as pb  # noqa: E402
-from scaler._proto import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
+from scaler._proto import externalscaler_pb2 as pb
+from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 
 N_TARGETS = 1000
 SERVERS = ("scaler", "do-nothing", "scaler-frozen")
@@ -178,7 +178,7 @@ async def _client(ports: dict[str, int], rates: list[float], duration: float, ro
     stubs = {k: pb_grpc.ExternalScalerStub(c) for k, c in channels.items()}
     runs: list[Run] = []
     try:
-        for name, stub in stubs.items():  # warm-up: every target once, closed loop
+        for stub in stubs.values():  # warm-up: every target once, closed loop
             for req in requests:
                 await stub.GetMetrics(req, timeout=5)
         alive = list(stubs)

@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from simulations.fleet import AggregateFleet, ColdStartModel, ModelParams, RequestFleet  # noqa: E402
-from simulations.traces import load  # noqa: E402
+from simulations.fleet import AggregateFleet, ColdStartModel, ModelParams, RequestFleet
+from simulations.traces import load
 
 PROMPT_MEAN, OUTPUT_MEAN = 235.0, 460.0
 T0 = 1_000_000.0

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-from dataclasses import replace
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from simulations import cli as sim_cli  # noqa: E402
-from simulations.runner import POLICIES, Settings, build_fleet, run_policy  # noqa: E402
-from simulations.traces import load  # noqa: E402
+from simulations.runner import POLICIES, Settings, build_fleet, run_policy
+from simulations.traces import load
 
 
 def timed(fn):
@@ -116,7 +115,7 @@ def main() -> None:
     tb, _ = timed(lambda: fleet_only(week, s, 20))
     print(f"baseline: aggregate fleet alone, 20 fixed replicas, 5 s ticks: {tb:.2f} s")
     for p in POLICIES:
-        t, cpu, runs, r = repeated(lambda: run_policy(p, week, s), n)
+        t, cpu, runs, r = repeated(lambda p=p: run_policy(p, week, s), n)
         extra = f"unavailable: {r.unavailable}" if r.outcome is None else f"{r.gpu_hours:.0f} GPU-h"
         print(f"aggregate week  {p:<20} {t:6.2f} s wall {cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
               f"target <= 5 s)  {extra}; runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
@@ -136,7 +135,7 @@ def main() -> None:
     tb, _ = timed(lambda: fleet_only(conv, s, 3))
     print(f"baseline: request fleet alone, 3 fixed replicas: {tb:.2f} s")
     for p in POLICIES:
-        t, cpu, runs, r = repeated(lambda: run_policy(p, conv, s), n)
+        t, cpu, runs, r = repeated(lambda p=p: run_policy(p, conv, s), n)
         print(f"request conv    {p:<20} {t:6.2f} s wall {cpu:6.2f} s cpu  ({t / tb:4.1f}x baseline; "
               f"target <= 10 s); runs (wall/cpu): " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs))
     if args.quick:
@@ -152,7 +151,7 @@ def main() -> None:
     for policy, grid in sweeps:
         argv = ["sweep", "--trace", "azure-2024-week", "--fidelity", "aggregate", "--policy", policy,
                 "--jobs", "2"] + [x for g in grid for x in ("--grid", g)]
-        t, rc = timed(lambda: cli_main(argv))
+        t, rc = timed(lambda argv=argv: cli_main(argv))
         print(f"sweep {policy}: 50 points over the week, 2 processes: {t:.1f} s wall, {timed.cpu:.1f} s cpu "
               f"(workers included; target <= 120 s wall), exit {rc}; cores: {multiprocessing.cpu_count()}; "
               f"{load_average()}")

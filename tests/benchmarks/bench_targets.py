@@ -119,7 +119,7 @@ class Pods:
 
 def serve_pods(pods: Pods) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             body = pods.page()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")

@@ -55,7 +55,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(_render_text(Path(directory).resolve())) if doc]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render_text(directory: Path) -> str:
     # One kustomize run per directory per test session; the files do not change while tests run.
     cmd = renderer()

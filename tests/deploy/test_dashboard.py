@@ -11,8 +11,8 @@ import dataclasses
 import importlib.util
 import json
 import re
-import pytest
 
+import pytest
 from deploy_render import DEPLOY, REPO
 
 DASHBOARD = DEPLOY / "monitoring" / "grafana-dashboard.json"

@@ -25,7 +25,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from deploy_render import DEPLOY, REPO, find, render, renderer
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -54,7 +53,7 @@ def test_dockerfile_is_multi_stage_slim_python_311_non_root() -> None:
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", args["PYTHON_IMAGE"]), args["PYTHON_IMAGE"]
     final = [(w, a) for w, a, s in ins if s == 1]
     users = [a for w, a in final if w == "USER"]
-    assert users and not users[-1].split(":")[0] in ("0", "root")
+    assert users and users[-1].split(":")[0] not in ("0", "root")
     uid = int(users[-1].split(":")[0])
     pod = find(render(DEPLOY / "base"), "Deployment", "vllm-scaler")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == uid

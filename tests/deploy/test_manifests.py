@@ -17,11 +17,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
 import crd_schema
+import pytest
 from deploy_render import DEPLOY, NO_RENDERER, REPO, components, find, kustomizations, render, renderer
+
 from scaler.config import KEYS, ServerDefaults, parse_metadata
 
 # Kubernetes minor version the manifests are validated against (kubernetes-validate ships 1.25 ... 1.37).

@@ -106,7 +106,7 @@ def test_pod_role_serves_health_after_the_startup_delay_and_the_loadgen_share() 
     share = b'vllm:num_requests_waiting{pod="sim-0"} 3\n'
 
     class Loadgen(BaseHTTPRequestHandler):   # serves /pods/<name>/metrics like --role loadgen
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = share if self.path == "/pods/sim-0/metrics" else b""
             self.send_response(200 if body else 404)
             self.send_header("Content-Length", str(len(body)))

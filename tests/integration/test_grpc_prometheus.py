@@ -28,7 +28,6 @@ from scaler.sources.promql import histogram_quantile
 from scaler.testing.promserver import PrometheusServer
 from simulations.exposition import PodMetrics, render_text
 
-
 pytestmark = pytest.mark.integration
 
 NS = "team-a"
@@ -182,7 +181,7 @@ class LivePods:
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return srv
 
-    def __enter__(self) -> "LivePods":
+    def __enter__(self) -> LivePods:
         try:
             self.prometheus.start()
         except BaseException:

@@ -34,7 +34,7 @@ def openmetrics() -> str:
     t = START
     samples = []
     while t <= END:
-        for i, pod in enumerate(PODS):
+        for pod in PODS:
             counts[pod] += rate(t) * SCRAPE / 2
             samples.append((pod, counts[pod], t))
         t += SCRAPE

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +20,7 @@ from scaler.sources.kubernetes import KubernetesColdStartReader, label_selector
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC).timestamp()
 
 # GET /apis/apps/v1/namespaces/ml/deployments/llama, as a 1.32 API server answers it (trimmed of managedFields).
 DEPLOYMENT = json.loads("""

@@ -8,7 +8,6 @@ test), for the new (V1) and the old (V0) metric names.
 from __future__ import annotations
 
 import logging
-import math
 
 import pytest
 from prometheus_api_client import PrometheusConnect

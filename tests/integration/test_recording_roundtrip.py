@@ -52,7 +52,7 @@ def simulate():
         for i, p in enumerate(pods):
             done = [r for r in running[i] if r[0] <= s]
             running[i] = [r for r in running[i] if r[0] > s]
-            for _fin, arr, start in done:
+            for _fin, arr, _start in done:
                 p.e2e.observe(s - arr)
                 p.itl.observe(0.03, OUTPUT - 1)
                 p.request_prompt_tokens.observe(PROMPT)

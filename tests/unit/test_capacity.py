@@ -2,8 +2,16 @@
 
 import pytest
 
-from scaler.capacity import (MIN_SAMPLES, CapacityLearner, FleetModel, little_capacity, model_batch,
-                             model_capacity, model_targets, resolve_capacity)
+from scaler.capacity import (
+    MIN_SAMPLES,
+    CapacityLearner,
+    FleetModel,
+    little_capacity,
+    model_batch,
+    model_capacity,
+    model_targets,
+    resolve_capacity,
+)
 from scaler.signals import Signals
 
 M = FleetModel(alpha=0.015, beta=0.0003, gamma=0.00005, max_num_seqs=256)

@@ -5,8 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from simulations.fleet import (AggregateFleet, ColdStartModel, ModelParams, RequestFleet, saturation, steady_state,
-                               window_attainment)
+from simulations.fleet import (
+    AggregateFleet,
+    ColdStartModel,
+    ModelParams,
+    RequestFleet,
+    saturation,
+    steady_state,
+    window_attainment,
+)
 from simulations.fleet.model import max_rate_within_slo
 
 T0 = 1_000_000.0

@@ -6,8 +6,16 @@ Docs: https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/
 
 import pytest
 
-from simulations.keda.hpa import (HorizontalPodAutoscaler, MetricReading, Tolerances, average_value_proposal,
-                                  proposal, scale_down_limit, scale_up_limit, value_proposal)
+from simulations.keda.hpa import (
+    HorizontalPodAutoscaler,
+    MetricReading,
+    Tolerances,
+    average_value_proposal,
+    proposal,
+    scale_down_limit,
+    scale_up_limit,
+    value_proposal,
+)
 from simulations.keda.spec import HpaBehavior, ScalingPolicy, ScalingRules, default_scale_down, default_scale_up
 
 T = Tolerances()
@@ -130,7 +138,7 @@ def test_docs_scale_down_policies_80_to_10() -> None:
     The default 300 s scale-down window (seeded with 80 at start) holds the count for the first window.
     """
     h = hpa(80, down=DOCS_DOWN)
-    times = [15.0 * k for k in range(0, 90)]
+    times = [15.0 * k for k in range(90)]
     counts = run(h, 80, lambda t, n: 10.0, times)
     changes = [(t, c) for t, c, prev in zip(times, counts, [80] + counts) if c != prev]
     assert changes == [(300.0, 72), (360.0, 64), (420.0, 57), (480.0, 51), (540.0, 45), (600.0, 40), (660.0, 36),
@@ -244,7 +252,7 @@ PCT10 = ScalingPolicy("Percent", 10, 60)
 )
 def test_docs_behavior_examples(down, expected_changes) -> None:
     h = hpa(100, down=down)
-    times = [15.0 * k for k in range(0, 33)]            # 0 .. 480 s
+    times = [15.0 * k for k in range(33)]            # 0 .. 480 s
     counts = run(h, 100, lambda t, n: 10.0, times)
     changes = [(t, c) for t, c, prev in zip(times, counts, [100] + counts) if c != prev]
     assert changes == expected_changes

@@ -8,8 +8,16 @@ import math
 import pytest
 
 from scaler.errors import SourceError, SourceTimeout
-from simulations.keda import (Fallback, HpaBehavior, KedaHpa, ScaledObjectSpec, ScalingPolicy, ScalingRules,
-                              ThresholdTrigger, sanitize)
+from simulations.keda import (
+    Fallback,
+    HpaBehavior,
+    KedaHpa,
+    ScaledObjectSpec,
+    ScalingPolicy,
+    ScalingRules,
+    ThresholdTrigger,
+    sanitize,
+)
 from simulations.keda.triggers import metric_sum, read_trigger
 
 T0 = 1_700_000_000.0
@@ -345,7 +353,7 @@ def test_constructor_validates() -> None:
 def test_use_cached_metrics_hpa_reads_the_last_poll() -> None:
     for cached, after_45 in ((True, 3), (False, 7)):
         demand = {"v": 3.0}
-        trig = ThresholdTrigger(lambda t: demand["v"], threshold=1, use_cached_metrics=cached)
+        trig = ThresholdTrigger(lambda t, demand=demand: demand["v"], threshold=1, use_cached_metrics=cached)
         k = KedaHpa(ScaledObjectSpec(polling_interval=60), [trig], start=T0, replicas=3)
         k.step(T0, status_replicas=3, ready_replicas=3)
         demand["v"] = 9.0

@@ -179,7 +179,7 @@ def test_inactive_only_after_sustained_idle_with_no_forecast_demand() -> None:
     st = None
     t = NOW
     # Ten minutes of 1 req/s, then nothing at all.
-    for i in range(120):
+    for _ in range(120):
         d = decide(sig(arrival_rate=1.0, running=2), st, c, t)
         st, t = d.next_state, t + 5
     went_idle = t

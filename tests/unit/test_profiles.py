@@ -2,8 +2,7 @@
 
 import pytest
 
-from simulations.fleet import ModelParams
-from simulations.fleet import profiles
+from simulations.fleet import ModelParams, profiles
 
 
 def test_default_profile_is_model_params_default():

@@ -149,8 +149,7 @@ def test_histogram_quantile_edge_cases(buckets, q, expected):
 
 
 # --- client-side aggregation (scaler.sources.prometheus.build_signals) on rows shaped as Prometheus answers ---
-from scaler.errors import NoDataError  # noqa: E402
-from scaler.errors import ScrapeFailingError  # noqa: E402
+from scaler.errors import NoDataError, ScrapeFailingError  # noqa: E402
 from scaler.sources.prometheus import MetricNames, build_signals  # noqa: E402
 
 NOW = 1_700_000_000.0

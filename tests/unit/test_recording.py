@@ -9,9 +9,19 @@ import pytest
 
 from scaler.cli import main
 from scaler.config import parse_metadata
-from simulations.recording import (Recording, RecordingError, RecordingHeader, Tick, calibrate, fitted_params,
-                                   metadata_from_scaled_object, needed_replicas, parse_time, replay,
-                                   replay_config)
+from simulations.recording import (
+    Recording,
+    RecordingError,
+    RecordingHeader,
+    Tick,
+    calibrate,
+    fitted_params,
+    metadata_from_scaled_object,
+    needed_replicas,
+    parse_time,
+    replay,
+    replay_config,
+)
 
 HEADER = RecordingHeader(prometheus="http://127.0.0.1:9090", namespace="serving", deployment="chat",
                          model_name=None, start=1000.0, end=1150.0, step=15.0, window=60.0,

@@ -5,8 +5,16 @@ import pytest
 from scaler.config import PolicyConfig
 from scaler.errors import ConfigError
 from simulations.fleet import ColdStartModel
-from simulations.runner import (DecideTrigger, PolicyUnavailable, Settings, _SignalCache, build_fleet, policy_config,
-                                run, run_policy)
+from simulations.runner import (
+    DecideTrigger,
+    PolicyUnavailable,
+    Settings,
+    _SignalCache,
+    build_fleet,
+    policy_config,
+    run,
+    run_policy,
+)
 from simulations.traces import load
 
 

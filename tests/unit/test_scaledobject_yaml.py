@@ -5,8 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulations.keda import (Fallback, ScaledObjectSpec, ScalingPolicy, load_scaled_object, scaled_object_from_yaml,
-                              triggers_from_yaml)
+from simulations.keda import (
+    Fallback,
+    ScaledObjectSpec,
+    ScalingPolicy,
+    load_scaled_object,
+    scaled_object_from_yaml,
+    triggers_from_yaml,
+)
 from simulations.keda.manifest import ManifestError
 from simulations.keda.spec import default_scale_down, default_scale_up
 

@@ -60,7 +60,7 @@ def test_invariants_over_random_workloads(seed):
     assert (req.first[fits] <= req.finish[fits]).all() and (req.first[fits] > req.arrival[fits]).all()
     assert e.used == 0
     # a step never exceeds the token budget: one token per decode plus the prefill chunks
-    for it, seqs, dec, pre, used in e.log:
+    for _it, seqs, dec, pre, used in e.log:
         assert dec + pre <= params.max_batched_tokens and used <= e.blocks and seqs <= params.max_num_seqs
 
 

@@ -92,7 +92,7 @@ def test_stream_is_active_yields_bools_and_cancel_ends_it_quietly() -> None:
     clock = [T0]
     server = _server(source, clock=lambda: clock[0])
     source.set("ml", "llama", IDLE)
-    got: "queue.Queue[object]" = queue.Queue()
+    got: queue.Queue[object] = queue.Queue()
     try:
         with grpc.insecure_channel(server.address) as channel:
             stream = ExternalScalerClient(channel).stream_is_active(

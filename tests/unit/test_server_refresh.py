@@ -6,8 +6,15 @@ import logging
 import pytest
 
 from scaler.config import ServerDefaults, parse_metadata
-from scaler.errors import (ConfigError, NoDataError, SourceConnectionError, SourceError, SourceHTTPError,
-                           SourceTimeout, Unavailable)
+from scaler.errors import (
+    ConfigError,
+    NoDataError,
+    SourceConnectionError,
+    SourceError,
+    SourceHTTPError,
+    SourceTimeout,
+    Unavailable,
+)
 from scaler.policy import decide
 from scaler.server.fake_source import ScriptedSource
 from scaler.server.logs import JsonFormatter
@@ -530,7 +537,7 @@ def test_budget_cuts_python_loops_and_never_leaks_the_cutoff() -> None:
         done = 0
         for n in range(200):
             try:
-                budget.run(lambda: sum(i * i for i in range(20_000 + 400 * n)))
+                budget.run(lambda n=n: sum(i * i for i in range(20_000 + 400 * n)))
                 done += 1
             except BudgetExceeded:
                 pass

@@ -19,7 +19,7 @@ def test_bundled_traces_resolve():
 
 def test_servegen_windows_hold_rate_times_600():
     sg = T.load("servegen-12")
-    rows = [l.split(",") for l in open(T.DATA / T.BUNDLED["servegen-12"]) if l.strip()]
+    rows = [line.split(",") for line in open(T.DATA / T.BUNDLED["servegen-12"]) if line.strip()]
     expected = sum(round(float(r[1]) * 600) for r in rows)
     assert sg.requests == expected
     w = [r for r in rows if float(r[1]) > 0][0]
