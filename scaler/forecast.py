@@ -121,6 +121,7 @@ the work of :meth:`DemandForecaster.outlook` (at most 1,442 points) and of
 :meth:`DemandForecaster.yesterday_peak` whatever horizon a caller passes."""
 # Past rates kept: one day plus two hours, so that yesterday's window around "now" is not yet overwritten.
 RING = SEASON + 120
+MAX_OBSERVED_RATE = 1e12   # req/s: observations above are capped (:meth:`DemandForecaster.observe`)
 Z_P90 = 1.2815515655446004
 
 
@@ -260,6 +261,10 @@ class DemandForecaster:
         bucket, which is folded when the first observation of a later minute arrives."""
         if not math.isfinite(rate) or rate < 0:
             raise ValueError(f"arrival rate must be a finite non-negative number, got {rate!r}")
+        # a finite but absurd rate (1e308) would overflow the minute's running sum to inf: cap it at a rate
+        # no service sees, so the sum of any number of observations stays finite (pinned by
+        # tests/unit/test_forecast.py::test_observe_caps_absurd_rates)
+        rate = min(rate, MAX_OBSERVED_RATE)
         fc = self.observe_tokens(prompt_tokens, output_tokens)
         b = bucket_of(now)
         if fc.pending_bucket is None or (fc.last_bucket is not None and b <= fc.last_bucket):

@@ -276,3 +276,15 @@ def test_spread_memo_is_bounded_at_arbitrary_instants() -> None:
         o = fc.outlook(now, 225.0, 225.0)
         assert len(fc.params._spreads) <= _SPREADS_MAX
     assert o.upper_at_horizon == fc._point(now + 225.0, then)[1]
+
+
+def test_observe_caps_absurd_rates():
+    """Two finite observations whose sum overflows (1e308 + 1e308) are capped, never folded as inf
+    (found by tests/unit/test_policy_property.py)."""
+    from scaler.forecast import MAX_OBSERVED_RATE, DemandForecaster
+
+    fc = DemandForecaster()
+    t0 = 1_700_000_000.0
+    fc = fc.observe(t0, 1e308).observe(t0 + 10, 1e308).observe(t0 + 70, 5.0)
+    assert fc.last_bucket is not None
+    assert max(v for v in fc.season if v is not None) == MAX_OBSERVED_RATE
