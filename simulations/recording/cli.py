@@ -214,7 +214,8 @@ def register(subparsers) -> None:
     p.add_argument("--prometheus-url", default=DEFAULT_PROMETHEUS_URL,
                    help="Prometheus base URL (default: $VLLM_SCALER_PROMETHEUS_URL or %(default)s)")
     p.add_argument("--namespace", required=True, help="namespace of the vLLM pods")
-    p.add_argument("--deployment", required=True, help="the vLLM Deployment; pods are matched as <name>-.*")
+    p.add_argument("--deployment", required=True, help="the vLLM Deployment; its ReplicaSets' pods are matched exactly "
+                   "(scaler.sources.promql.pod_pattern)")
     p.add_argument("--model-name", default=None, help="only series with this model_name label (default: all)")
     p.add_argument("--start", default=None, help="first tick: unix seconds or ISO 8601 (UTC if no zone)")
     p.add_argument("--end", default=None, help="last tick: unix seconds or ISO 8601 (default: now)")
