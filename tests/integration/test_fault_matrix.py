@@ -59,24 +59,10 @@ def frames():
 
 
 @pytest.fixture(scope="module")
-def proms(prometheus_required, tmp_path_factory):
-    import io
-
-    from scaler.testing.promserver import load_openmetrics
-    from simulations.exposition import write_openmetrics
-
-    buf = io.StringIO()
-    write_openmetrics(frames(), buf)
-    tsdb = tmp_path_factory.mktemp("tsdb")
-    load_openmetrics(buf.getvalue(), tsdb)
-    full, empty = PrometheusServer(tsdb_dir=tsdb), PrometheusServer()
-    full.start()
-    try:
-        empty.start()
+def proms(module_backfilled_prometheus):
+    full = module_backfilled_prometheus(frames())
+    with PrometheusServer() as empty:
         yield full, empty
-    finally:
-        full.stop()
-        empty.stop()
 
 
 POLICIES = ("reactive", "predictive")

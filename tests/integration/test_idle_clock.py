@@ -9,16 +9,13 @@ zero: its data vanished).
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from scaler.config import ServerDefaults, parse_metadata
 from scaler.errors import SeriesVanishedError
 from scaler.policy import decide
 from scaler.sources.prometheus import PrometheusSource
-from scaler.testing.promserver import PrometheusServer, load_openmetrics
-from simulations.exposition import PodMetrics, write_openmetrics
+from simulations.exposition import PodMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +41,8 @@ def frames():
 
 
 @pytest.fixture(scope="module")
-def prom(prometheus_required, tmp_path_factory):
-    buf = io.StringIO()
-    write_openmetrics(frames(), buf)
-    tsdb = tmp_path_factory.mktemp("tsdb")
-    load_openmetrics(buf.getvalue(), tsdb)
-    with PrometheusServer(tsdb_dir=tsdb) as server:
-        yield server
+def prom(module_backfilled_prometheus):
+    return module_backfilled_prometheus(frames())
 
 
 def cfg(url, name="llama", **md):

@@ -8,16 +8,13 @@ series generated here for the target's own pods.
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from scaler.config import ConfigError, ServerDefaults, parse_metadata
 from scaler.sources.prometheus import MAX_QUERY_BYTES, PrometheusSource
 from scaler.sources.promql import TargetSelector
 from scaler.testing.faultproxy import FaultProxy
-from scaler.testing.promserver import PrometheusServer, load_openmetrics
-from simulations.exposition import PodMetrics, write_openmetrics
+from simulations.exposition import PodMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +48,8 @@ def frames():
 
 
 @pytest.fixture(scope="module")
-def prom(prometheus_required, tmp_path_factory):
-    buf = io.StringIO()
-    write_openmetrics(frames(), buf)
-    tsdb = tmp_path_factory.mktemp("tsdb")
-    load_openmetrics(buf.getvalue(), tsdb)
-    with PrometheusServer(tsdb_dir=tsdb) as server:
-        yield server
+def prom(module_backfilled_prometheus):
+    return module_backfilled_prometheus(frames())
 
 
 def cfg(url, name, namespace, **md):
